@@ -1,0 +1,43 @@
+"""Fixtures shared by the test modules.
+
+Real road data is read in place from ../shared/data (never copied into the repo); tests
+that need it skip cleanly when it is absent.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Camera-sized images over Fast DDS need the large-data transports, and every process of a
+# test (this one included) must use the same transports or they never discover each other.
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("LANESAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the calling test when it is not there."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not available: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tusimple_root() -> Path:
+    return shared_path("tusimple")
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory) -> Path:
+    """An untrained ENet-SAD weights file + metadata (small input), for plumbing tests only."""
+    from lanesad_ros.model import build_model
+    from lanesad_ros.model.weights import save_weights
+
+    model = build_model("enet_sad", num_lanes=4, input_size=(144, 400))
+    path = tmp_path_factory.mktemp("weights") / "enet_sad_random.safetensors"
+    save_weights(model, path, {"crop_top": 0.3, "training": {"data": "none (random init, tests only)"}})
+    return path

@@ -1,0 +1,36 @@
+"""Helpers for tests that talk ROS 2 across processes."""
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+
+
+def require_ros_messages() -> None:
+    """Skip unless rclpy and the generated lanesad_ros messages import."""
+    pytest.importorskip("rclpy")
+    try:
+        import lanesad_ros.msg  # noqa: F401
+    except ImportError as exc:  # not built: `make setup` builds them
+        pytest.skip(f"lanesad_ros messages not built ({exc})")
+
+
+def ros_env(domain_id: int | None = None) -> dict[str, str]:
+    """Environment for a child ROS process: own DDS domain, large-data transports."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 200))
+    env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def spin_until(executor, predicate, timeout: float) -> bool:
+    """Spin an rclpy executor until predicate() is true or timeout seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=0.05)
+    return predicate()
