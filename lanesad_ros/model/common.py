@@ -1,0 +1,58 @@
+"""Pieces shared by the ENet-SAD and ResNet-SAD networks: input checks and the existence head."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Spatial sizes must survive four halvings (ENet pools to 1/8, the existence head to 1/16).
+SIZE_MULTIPLE = 16
+
+
+def check_config(num_lanes: int, input_size) -> tuple[int, tuple[int, int]]:
+    """Validate (num_lanes, input_size) of a model; returns them normalised."""
+    if isinstance(num_lanes, bool) or not isinstance(num_lanes, int) or num_lanes < 1:
+        raise ValueError(f"num_lanes must be a positive int, got {num_lanes!r}")
+    try:
+        height, width = (int(v) for v in input_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"input_size must be (height, width), got {input_size!r}") from None
+    if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise ValueError(
+            f"input_size (height, width) must be positive and divisible by {SIZE_MULTIPLE}, got {input_size!r}"
+        )
+    return num_lanes, (height, width)
+
+
+def check_input(x: torch.Tensor) -> None:
+    """Reject an input batch the network cannot process, with a readable message."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an image batch of shape [N, 3, H, W], got {tuple(x.shape)}")
+    if x.shape[2] % SIZE_MULTIPLE or x.shape[3] % SIZE_MULTIPLE:
+        raise ValueError(f"input height and width must be divisible by {SIZE_MULTIPLE}, got {tuple(x.shape[2:])}")
+
+
+class ExistenceHead(nn.Module):
+    """Lane-existence branch: 1x1 conv to 5 ch, softmax, 2x2 average pool, FC 128, ReLU, FC, sigmoid.
+
+    The first FC has 5 * (H/16) * (W/16) * 128 weights for the configured input size
+    (H, W), as in the paper. Inputs of any other size (divisible by 16) are average-pooled
+    adaptively onto that same (H/16, W/16) grid, so one set of weights serves every size;
+    at the configured size this is exactly the paper's 2x2 average pool.
+    """
+
+    def __init__(self, in_channels: int, num_lanes: int, input_size: tuple[int, int], hidden: int = 128):
+        super().__init__()
+        self.grid = (input_size[0] // SIZE_MULTIPLE, input_size[1] // SIZE_MULTIPLE)
+        self.conv = nn.Conv2d(in_channels, 5, kernel_size=1)
+        self.fc1 = nn.Linear(5 * self.grid[0] * self.grid[1], hidden)
+        self.fc2 = nn.Linear(hidden, num_lanes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        y = F.softmax(self.conv(features), dim=1)
+        if (y.shape[2], y.shape[3]) == (2 * self.grid[0], 2 * self.grid[1]):
+            y = F.avg_pool2d(y, 2)
+        else:
+            y = F.adaptive_avg_pool2d(y, self.grid)
+        y = F.relu(self.fc1(y.flatten(1)))
+        return torch.sigmoid(self.fc2(y))
