@@ -1,0 +1,114 @@
+"""Temporal smoothing of lanes across frames, one track per lane slot.
+
+Each track holds the coefficients of a quadratic x(y) in source pixels and filters them
+with a small Kalman filter (constant-curve model, diagonal covariance), which settles to
+exponential smoothing with a gain set by ``process_noise_px`` / ``measurement_noise_px``.
+A detection far from its track (a lane change, a slot swap) restarts the track instead of
+being blended in, so real changes are followed at once. A slot missing for up to
+``hold_frames`` frames keeps its last curve with a decaying confidence, then is dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lanesad_ros.lanes import Lane
+
+_Y_SCALE = 1000.0  # rows are divided by this before fitting, so coefficients stay comparable
+
+
+@dataclass
+class _Track:
+    coef: np.ndarray  # (3,) x = c0 + c1 t + c2 t^2, t = y / _Y_SCALE
+    var: np.ndarray  # (3,) variance of each coefficient
+    rows: np.ndarray
+    confidence: float
+    lane: Lane
+    misses: int = 0
+
+
+def _fit(points: np.ndarray) -> np.ndarray:
+    """Quadratic (linear for fewer than 4 points) x(t) coefficients, ascending powers."""
+    t = points[:, 1].astype(np.float64) / _Y_SCALE
+    degree = 2 if len(points) >= 4 else 1
+    coef = np.polynomial.polynomial.polyfit(t, points[:, 0].astype(np.float64), degree)
+    return np.pad(coef, (0, 3 - len(coef)))
+
+
+def _evaluate(coef: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return np.polynomial.polynomial.polyval(rows.astype(np.float64) / _Y_SCALE, coef)
+
+
+@dataclass
+class LaneTracker:
+    """``update(lanes) -> lanes``: smoothed lanes, slot-consistent, held through short dropouts.
+
+    ``process_noise_px``: how far (px) a lane is expected to drift per frame; smaller is
+    steadier but slower to follow. ``measurement_noise_px``: per-frame detection jitter (px).
+    ``gate_px``: a detection whose mean distance to the track exceeds this restarts the track.
+    ``hold_frames``: frames a missing lane is still reported; ``hold_decay``: confidence factor per missed frame.
+    """
+
+    process_noise_px: float = 2.0
+    measurement_noise_px: float = 6.0
+    gate_px: float = 40.0
+    hold_frames: int = 3
+    hold_decay: float = 0.7
+    tracks: dict[int, _Track] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("process_noise_px", "measurement_noise_px", "gate_px"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"LaneTracker.{name} must be > 0, got {getattr(self, name)}")
+        if self.hold_frames < 0 or not 0.0 < self.hold_decay <= 1.0:
+            raise ValueError(f"LaneTracker needs hold_frames >= 0 and 0 < hold_decay <= 1, got "
+                             f"{self.hold_frames}, {self.hold_decay}")
+
+    def reset(self) -> None:
+        self.tracks.clear()
+
+    def _noise(self, scale_px: float) -> np.ndarray:
+        # The same pixel-scale noise on each coefficient's contribution over a typical t range (~0.5).
+        return (scale_px ** 2) * np.array([1.0, 4.0, 16.0])
+
+    def update(self, lanes: list[Lane]) -> list[Lane]:
+        """Feed one frame's detections; returns the smoothed lanes ordered by lane index."""
+        seen = set()
+        for lane in lanes:
+            if len(lane.image_points) < 2:
+                continue
+            key = lane.index
+            seen.add(key)
+            z = _fit(lane.image_points)
+            track = self.tracks.get(key)
+            rows = lane.image_points[:, 1]
+            if track is not None:
+                distance = float(np.mean(np.abs(_evaluate(track.coef, rows) - lane.image_points[:, 0])))
+                if distance > self.gate_px:
+                    track = None
+            if track is None:
+                self.tracks[key] = _Track(coef=z, var=self._noise(self.measurement_noise_px), rows=rows.copy(),
+                                          confidence=lane.confidence, lane=lane)
+                continue
+            var = track.var + self._noise(self.process_noise_px)
+            gain = var / (var + self._noise(self.measurement_noise_px))
+            track.coef = track.coef + gain * (z - track.coef)
+            track.var = (1.0 - gain) * var
+            track.rows = rows.copy()
+            track.confidence = 0.5 * (track.confidence + lane.confidence)
+            track.lane = lane
+            track.misses = 0
+        for key in list(self.tracks):
+            if key not in seen:
+                self.tracks[key].misses += 1
+                if self.tracks[key].misses > self.hold_frames:
+                    del self.tracks[key]
+        out = []
+        for key in sorted(self.tracks):
+            track = self.tracks[key]
+            points = np.stack([_evaluate(track.coef, track.rows), track.rows], axis=1)
+            confidence = track.confidence * self.hold_decay ** track.misses
+            out.append(Lane(slot=track.lane.slot, confidence=float(confidence), image_points=points,
+                            index=track.lane.index))
+        return out

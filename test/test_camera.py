@@ -1,0 +1,142 @@
+"""Camera model and flat-ground projection, checked with a real calibration (Udacity chessboards)."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from lanesad_ros.camera import CameraModel, GroundProjector, Mounting, calibrate_chessboard
+
+HALF_LANE = 1.85  # m: two boundaries of a 3.7 m lane
+
+
+@pytest.fixture(scope="module")
+def udacity_calibration():
+    """Calibrate once from the 20 real chessboard views (three lack a full board and are skipped).
+
+    A few of the files are 1281x721; their top-left 1280x720 crop is the same camera (a crop
+    from the origin leaves K unchanged).
+    """
+    folder = shared_path("udacity", "camera_cal")
+    files = sorted(folder.glob("calibration*.jpg"))
+    if len(files) < 10:
+        pytest.skip(f"expected the 20 Udacity chessboard images in {folder}")
+    images = [cv2.imread(str(f))[:720, :1280] for f in files]
+    return calibrate_chessboard(images, pattern=(9, 6), detect_scale=0.5)
+
+
+def test_calibration_of_the_real_camera(udacity_calibration):
+    camera, rms = udacity_calibration
+    assert (camera.width, camera.height) == (1280, 720)
+    assert rms < 1.0  # px; about 0.85 here
+    fx, fy, cx, cy = camera.K[0, 0], camera.K[1, 1], camera.K[0, 2], camera.K[1, 2]
+    # A ~60 degree lens with its centre near the image centre and clear barrel distortion.
+    assert 1050 < fx < 1250 and abs(fx - fy) / fx < 0.02
+    assert abs(cx - 640) < 60 and abs(cy - 360) < 60
+    assert camera.dist[0] < -0.15
+
+
+def parallel_lines(projector, xs=np.linspace(5.0, 40.0, 36)):
+    """Back-projected images of the two ground lines y = +-1.85 m: (left (M,3), right (M,3), pixels)."""
+    out, pixels = [], []
+    for y in (HALF_LANE, -HALF_LANE):
+        ground = np.stack([xs, np.full_like(xs, y), np.zeros_like(xs)], axis=1)
+        px = projector.ground_to_image(ground)
+        assert np.all(np.isfinite(px))
+        assert np.all((px[:, 0] >= 0) & (px[:, 0] < 1280) & (px[:, 1] >= 0) & (px[:, 1] < 720)), "line leaves the image"
+        pixels.append(px)
+        out.append(projector.image_to_ground(px))
+    return out[0], out[1], pixels
+
+
+def test_straight_parallel_lines_come_back_parallel(udacity_calibration):
+    camera, _ = udacity_calibration
+    projector = GroundProjector(camera, Mounting(height_m=1.2, pitch_rad=math.radians(2.0)))
+    left, right, pixels = parallel_lines(projector)
+    assert len(left) == len(right) == 36
+    for line, y in ((left, HALF_LANE), (right, -HALF_LANE)):
+        assert np.ptp(line[:, 1]) < 0.05 and abs(line[:, 1].mean() - y) < 0.05
+        assert np.all(line[:, 2] == 0)
+    separation = left[:, 1] - right[:, 1]
+    assert np.all(np.abs(separation - 3.7) < 0.05)
+    np.testing.assert_allclose(left[:, 0], np.linspace(5.0, 40.0, 36), atol=0.05)
+
+
+def test_distortion_is_what_keeps_a_crossing_line_straight(udacity_calibration):
+    """A line across the road 6 m ahead spans the image width, where the lens distortion is
+    strong: with the calibrated model it comes back straight, read as a pinhole it bends by ~0.5 m."""
+    camera, _ = udacity_calibration
+    mounting = Mounting(height_m=1.2, pitch_rad=math.radians(2.0))
+    projector = GroundProjector(camera, mounting)
+    ys = np.linspace(-3.4, 3.4, 15)
+    crossing = np.stack([np.full_like(ys, 6.0), ys, np.zeros_like(ys)], axis=1)
+    pixels = projector.ground_to_image(crossing)
+    assert pixels[:, 0].min() > 0 and pixels[:, 0].max() < 1280
+    np.testing.assert_allclose(projector.image_to_ground(pixels), crossing, atol=0.01)
+    pinhole = GroundProjector(CameraModel(camera.K, np.zeros(5), 1280, 720), mounting)
+    assert np.ptp(pinhole.image_to_ground(pixels)[:, 0]) > 0.3
+
+
+def test_mounting_angles_round_trip(udacity_calibration):
+    camera, _ = udacity_calibration
+    mounting = Mounting(height_m=1.5, pitch_rad=math.radians(4), roll_rad=math.radians(1.5),
+                        yaw_rad=math.radians(-2), x_m=1.8, y_m=0.3)
+    projector = GroundProjector(camera, mounting, max_range_m=60.0)
+    ground = np.array([[8.0, 1.0, 0.0], [15.0, -2.0, 0.0], [30.0, 0.5, 0.0], [50.0, -1.0, 0.0]])
+    np.testing.assert_allclose(projector.image_to_ground(projector.ground_to_image(ground)), ground, atol=1e-3)
+    # Rows above the horizon never reach the road; points beyond max_range are dropped too.
+    horizon = projector.horizon_row()
+    assert horizon is not None and 0 < horizon < 360
+    sky = np.array([[640.0, horizon - 40.0], [300.0, 10.0]])
+    assert projector.image_to_ground(sky).shape == (0, 3)
+    far = projector.ground_to_image(np.array([[80.0, 0.0, 0.0]]))
+    assert projector.image_to_ground(far).shape == (0, 3)
+    behind = projector.ground_to_image(np.array([[-5.0, 0.0, 0.0]]))
+    assert np.all(np.isnan(behind))
+
+
+def test_homography_matches_the_mounting(udacity_calibration):
+    camera, _ = udacity_calibration
+    by_pose = GroundProjector(camera, Mounting(height_m=1.2, pitch_rad=math.radians(2.0)))
+    by_h = GroundProjector(camera, homography=-3.0 * by_pose.homography_from_mounting())  # any scale and sign
+    left, right, pixels = parallel_lines(by_pose)
+    np.testing.assert_allclose(by_h.image_to_ground(pixels[0]), left, atol=1e-6)
+    np.testing.assert_allclose(by_h.ground_to_image(left), pixels[0], atol=1e-3)
+    sky = np.array([[640.0, 100.0]])
+    assert by_h.image_to_ground(sky).shape == (0, 3)
+
+
+def test_camera_model_from_camera_info_and_yaml(tmp_path):
+    info = SimpleNamespace(k=[1000.0, 0, 640, 0, 1000.0, 360, 0, 0, 1], d=[-0.2, 0.05, 0, 0, 0],
+                           width=1280, height=720, distortion_model="plumb_bob")
+    camera = CameraModel.from_camera_info(info)
+    assert camera.K[0, 2] == 640 and camera.dist.tolist() == [-0.2, 0.05, 0, 0, 0]
+    import yaml
+
+    path = tmp_path / "camera.yaml"
+    path.write_text(yaml.safe_dump(camera.to_yaml_dict()))
+    again = CameraModel.from_yaml(path)
+    np.testing.assert_array_equal(again.K, camera.K)
+    np.testing.assert_array_equal(again.dist, camera.dist)
+    half = camera.scaled(640, 360)
+    assert half.K[0, 0] == 500 and half.K[1, 2] == 180
+    with pytest.raises(ValueError, match="9 values"):
+        CameraModel(K=[1, 2, 3], dist=[], width=10, height=10)
+    with pytest.raises(ValueError, match="height_m"):
+        Mounting(height_m=-1.0)
+    with pytest.raises(ValueError, match="exactly one"):
+        GroundProjector(camera)
+    with pytest.raises(ValueError, match="k / K"):
+        CameraModel.from_camera_info(SimpleNamespace(d=[], width=1, height=1))
+
+
+def test_calibration_needs_enough_views():
+    blank = np.full((120, 160), 128, np.uint8)
+    with pytest.raises(ValueError, match="found in only 0 image"):
+        calibrate_chessboard([blank] * 3)
+    with pytest.raises(ValueError, match="120x160"):
+        calibrate_chessboard([blank, np.zeros((160, 120), np.uint8)])

@@ -1,0 +1,209 @@
+"""Detector: weights -> lanes through each backend, input validation, device handling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lanesad_ros.detector import Detector, DetectorError
+from lanesad_ros.lanes import LaneDetections
+
+# Random weights give near-uniform maps: thresholds of 0 make every lane come out, so the
+# plumbing (sizes, rows, mapping to source pixels) is exercised.
+OPEN = {"exist_threshold": 0.0, "prob_threshold": 0.0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache_and_one_thread(tmp_path_factory):
+    """Keep exported ONNX graphs out of the user's cache; one torch thread, because a thread
+    pool on a shared, busy CPU makes these small forwards many times slower, not faster."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LANESAD_CACHE_DIR", str(tmp_path_factory.mktemp("onnx_cache")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def torch_detector(random_weights):
+    return Detector.from_weights(random_weights, device="cpu", backend="torch", **OPEN)
+
+
+@pytest.fixture(scope="module")
+def ort_detector(random_weights):
+    return Detector.from_weights(random_weights, device="cpu", backend="onnxruntime", **OPEN)
+
+
+def road_image(width, height, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1640, 590)])
+def test_detect_returns_lanes_in_source_pixels(torch_detector, size):
+    width, height = size
+    det = torch_detector.detect(road_image(width, height))
+    assert isinstance(det, LaneDetections)
+    assert (det.image_width, det.image_height) == (width, height)
+    assert det.model_name == "enet_sad"
+    assert det.weights_name == "enet_sad_random.safetensors"
+    assert set(det.timings_ms) == {"preprocess", "inference", "postprocess"}
+    assert det.latency_ms == pytest.approx(sum(det.timings_ms.values()))
+    assert len(det.lanes) == 4
+    crop = torch_detector.preprocessor.crop_rows(height)
+    for lane in det.lanes:
+        pts = lane.image_points
+        assert pts.dtype == np.float32 and pts.shape[1] == 2 and len(pts) >= 2
+        assert np.all((pts[:, 0] >= -0.5) & (pts[:, 0] <= width - 0.5))
+        assert np.all((pts[:, 1] >= crop) & (pts[:, 1] <= height - 1))
+        assert np.all(np.diff(pts[:, 1]) < 0)
+        assert 0.0 <= lane.confidence <= 1.0
+
+
+def test_backends_agree(torch_detector, ort_detector):
+    assert torch_detector.backend_name == "torch-cpu"
+    assert ort_detector.backend_name == "onnxruntime-cpu"
+    batch = np.random.default_rng(1).standard_normal((1, 3, 144, 400)).astype(np.float32)
+    seg_t, exist_t = torch_detector._backend(batch.copy())
+    seg_o, exist_o = ort_detector._backend(batch.copy())
+    np.testing.assert_allclose(seg_o.numpy(), seg_t.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(exist_o.numpy(), exist_t.numpy(), atol=1e-5)
+    image = road_image(1280, 720, seed=2)
+    a, b = torch_detector.detect(image), ort_detector.detect(image)
+    assert [lane.index for lane in a.lanes] == [lane.index for lane in b.lanes]
+    for la, lb in zip(a.lanes, b.lanes):
+        assert la.confidence == pytest.approx(lb.confidence, abs=1e-5)
+        np.testing.assert_allclose(la.image_points, lb.image_points, atol=0.5)
+
+
+def test_auto_backend_times_the_candidates(random_weights):
+    detector = Detector.from_weights(random_weights, device="cpu", backend="auto")
+    assert set(detector.backend_timings_ms) == {"torch-cpu", "onnxruntime-cpu"}
+    assert detector.backend_name == min(detector.backend_timings_ms, key=detector.backend_timings_ms.get)
+    assert detector.device == "cpu"
+
+
+@pytest.mark.parametrize("image, problem", [
+    (np.zeros((720, 1280, 3), np.float32), "uint8"),
+    (np.zeros((720, 1280), np.uint8), "HxWx3"),
+    (np.zeros((720, 1280, 4), np.uint8), "HxWx3"),
+    (np.zeros((0, 1280, 3), np.uint8), "empty"),
+    (np.zeros((720, 0, 3), np.uint8), "empty"),
+    ([[0, 0, 0]], "numpy array"),
+])
+def test_bad_images_raise(torch_detector, image, problem):
+    with pytest.raises(DetectorError, match=problem):
+        torch_detector.detect(image)
+
+
+def test_huge_and_non_contiguous_images(torch_detector):
+    det = torch_detector.detect(np.full((6000, 8000, 3), 90, np.uint8))
+    assert (det.image_width, det.image_height) == (8000, 6000)
+    for lane in det.lanes:
+        assert lane.image_points[:, 0].max() <= 8000 and lane.image_points[:, 1].max() <= 5999
+    for tiny in (np.zeros((1, 1, 3), np.uint8), np.zeros((2, 3, 3), np.uint8)):
+        det = torch_detector.detect(tiny)
+        assert all(np.all(lane.image_points[:, 1] <= tiny.shape[0] - 1) for lane in det.lanes)
+    image = road_image(1280, 720, seed=3)
+    flipped = image[:, :, ::-1]  # an RGB view: negative strides
+    expected = torch_detector.detect(np.ascontiguousarray(flipped))
+    got = torch_detector.detect(flipped)
+    assert [lane.index for lane in got.lanes] == [lane.index for lane in expected.lanes]
+    for a, b in zip(got.lanes, expected.lanes):
+        np.testing.assert_array_equal(a.image_points, b.image_points)
+
+
+def test_detect_batch_matches_single_frames(torch_detector):
+    images = [road_image(1280, 720, seed=4), road_image(1640, 590, seed=5)]
+    batch = torch_detector.detect_batch(images)
+    for image, det in zip(images, batch):
+        single = torch_detector.detect(image)
+        assert (det.image_width, det.image_height) == (image.shape[1], image.shape[0])
+        for a, b in zip(det.lanes, single.lanes):
+            np.testing.assert_allclose(a.image_points, b.image_points, atol=0.5)
+    assert torch_detector.detect_batch([]) == []
+
+
+def test_thresholds_apply_and_can_change(random_weights):
+    detector = Detector.from_weights(random_weights, device="cpu", backend="torch", exist_threshold=1.0)
+    assert detector.detect(road_image(1280, 720)).lanes == []
+    detector.set_postprocess(**OPEN)
+    assert len(detector.detect(road_image(1280, 720)).lanes) == 4
+    with pytest.raises(DetectorError, match="unknown postprocess option"):
+        detector.set_postprocess(exist_treshold=0.2)
+
+
+def test_weights_problems_name_the_file(random_weights, tmp_path):
+    with pytest.raises(DetectorError, match="enet_sad_random.safetensors.*6 are needed"):
+        Detector.from_weights(random_weights, num_lanes=6)
+    missing = tmp_path / "nothing_here.safetensors"
+    with pytest.raises(DetectorError, match="nothing_here"):
+        Detector.from_weights(missing)
+    with pytest.raises(DetectorError, match="device"):
+        Detector.from_weights(random_weights, device="tpu")
+    with pytest.raises(DetectorError, match="backend"):
+        Detector.from_weights(random_weights, backend="tensorflow")
+
+
+def test_from_model_leaves_the_training_model_alone(random_weights, torch_detector):
+    from lanesad_ros.model.weights import load_weights
+
+    model, metadata = load_weights(random_weights)
+    model.train()
+    detector = Detector.from_model(model, metadata, **OPEN)
+    assert detector.backend_name == "torch-cpu" and detector.weights_name == "<in-memory>"
+    image = road_image(1280, 720, seed=6)
+    got, expected = detector.detect(image), torch_detector.detect(image)
+    assert model.training and next(model.parameters()).dtype == torch.float32
+    assert [lane.index for lane in got.lanes] == [lane.index for lane in expected.lanes]
+    for a, b in zip(got.lanes, expected.lanes):
+        np.testing.assert_allclose(a.image_points, b.image_points, atol=1e-3)
+    assert Detector.from_model(model, metadata, device="cpu").device == "cpu"
+    with pytest.raises(DetectorError, match="does not match the model"):
+        Detector.from_model(model, {"num_lanes": 6})
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_cuda_requested_but_absent(random_weights):
+    with pytest.raises(DetectorError, match="CUDA is not available"):
+        Detector.from_weights(random_weights, device="cuda", backend="torch")
+    with pytest.raises(DetectorError, match="CUDA is not available"):
+        Detector.from_weights(random_weights, device="cuda:0", backend="auto")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_close_to_cpu_fp32(random_weights, torch_detector):
+    gpu = Detector.from_weights(random_weights, device="cuda", backend="torch", **OPEN)
+    assert gpu.backend_name == "torch-cuda-fp16"
+    batch = np.random.default_rng(7).standard_normal((1, 3, 144, 400)).astype(np.float32)
+    seg_g, exist_g = gpu._backend(batch.copy())
+    seg_c, exist_c = torch_detector._backend(batch.copy())
+    prob_g = torch.softmax(seg_g.float().cpu(), 1)
+    prob_c = torch.softmax(seg_c, 1)
+    assert (prob_g - prob_c).abs().max().item() < 2e-2
+    np.testing.assert_allclose(exist_g.float().cpu().numpy(), exist_c.numpy(), atol=1e-2)
+    det = gpu.detect(road_image(1280, 720))
+    assert len(det.lanes) == 4
+
+
+def test_camera_adds_ground_points_and_tracker_smooths(random_weights):
+    import math
+
+    from lanesad_ros.camera import CameraModel, GroundProjector, Mounting
+    from lanesad_ros.tracking import LaneTracker
+
+    detector = Detector.from_weights(random_weights, device="cpu", backend="torch", **OPEN)
+    camera = CameraModel(K=[1000, 0, 640, 0, 1000, 360, 0, 0, 1], dist=[0, 0, 0, 0, 0], width=1280, height=720)
+    detector.camera = GroundProjector(camera, Mounting(height_m=1.5, pitch_rad=math.radians(10)))
+    detector.tracker = LaneTracker()
+    image = road_image(1280, 720, seed=8)
+    first = detector.detect(image)
+    assert len(first.lanes) == 4
+    for lane in first.lanes:
+        # Every reported row is below the horizon (row ~184 here; the crop ends at 216), so every point reaches the road.
+        assert lane.ground_points.shape == (len(lane.image_points), 3)
+        assert np.all(lane.ground_points[:, 0] > 0) and np.all(lane.ground_points[:, 2] == 0)
+    assert len(detector.detect(image).lanes) == 4
+    assert set(detector.tracker.tracks) == {0, 1, 2, 3}

@@ -1,0 +1,235 @@
+"""Probability maps -> lanes, on hand-made maps whose true lanes are known in source pixels."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from lanesad_ros.lanes import LaneSlot
+from lanesad_ros.postprocess import (TUSIMPLE_H_SAMPLES, LaneDecoder, PostprocessConfig, lanes_from_maps,
+                                     sample_rows)
+from lanesad_ros.preprocess import Preprocessor
+
+SRC = (1280, 720)
+
+
+def straight(x_bottom, slope):
+    """x(y) of a straight lane through (x_bottom, 719), ``slope`` px of x per px of y upwards."""
+    return lambda y: x_bottom + (719.0 - y) * slope
+
+
+def curved(x_bottom, slope, bend):
+    return lambda y: x_bottom + (719.0 - y) * slope + bend * (719.0 - y) ** 2
+
+
+def render(pre, source_size, lane_fns, sigma=2.0, amp=0.9, top_row=0.0):
+    """Softmax-like maps (L+1, h, w): a Gaussian ridge per lane along its true curve."""
+    h, w = pre.input_size
+    _, ys = pre.to_source(np.zeros(h), np.arange(h), source_size)
+    cols = np.arange(w, dtype=np.float32)
+    maps = np.zeros((len(lane_fns) + 1, h, w), np.float32)
+    for i, fn in enumerate(lane_fns):
+        if fn is None:
+            continue
+        u, _ = pre.to_input(fn(ys), ys, source_size)
+        ridge = amp * np.exp(-0.5 * ((cols[None, :] - u[:, None]) / sigma) ** 2)
+        ridge[ys < top_row] = 0.0
+        maps[i + 1] = ridge
+    maps[0] = 1.0 - maps[1:].sum(axis=0)
+    return maps
+
+
+LANES = [straight(200, 0.9), straight(520, 0.3), curved(800, -0.35, 0.0008), straight(1150, -1.0)]
+
+
+def max_error(lane, fn):
+    pts = lane.image_points
+    return float(np.abs(pts[:, 0] - fn(pts[:, 1])).max())
+
+
+@pytest.mark.parametrize("fit", ["poly", "spline", "none"])
+def test_recovers_straight_and_curved_lanes(fit):
+    pre = Preprocessor((288, 800), crop_top=0.3)
+    maps = render(pre, SRC, LANES)
+    exist = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    lanes = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit=fit))
+    assert [lane.slot for lane in lanes] == [LaneSlot.LEFT_LEFT, LaneSlot.LEFT, LaneSlot.RIGHT, LaneSlot.RIGHT_RIGHT]
+    assert [lane.confidence for lane in lanes] == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    for lane, fn in zip(lanes, LANES):
+        assert len(lane.image_points) >= 20
+        assert max_error(lane, fn) < 2.0, (fit, lane.index)
+        ys = lane.image_points[:, 1]
+        assert np.all(np.diff(ys) < 0), "points must run bottom -> top"
+        assert set(ys.tolist()) <= set(float(r) for r in TUSIMPLE_H_SAMPLES)
+        # Nothing reported inside the cropped sky (top 30 % = 216 rows).
+        assert ys.min() >= 216
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 5), (5, 9)])
+def test_smoothing_kernels_keep_positions(kernel):
+    pre = Preprocessor((288, 800), crop_top=0.3)
+    rng = np.random.default_rng(0)
+    maps = render(pre, SRC, LANES) + rng.uniform(0, 0.1, (5, 288, 800)).astype(np.float32)
+    lanes = lanes_from_maps(maps, np.full(4, 0.9, np.float32), pre, SRC, PostprocessConfig(smooth_kernel=kernel))
+    assert len(lanes) == 4
+    for lane, fn in zip(lanes, LANES):
+        assert max_error(lane, fn) < 2.0, (kernel, lane.index)
+
+
+def test_existence_below_threshold_gives_no_lane():
+    pre = Preprocessor((288, 800), crop_top=0.3)
+    maps = render(pre, SRC, LANES)
+    exist = np.array([0.9, 0.2, 0.49, 0.9], np.float32)
+    lanes = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(exist_threshold=0.5))
+    assert [lane.index for lane in lanes] == [0, 3]
+    assert lanes_from_maps(maps, np.zeros(4, np.float32), pre, SRC) == []
+
+
+def test_weak_maps_below_prob_threshold_give_no_lane():
+    pre = Preprocessor((144, 400), crop_top=0.3)
+    maps = render(pre, SRC, LANES, amp=0.2)
+    exist = np.full(4, 0.9, np.float32)
+    assert lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(prob_threshold=0.3)) == []
+    assert len(lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(prob_threshold=0.1))) == 4
+
+
+def test_crop_top_mapping_and_small_input():
+    """With no crop the lane reaches row 160; with a 40 % crop, positions still map back exactly."""
+    fns = [None, straight(500, 0.4), straight(760, -0.4), None]
+    exist = np.array([0.1, 0.9, 0.9, 0.1], np.float32)
+    for crop, first_row in [(0.0, 160.0), (0.4, 290.0)]:
+        pre = Preprocessor((144, 400), crop_top=crop)
+        lanes = lanes_from_maps(render(pre, SRC, fns), exist, pre, SRC)
+        assert [lane.slot for lane in lanes] == [LaneSlot.LEFT, LaneSlot.RIGHT]
+        for lane, fn in zip(lanes, fns[1:3]):
+            assert lane.image_points[-1, 1] == first_row
+            assert lane.image_points[0, 1] == 710.0
+            assert max_error(lane, fn) < 2.0
+
+
+def test_fit_covers_only_the_seen_extent():
+    pre = Preprocessor((288, 800), crop_top=0.3)
+    fns = [None, straight(520, 0.3), None, None]
+    maps = render(pre, SRC, fns, top_row=450.0)
+    lanes = lanes_from_maps(maps, np.array([0, 0.9, 0, 0], np.float32), pre, SRC)
+    assert len(lanes) == 1
+    assert lanes[0].image_points[:, 1].min() >= 440.0
+    assert max_error(lanes[0], fns[1]) < 2.0
+
+
+def test_robust_fit_ignores_a_spurious_blob():
+    pre = Preprocessor((288, 800), crop_top=0.3)
+    fns = [None, straight(520, 0.3), None, None]
+    maps = render(pre, SRC, fns)
+    maps[2, 100:110, 700:720] = 0.95  # a bright blob far from the lane on a few rows
+    exist = np.array([0, 0.9, 0, 0], np.float32)
+    raw = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit="none"))[0]
+    assert max_error(raw, fns[1]) > 100  # the per-row maximum does jump to the blob
+    for fit in ("poly", "spline"):
+        lane = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit=fit))[0]
+        assert max_error(lane, fns[1]) < 2.0, fit
+
+
+def test_culane_rows_and_explicit_rows():
+    src = (1640, 590)
+    pre = Preprocessor((288, 800), crop_top=240 / 590)
+    fns = [None, straight(700, 0.8), straight(1000, -0.8), None]
+    fns = [None if f is None else (lambda y, f=f: f(y + 129)) for f in fns]  # move the lanes to a 590-row image
+    exist = np.array([0, 0.9, 0.9, 0], np.float32)
+    lanes = lanes_from_maps(render(pre, src, fns), exist, pre, src, PostprocessConfig(rows="culane"))
+    assert len(lanes) == 2
+    ys = lanes[0].image_points[:, 1]
+    assert ys[0] == 589.0 and np.all(ys[1:] % 10 == 0) and np.all(np.diff(ys[1:]) == -20)
+    assert ys.min() >= 240
+    for lane, fn in zip(lanes, fns[1:3]):
+        assert max_error(lane, fn) < 2.0
+    rows = [300.0, 400.0, 500.0, 550.0, 580.0]
+    lanes = lanes_from_maps(render(pre, src, fns), exist, pre, src, PostprocessConfig(rows=rows))
+    assert lanes[0].image_points[:, 1].tolist() == rows[::-1]
+
+
+def test_sample_rows_scale_with_the_source_height():
+    cfg = PostprocessConfig()
+    assert sample_rows(cfg, 720).tolist() == list(map(float, TUSIMPLE_H_SAMPLES))
+    assert sample_rows(cfg, 360).tolist() == [r / 2 for r in TUSIMPLE_H_SAMPLES]
+    uniform = sample_rows(PostprocessConfig(rows="uniform", row_step=20), 100)
+    assert uniform.tolist() == [19.0, 39.0, 59.0, 79.0, 99.0]
+
+
+def test_gathered_rows_give_the_same_lanes():
+    pre = Preprocessor((144, 400), crop_top=0.3)
+    maps = render(pre, SRC, LANES)
+    exist = np.full(4, 0.9, np.float32)
+    decoder = LaneDecoder(pre, PostprocessConfig(), num_lanes=4)
+    full = decoder.decode(maps, exist, SRC)
+    gathered = decoder.decode(maps[:, decoder.band_index(SRC), :], exist, SRC, gathered=True)
+    assert len(full) == len(gathered) == 4
+    for a, b in zip(full, gathered):
+        np.testing.assert_allclose(a.image_points, b.image_points, atol=1e-4)
+
+
+def test_other_lane_counts_have_unknown_slots():
+    pre = Preprocessor((144, 400), crop_top=0.3)
+    fns = [straight(100, 1.2)] + LANES + [straight(1270, -1.3)]
+    lanes = lanes_from_maps(render(pre, SRC, fns), np.full(6, 0.9, np.float32), pre, SRC)
+    assert [lane.index for lane in lanes] == [0, 1, 2, 3, 4, 5]
+    assert all(lane.slot == LaneSlot.UNKNOWN for lane in lanes)
+
+
+def test_bad_config_and_shapes_raise():
+    with pytest.raises(ValueError, match="fit"):
+        PostprocessConfig(fit="cubic")
+    with pytest.raises(ValueError, match="rows"):
+        PostprocessConfig(rows="kitti")
+    with pytest.raises(ValueError, match="smooth_kernel"):
+        PostprocessConfig(smooth_kernel=(0, 3))
+    with pytest.raises(ValueError, match="unknown postprocess option"):
+        PostprocessConfig().with_overrides(exist_treshold=0.4)
+    pre = Preprocessor((144, 400))
+    with pytest.raises(ValueError, match="existence has 3 lanes"):
+        lanes_from_maps(np.zeros((5, 144, 400), np.float32), np.zeros(3), pre, SRC)
+
+
+def render_label(pre, source_size, label):
+    """Maps a segmentation net would ideally give for a TuSimple label: each lane drawn as a
+    3 px anti-aliased line at input resolution, blurred, peak 0.9."""
+    h, w = pre.input_size
+    hs = np.asarray(label["h_samples"], float)
+    maps = np.zeros((len(label["lanes"]) + 1, h, w), np.float32)
+    for k, xs in enumerate(label["lanes"]):
+        xs = np.asarray(xs, float)
+        u, v = pre.to_input(xs[xs >= 0], hs[xs >= 0], source_size)
+        line = np.zeros((h, w), np.float32)
+        pts = np.rint(np.stack([u, v], axis=1) * 16).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(line, [pts], False, 1.0, 3, cv2.LINE_AA, shift=4)
+        line = cv2.GaussianBlur(line, (0, 0), 1.0)
+        maps[k + 1] = 0.9 * line / max(float(line.max()), 1e-6)
+    maps[0] = 1.0 - maps[1:].sum(axis=0)
+    return maps
+
+
+def test_real_tusimple_lane_shapes_score_near_perfect():
+    """On the geometry of real TuSimple labels (tight curves, short and steep lanes), the
+    postprocess alone must not cost accuracy: ideal maps -> lanes -> official TuSimple metric."""
+    from lanesad_ros.metrics.tusimple import frame_scores
+
+    folder = shared_path("tusimple-geometry")
+    labels = []
+    for path in sorted(folder.glob("label_data_*.json")):
+        lines = path.read_text().splitlines()
+        labels += [json.loads(line) for line in lines[:: max(1, len(lines) // 20)]]
+    assert len(labels) >= 50
+    pre = Preprocessor((288, 800), crop_top=0.2)
+    scores = []
+    for label in labels:
+        hs = [float(y) for y in label["h_samples"]]
+        maps = render_label(pre, SRC, label)
+        lanes = lanes_from_maps(maps, np.full(len(label["lanes"]), 0.9, np.float32), pre, SRC,
+                                PostprocessConfig(rows=hs))
+        pred = [lane.x_at_rows(np.asarray(hs)) for lane in lanes]
+        scores.append(frame_scores(pred, [np.asarray(x, float) for x in label["lanes"]], hs))
+    accuracy, fp, fn = np.mean(scores, axis=0)
+    assert accuracy > 0.98 and fp < 0.02 and fn < 0.03, (accuracy, fp, fn)

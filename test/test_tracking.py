@@ -1,0 +1,70 @@
+"""LaneTracker: steadier on a jittered sequence, still follows real changes, holds short dropouts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lanesad_ros.lanes import Lane, LaneSlot
+from lanesad_ros.tracking import LaneTracker
+
+ROWS = np.arange(710.0, 250.0, -10.0)
+
+
+def lane_at(offset, slot=LaneSlot.LEFT, rng=None, jitter=0.0, confidence=0.9):
+    """A gently curved lane shifted by ``offset`` px, with per-frame offset and per-point jitter."""
+    x = 500.0 + offset + 0.45 * (719.0 - ROWS) - 2e-4 * (719.0 - ROWS) ** 2
+    if rng is not None:
+        x = x + rng.normal(0.0, jitter) + rng.normal(0.0, jitter / 2, size=x.shape)
+    return Lane(slot=slot, confidence=confidence, image_points=np.stack([x, ROWS], axis=1))
+
+
+def frame_to_frame_variance(sequence):
+    xs = np.stack([lanes[0].image_points[:, 0] for lanes in sequence])
+    return float(np.var(np.diff(xs, axis=0)))
+
+
+def test_tracked_lanes_are_steadier_than_raw_detections():
+    rng = np.random.default_rng(0)
+    raw = [[lane_at(0.0, rng=rng, jitter=4.0)] for _ in range(80)]
+    tracker = LaneTracker()
+    tracked = [tracker.update(lanes) for lanes in raw]
+    assert all(len(lanes) == 1 and lanes[0].slot == LaneSlot.LEFT for lanes in tracked)
+    raw_var, tracked_var = frame_to_frame_variance(raw[10:]), frame_to_frame_variance(tracked[10:])
+    assert tracked_var < 0.3 * raw_var, (raw_var, tracked_var)
+    # And it stays on the lane: no bias.
+    truth = lane_at(0.0).image_points[:, 0]
+    mean_tracked = np.mean([lanes[0].image_points[:, 0] for lanes in tracked[10:]], axis=0)
+    assert np.abs(mean_tracked - truth).max() < 3.0
+
+
+def test_follows_a_drift_and_a_jump():
+    rng = np.random.default_rng(1)
+    tracker = LaneTracker()
+    for i in range(60):  # the lane drifts 1.5 px a frame (the car moving within its lane)
+        out = tracker.update([lane_at(1.5 * i, rng=rng, jitter=1.0)])
+    lag = np.abs(out[0].image_points[:, 0] - lane_at(1.5 * 59).image_points[:, 0]).mean()
+    assert lag < 8.0
+    out = tracker.update([lane_at(300.0)])  # a lane change: the slot now sees another line
+    np.testing.assert_allclose(out[0].image_points[:, 0], lane_at(300.0).image_points[:, 0], atol=1e-6)
+
+
+def test_holds_a_missing_lane_then_drops_it_and_keeps_slots_apart():
+    tracker = LaneTracker(hold_frames=2, hold_decay=0.5)
+    left, right = lane_at(0.0, LaneSlot.LEFT), lane_at(400.0, LaneSlot.RIGHT, confidence=0.8)
+    out = tracker.update([left, right])
+    assert [lane.slot for lane in out] == [LaneSlot.LEFT, LaneSlot.RIGHT]
+    out = tracker.update([left])
+    assert [lane.slot for lane in out] == [LaneSlot.LEFT, LaneSlot.RIGHT]
+    assert out[1].confidence == pytest.approx(0.4)
+    np.testing.assert_allclose(out[1].image_points, right.image_points, atol=1e-3)
+    assert [lane.slot for lane in tracker.update([left])] == [LaneSlot.LEFT, LaneSlot.RIGHT]
+    assert [lane.slot for lane in tracker.update([left])] == [LaneSlot.LEFT]
+    tracker.reset()
+    assert tracker.update([]) == []
+
+
+def test_bad_settings_raise():
+    with pytest.raises(ValueError, match="gate_px"):
+        LaneTracker(gate_px=0)
+    with pytest.raises(ValueError, match="hold"):
+        LaneTracker(hold_frames=-1)
