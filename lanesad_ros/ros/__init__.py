@@ -1,0 +1,5 @@
+"""ROS 2 glue: message conversion (convert), the lane detector node (node), bags (bag, replay).
+
+Importing this package imports nothing from ROS; each module pulls in what it needs, so
+bag tools built on ``rosbags`` run on machines without rclpy.
+"""
