@@ -1,0 +1,219 @@
+"""Play a bag's camera topic over ROS 2 into a running lane detector and record its answers.
+
+This is what a car sees: frames leave at the bag's own pace (or scaled), with sensor-data
+QoS and their original header stamps (the bag's serialized bytes are published
+unchanged), and the detector's ``/lanes`` answers are matched back by header stamp. The
+clock for latency is this process's: publish -> LaneArray received.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+IMAGE_MSG_TYPES = {
+    "sensor_msgs/msg/Image": ("sensor_msgs.msg", "Image"),
+    "sensor_msgs/msg/CompressedImage": ("sensor_msgs.msg", "CompressedImage"),
+}
+
+
+class ReplayError(RuntimeError):
+    """Live replay cannot run (no ROS, no detector answering); the message says what to do."""
+
+
+@dataclass
+class ReplayResult:
+    """Publish times and answers, keyed by header stamp (ns). Times are time.perf_counter()."""
+
+    published: dict[int, float] = field(default_factory=dict)
+    received: dict[int, tuple[float, Any]] = field(default_factory=dict)  # stamp -> (time, LaneArray)
+    unmatched: int = 0  # answers whose stamp was never published (another publisher, or stale)
+    duplicate_stamps: int = 0
+    duration_s: float = 0.0
+
+    def latency_ms(self, stamp: int) -> float | None:
+        if stamp in self.received and stamp in self.published:
+            return (self.received[stamp][0] - self.published[stamp]) * 1000.0
+        return None
+
+
+def ros_environment() -> None:
+    """Environment this process needs before rclpy starts (camera-sized frames over Fast DDS)."""
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+
+
+def _import_types(image_type: str):
+    try:
+        import importlib
+
+        module, name = IMAGE_MSG_TYPES[image_type]
+        image_cls = getattr(importlib.import_module(module), name)
+    except KeyError:
+        raise ReplayError(f"cannot replay {image_type}: only {', '.join(IMAGE_MSG_TYPES)}") from None
+    except ImportError as exc:
+        raise ReplayError(f"rclpy / sensor_msgs not importable ({exc}); install the ROS wheels (make setup)") from None
+    try:
+        from lanesad_ros.msg import LaneArray
+    except ImportError as exc:
+        raise ReplayError(f"generated message types lanesad_ros.msg not importable ({exc}): build the messages "
+                          "(make setup) and source tools/ros_env.sh, or source your ROS workspace") from None
+    return image_cls, LaneArray
+
+
+def _prefetch(items: Iterable, size: int = 16) -> Iterator:
+    """Read ahead in a thread so disk reads do not disturb the publishing schedule."""
+    q: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+    failure: list[BaseException] = []
+
+    def work():
+        try:
+            for item in items:
+                q.put(item)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            failure.append(exc)
+        finally:
+            q.put(done)
+
+    threading.Thread(target=work, daemon=True).start()
+    while (item := q.get()) is not done:
+        yield item
+    if failure:
+        raise failure[0]
+
+
+class Replayer:
+    """A node that publishes bag images and subscribes to the detector's lanes.
+
+    Use as a context manager (rclpy is initialised in its own context, so several runs in
+    one process do not interfere), ``wait_for_detector()``, then ``play(messages)``.
+    """
+
+    def __init__(self, image_topic: str, image_type: str, lanes_topic: str = "/lanes",
+                 node_name: str = "lanesad_eval_replay") -> None:
+        ros_environment()
+        self._image_cls, self._lane_array_cls = _import_types(image_type)
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import qos_profile_sensor_data
+
+        self.image_topic, self.lanes_topic = image_topic, lanes_topic
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)  # not sys.argv: our CLI options are no ROS arguments
+        self.node = rclpy.create_node(node_name, context=self.context)
+        self.publisher = self.node.create_publisher(self._image_cls, image_topic, qos_profile_sensor_data)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.result = ReplayResult()
+        self._subscription = None
+        self._last_answer = 0.0
+
+    def _on_lanes(self, msg: Any) -> None:
+        now = time.perf_counter()
+        stamp = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+        with self._lock:
+            self._last_answer = now
+            if stamp in self.result.published and stamp not in self.result.received:
+                self.result.received[stamp] = (now, msg)
+            else:
+                self.result.unmatched += 1
+
+    def _subscribe(self) -> None:
+        """Subscribe to the lanes with the reliability the detector offers (best effort fits both)."""
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        reliability = ReliabilityPolicy.BEST_EFFORT
+        infos = self.node.get_publishers_info_by_topic(self.lanes_topic)
+        if infos and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos):
+            reliability = ReliabilityPolicy.RELIABLE
+        qos = QoSProfile(depth=100, reliability=reliability)
+        self._subscription = self.node.create_subscription(self._lane_array_cls, self.lanes_topic, self._on_lanes, qos)
+
+    def wait_for_detector(self, timeout: float = 60.0, alive=lambda: True) -> None:
+        """Wait until the detector subscribes to our images and publishes lanes.
+
+        ``alive()`` is polled so a spawned node that dies ends the wait at once.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not alive():
+                raise ReplayError("the lane detector process exited during start-up")
+            if self.publisher.get_subscription_count() > 0 and self.node.count_publishers(self.lanes_topic) > 0:
+                break
+            self.executor.spin_once(timeout_sec=0.1)
+        else:
+            raise ReplayError(f"no lane detector answered within {timeout:.0f} s: nobody subscribes to "
+                              f"{self.image_topic} and publishes {self.lanes_topic} (domain "
+                              f"{os.environ.get('ROS_DOMAIN_ID', '0')})")
+        self._subscribe()
+        # Let the lanes subscription match before the first frame leaves.
+        settle = time.monotonic() + 5.0
+        while time.monotonic() < settle and self._subscription.get_publisher_count() == 0:
+            self.executor.spin_once(timeout_sec=0.05)
+        self.executor.spin_once(timeout_sec=0.5)
+
+    def play(self, messages: Iterable[tuple[int, int, bytes]], rate: float = 1.0, settle_s: float = 3.0,
+             progress=None) -> ReplayResult:
+        """Publish (bag time ns, header stamp ns, serialized image) at ``rate`` x the bag's pace.
+
+        Afterwards waits until every frame is answered or no answer came for ``settle_s``.
+        """
+        if rate <= 0:
+            raise ReplayError(f"rate must be positive, got {rate}")
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+        start = time.perf_counter()
+        t0_bag = t0_wall = None
+        for bag_ns, stamp, data in _prefetch(messages):
+            if t0_bag is None:
+                t0_bag, t0_wall = bag_ns, time.perf_counter()
+            delay = t0_wall + (bag_ns - t0_bag) / 1e9 / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            with self._lock:
+                if stamp in self.result.published:
+                    self.result.duplicate_stamps += 1
+                self.result.published[stamp] = time.perf_counter()
+            self.publisher.publish(data)
+            if progress is not None:
+                progress.update(1)
+        last_publish = time.perf_counter()
+        while True:
+            time.sleep(0.05)
+            with self._lock:
+                complete = len(self.result.received) >= len(self.result.published)
+                idle_since = max(self._last_answer, last_publish)
+            if complete or time.perf_counter() - idle_since > settle_s:
+                break
+        self.result.duration_s = time.perf_counter() - start
+        return self.result
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutdown while spinning
+                return
+
+    def close(self) -> None:
+        import rclpy
+
+        try:
+            rclpy.shutdown(context=self.context)
+        except Exception:  # noqa: BLE001 - already shut down
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+    def __enter__(self) -> "Replayer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

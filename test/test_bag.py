@@ -1,0 +1,222 @@
+"""rosbag2 in and out (sqlite3 and mcap, Image and CompressedImage, LaneArray ground truth),
+the lanesad-bag CLI, and damaged bags (truncated file, missing topic, wrong type)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import shared_path
+from lanesad_ros.data.synthetic import SceneGenerator
+from lanesad_ros.ros import bag
+from lanesad_ros.ros.bag import BagError, BagReader, BagWriter
+
+W, H = 256, 144
+N = 4
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    gen = SceneGenerator(seed=3, width=W, height=H)
+    return [gen.frame(i) for i in range(N)]
+
+
+def write_bag(path: Path, scenes, storage: str, compressed: bool) -> Path:
+    with BagWriter(path, storage=storage, compressed=compressed) as writer:
+        for i, frame in enumerate(scenes):
+            writer.write(frame.image, bag.START_NS + i * 100_000_000, frame)
+    return path
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+@pytest.mark.parametrize("compressed", [False, True])
+def test_round_trip(tmp_path, scenes, storage, compressed):
+    path = write_bag(tmp_path / "drive", scenes, storage, compressed)
+    with BagReader(path) as reader:
+        assert reader.storage == storage
+        assert reader.image_topic == ("/image_raw/compressed" if compressed else "/image_raw")
+        assert reader.image_type == (bag.COMPRESSED_TYPE if compressed else bag.IMAGE_TYPE)
+        assert len(reader) == N
+        frames = list(reader.frames())
+        assert reader.problems == []
+    assert len(frames) == N
+    for i, (got, want) in enumerate(zip(frames, scenes)):
+        timestamp, image, stamp, frame_id, gt = got  # the documented 5-tuple
+        assert stamp == timestamp == bag.START_NS + i * 100_000_000
+        assert frame_id == "camera"
+        assert image.shape == want.image.shape and image.dtype == np.uint8
+        if compressed:
+            assert np.abs(image.astype(int) - want.image).mean() < 4  # jpeg
+        else:
+            np.testing.assert_array_equal(image, want.image)
+        order = sorted(range(len(want.slots)), key=lambda k: want.slots[k])  # LaneArray: lanes by slot
+        assert gt.slots == [want.slots[k] for k in order]
+        for lane, k in zip(gt.lanes, order):
+            want_lane = want.lanes[k]
+            np.testing.assert_allclose(lane[np.argsort(lane[:, 1])], want_lane[np.argsort(want_lane[:, 1])], atol=1e-3)
+        np.testing.assert_array_equal(gt.h_samples, want.h_samples)
+        assert (gt.width, gt.height) == (W, H)
+
+
+def test_serialized_images_are_the_bag_bytes(tmp_path, scenes):
+    path = write_bag(tmp_path / "drive", scenes, "mcap", False)
+    store = bag.typestore()
+    with BagReader(path) as reader:
+        items = list(reader.serialized_images())
+    assert [s for _, s, _ in items] == [bag.START_NS + i * 100_000_000 for i in range(N)]
+    msg = store.deserialize_cdr(items[1][2], bag.IMAGE_TYPE)
+    np.testing.assert_array_equal(np.asarray(msg.data).reshape(H, W, 3), scenes[1].image)
+
+
+def test_cli_synthetic_and_info(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert bag.main(["synthetic", str(out), "--frames", "3", "--seed", "5", "--width", "192", "--height", "108",
+                     "--storage", "sqlite3", "--rate", "5"]) == 0
+    assert bag.main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert info["storage"] == "sqlite3"
+    assert info["topics"]["/image_raw"] == {"type": bag.IMAGE_TYPE, "count": 3}
+    assert info["topics"]["/lanes_gt"] == {"type": bag.LANE_ARRAY_TYPE, "count": 3}
+    assert info["duration_s"] == pytest.approx(0.4, abs=1e-6)  # 5 Hz
+    # Same seed -> same scenes as the generator itself.
+    with BagReader(out) as reader:
+        first = next(reader.frames())
+    np.testing.assert_array_equal(first.image, SceneGenerator(seed=5, width=192, height=108).frame(0).image)
+    # An existing output is refused, naming it, unless --overwrite (which only ever deletes a bag).
+    assert bag.main(["synthetic", str(out), "--frames", "1"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert bag.main(["synthetic", str(out), "--frames", "2", "--overwrite"]) == 0
+    assert bag.bag_info(out)["topics"]["/image_raw"]["count"] == 2
+    (out / "notes.txt").write_text("mine")
+    assert bag.main(["synthetic", str(out), "--frames", "1", "--overwrite"]) == 2
+    assert "holds more than a bag (notes.txt)" in capsys.readouterr().err
+    assert (out / "notes.txt").exists()
+
+
+def test_from_video(tmp_path, scenes):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (W, H))
+    for frame in scenes:
+        writer.write(frame.image)
+    writer.release()
+    assert bag.main(["from-video", str(video), str(tmp_path / "v"), "--compressed"]) == 0
+    with BagReader(tmp_path / "v") as reader:
+        frames = list(reader.frames())
+        assert not reader.has_ground_truth
+        assert reader.problems == [] and any("not in bag" in n for n in reader.notes)  # no /lanes_gt: a note
+    assert len(frames) == N and all(f.ground_truth is None for f in frames)
+    assert frames[1].stamp_ns - frames[0].stamp_ns == 200_000_000  # the video's 5 fps
+
+
+def test_from_tusimple_real_frames(tmp_path):
+    labels = shared_path("tusimple", "labels.json")
+    out = tmp_path / "tus"
+    assert bag.main(["from-tusimple", str(labels.parent), str(labels), str(out), "--storage", "mcap"]) == 0
+    rows = [json.loads(l) for l in labels.read_text().splitlines() if l.strip()]
+    with BagReader(out) as reader:
+        frames = list(reader.frames())
+    assert len(frames) == len(rows)
+    for frame, row in zip(frames, rows):
+        assert frame.image.shape == (720, 1280, 3)
+        assert len(frame.ground_truth.lanes) == sum(any(x >= 0 for x in lane) for lane in row["lanes"])
+        np.testing.assert_array_equal(frame.ground_truth.h_samples, row["h_samples"])
+
+
+def test_from_culane_list(tmp_path, scenes):
+    root = tmp_path / "culane"
+    (root / "driver_1").mkdir(parents=True)
+    lines = []
+    for i, frame in enumerate(scenes[:2]):
+        cv2.imwrite(str(root / "driver_1" / f"{i:05d}.jpg"), frame.image)
+        with open(root / "driver_1" / f"{i:05d}.lines.txt", "w") as fh:
+            for lane in frame.lanes:
+                fh.write(" ".join(f"{x:.2f} {y:.0f}" for x, y in lane) + "\n")
+        lines.append(f"/driver_1/{i:05d}.jpg")
+    (root / "test6_curve.txt").write_text("\n".join(lines) + "\n")  # a CULane test-split list
+    assert bag.main(["from-culane", str(root), str(root / "test6_curve.txt"), str(tmp_path / "cu")]) == 0
+    with BagReader(tmp_path / "cu") as reader:
+        frames = list(reader.frames())
+    assert len(frames) == 2
+    assert len(frames[0].ground_truth.lanes) == len(scenes[0].lanes)
+    assert all(f.ground_truth.meta["category"] == "curve" for f in frames)
+
+
+def truncate(path: Path, fraction: float) -> None:
+    data_file = next(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
+    size = data_file.stat().st_size
+    with open(data_file, "r+b") as fh:
+        fh.truncate(int(size * fraction))
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_truncated_bag_yields_what_is_readable(tmp_path, storage):
+    gen = SceneGenerator(seed=4, width=W, height=H)
+    scenes = [gen.frame(i) for i in range(12)]
+    path = write_bag(tmp_path / "drive", scenes, storage, False)
+    truncate(path, 0.6)
+    with BagReader(path) as reader:
+        frames = list(reader.frames())
+        problems = " | ".join(reader.problems)
+    assert 0 < len(frames) < 12
+    assert "damaged" in problems and str(path) in problems
+    assert f"only {len(frames)} of 12 image messages" in problems
+    for i, f in enumerate(frames):  # what was read is intact and in order
+        np.testing.assert_array_equal(f.image, scenes[i].image)
+        assert f.ground_truth is not None
+    assert bag.main(["info", str(path)]) == 1  # info reports the damage in its exit status
+
+
+def test_missing_and_wrong_topics(tmp_path, scenes):
+    path = write_bag(tmp_path / "drive", scenes, "mcap", False)
+    with pytest.raises(BagError, match=r"image topic '/camera/nope' not in bag.*/image_raw"):
+        BagReader(path, image_topic="/camera/nope")
+    with pytest.raises(BagError, match="has type lanesad_ros/msg/LaneArray, not sensor_msgs"):
+        BagReader(path, image_topic="/lanes_gt")
+    with BagReader(path, gt_topic="/other_gt") as reader:
+        frames = list(reader.frames())
+        assert any("'/other_gt' not in bag" in n for n in reader.notes)
+    assert len(frames) == N and all(f.ground_truth is None for f in frames)
+    # A ground-truth topic of the wrong type is reported, and the images are still read.
+    with BagReader(path, gt_topic="/image_raw") as reader:
+        assert len(list(reader.frames())) == N
+        assert any("expected lanesad_ros/msg/LaneArray" in p for p in reader.problems)
+
+
+def test_unreadable_bags_raise_naming_the_path(tmp_path):
+    with pytest.raises(BagError, match="bag not found"):
+        BagReader(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BagError, match="no .mcap or .db3"):
+        BagReader(tmp_path / "empty")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "junk.mcap").write_bytes(b"not an mcap file at all")
+    with pytest.raises(BagError, match="junk.mcap: not an MCAP file"):
+        BagReader(junk)
+
+
+def test_labels_matched_by_index(tmp_path, scenes):
+    path = tmp_path / "nogt"
+    with BagWriter(path, storage="sqlite3") as writer:
+        for i, frame in enumerate(scenes):
+            writer.write(frame.image, bag.START_NS + i, None)
+    with BagReader(path, labels=scenes[:3]) as reader:
+        frames = list(reader.frames())
+        assert reader.problems == ["1 frames have no matching ground truth"]
+    assert [f.ground_truth is scenes[i] for i, f in enumerate(frames[:3])] == [True] * 3
+    assert frames[3].ground_truth is None
+
+
+def test_unknown_message_type_is_named(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    writer = Writer(tmp_path / "unknown", version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    conn = writer.add_connection("/cam", "foo_msgs/msg/Camera", msgdef="int32 x", rihs01="RIHS01_" + "0" * 64)
+    writer.write(conn, 1, b"\x00\x01\x00\x00\x05\x00\x00\x00")
+    writer.close()
+    with pytest.raises(BagError, match=r"no sensor_msgs Image or CompressedImage topic.*/cam \[foo_msgs/msg/Camera\]"):
+        BagReader(tmp_path / "unknown")

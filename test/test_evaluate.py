@@ -1,0 +1,261 @@
+"""lanesad-eval: offline and live evaluation of small synthetic bags with ground truth.
+
+Untrained weights score near zero, so report structure is checked with them, and the
+scoring path itself with an "oracle" detector that answers each frame with its ground truth
+(it must score 1.0 through the same bag -> scorer -> report path).
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from lanesad_ros import evaluate
+from lanesad_ros.data.synthetic import SceneGenerator
+from lanesad_ros.data.tusimple import write_tusimple_labels
+from lanesad_ros.lanes import Lane, LaneDetections, LaneSlot
+from lanesad_ros.ros import bag
+
+W, H = 256, 144
+N = 4
+
+
+def tusimple_like(seed: int, n: int) -> list:
+    """n synthetic frames with at most 5 lanes, as TuSimple has (more lanes lift the official
+    accuracy above 1: only one surplus lane is dropped)."""
+    gen = SceneGenerator(seed=seed, width=W, height=H)
+    frames = (gen.frame(i) for i in range(100 * n))
+    return list(itertools.islice((f for f in frames if len(f.lanes) <= 5), n))
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return tusimple_like(21, N)
+
+
+def make_bag(path: Path, scenes, storage="mcap", with_gt=True, compressed=False) -> Path:
+    with bag.BagWriter(path, storage=storage, compressed=compressed) as writer:
+        for i, frame in enumerate(scenes):
+            writer.write(frame.image, bag.START_NS + i * 100_000_000, frame if with_gt else None)
+    return path
+
+
+@pytest.fixture(scope="module")
+def drive(tmp_path_factory, scenes) -> Path:
+    return make_bag(tmp_path_factory.mktemp("bags") / "drive", scenes)
+
+
+class FakeDetector:
+    """Stands in for Detector: the oracle answers with the ground truth, the blind one with nothing."""
+
+    def __init__(self, scenes, oracle: bool, name: str):
+        self.scenes = scenes
+        self.oracle = oracle
+        self.weights_name = self.model_name = name
+        self.weights_path = Path(name)
+        self.backend_name, self.device = "fake", "cpu"
+
+    def detect(self, bgr):
+        # The scene this image shows (nearest, so jpeg-compressed frames are found too).
+        frame = min(self.scenes, key=lambda f: np.abs(f.image.astype(np.int16) - bgr).mean())
+        lanes = [Lane(LaneSlot(s) if s in LaneSlot._value2member_map_ else LaneSlot.UNKNOWN, 1.0, l[::-1])
+                 for l, s in zip(frame.lanes, frame.slots)] if self.oracle else []
+        return LaneDetections(lanes, W, H, self.model_name, self.weights_name, latency_ms=1.0)
+
+
+@pytest.fixture
+def fake_detectors(monkeypatch, scenes):
+    def from_weights(path=None, device="auto", backend="auto", **_):
+        return FakeDetector(scenes, oracle=str(path) == "oracle", name=str(path))
+
+    monkeypatch.setattr("lanesad_ros.detector.Detector.from_weights", from_weights)
+
+
+def load(out: Path) -> dict:
+    return json.loads((out / "metrics.json").read_text())
+
+
+def video_frames(path: Path) -> tuple[int, tuple]:
+    cap = cv2.VideoCapture(str(path))
+    n, shape = 0, None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        n, shape = n + 1, frame.shape
+    return n, shape
+
+
+@pytest.fixture
+def one_torch_thread():
+    """On the shared, oversubscribed test CPU two spinning intra-op threads make a 100 ms
+    forward pass take seconds; one thread keeps the plumbing tests quick."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_offline_report_with_real_detector(drive, random_weights, tmp_path, one_torch_thread):
+    out = tmp_path / "report"
+    n = 2  # an untrained net on a shared CPU: two frames show the plumbing
+    rc = evaluate.main(["offline", str(drive), "--weights", str(random_weights), "--out", str(out),
+                        "--backend", "torch", "--device", "cpu", "--max-frames", str(n)])
+    assert rc == 0
+    m = load(out)
+    assert m["mode"] == "offline" and m["frames"] == n and m["errors"] == []
+    assert set(m["tusimple"]) == {"accuracy", "fp", "fn", "frames"} and m["tusimple"]["frames"] == n
+    assert 0.0 <= m["tusimple"]["accuracy"] <= 1.0
+    assert {"precision", "recall", "f1"} <= set(m["culane"])
+    assert m["latency_ms"]["kind"] == "inference" and m["latency_ms"]["count"] == n
+    assert m["models"][0]["backend"] == "torch-cpu"
+    assert len(m["per_frame"]) == n
+    for name in ("report.md", "accuracy.png", "latency.png", "slot_confusion.png", "worst_frames.mp4"):
+        assert (out / name).stat().st_size > 0, name
+    assert "TuSimple accuracy" in (out / "report.md").read_text()
+    assert video_frames(out / "worst_frames.mp4") == (n, (H, W, 3))
+
+
+def test_oracle_scores_perfect_through_the_bag(drive, fake_detectors, tmp_path):
+    out = tmp_path / "oracle"
+    assert evaluate.main(["offline", str(drive), "--weights", "oracle", "--out", str(out), "--video", "none"]) == 0
+    m = load(out)
+    assert m["tusimple"] == {"accuracy": 1.0, "fp": 0.0, "fn": 0.0, "frames": N}
+    assert m["culane"]["f1"] == 1.0
+    assert not (out / "worst_frames.mp4").exists()
+
+
+def test_slot_confusion_of_oracle_is_diagonal(drive, fake_detectors, tmp_path, scenes):
+    args = evaluate.build_parser().parse_args(["offline", str(drive), "--weights", "oracle", "--out", str(tmp_path)])
+    runs, _ = evaluate.run_offline(args, None, [])
+    m = evaluate.slot_confusion(runs[0])
+    assert m.sum() == sum(len(f.lanes) for f in scenes)
+    assert np.count_nonzero(m - np.diag(np.diag(m))) == 0
+
+
+def test_culane_categories_reach_the_report(scenes):
+    run = evaluate.ModelRun("oracle", "inference")
+    for i, (frame, category) in enumerate(zip(scenes, ["night", "night", "curve", "curve"])):
+        gt = SimpleNamespace(lanes=frame.lanes, slots=frame.slots, h_samples=frame.h_samples, width=W, height=H,
+                             meta={"category": category})
+        lanes = [Lane(LaneSlot.UNKNOWN, 1.0, l) for l in frame.lanes] if category == "night" else []
+        run.add(i, i, gt, lanes, 1.0)
+    cats = run.summary(has_gt=True)["culane"]["categories"]
+    assert cats["night"]["f1"] == 1.0 and cats["night"]["frames"] == 2
+    assert cats["curve"]["recall"] == 0.0
+
+
+def test_compare_two_weights_side_by_side(drive, fake_detectors, tmp_path):
+    out = tmp_path / "cmp"
+    assert evaluate.main(["offline", str(drive), "--compare", "oracle", "blind", "--out", str(out), "--worst", "2"]) == 0
+    m = load(out)
+    assert m["compare"]["oracle"]["tusimple"]["accuracy"] == 1.0
+    assert m["compare"]["blind"]["tusimple"]["accuracy"] == 0.0
+    assert m["tusimple"]["accuracy"] == 1.0  # top level = the first weights
+    assert video_frames(out / "worst_frames.mp4") == (2, (H, 2 * W, 3))  # side by side
+
+
+def test_labels_file_instead_of_gt_topic(tmp_path, scenes, fake_detectors):
+    drive = make_bag(tmp_path / "nogt", scenes, storage="sqlite3", with_gt=False, compressed=True)
+    labels = write_tusimple_labels(scenes, tmp_path / "labels.json")
+    out = tmp_path / "lab"
+    assert evaluate.main(["offline", str(drive), "--weights", "oracle", "--labels", str(labels),
+                          "--out", str(out), "--video", "none"]) == 0
+    m = load(out)
+    assert m["image_type"] == bag.COMPRESSED_TYPE
+    assert m["tusimple"]["frames"] == N
+    # Labels are integer pixels; compressed frames still match the oracle exactly.
+    assert m["tusimple"]["accuracy"] == pytest.approx(1.0)
+
+
+def test_bag_without_ground_truth_still_reports(tmp_path, scenes, fake_detectors):
+    drive = make_bag(tmp_path / "plain", scenes, with_gt=False)
+    out = tmp_path / "plain_report"
+    assert evaluate.main(["offline", str(drive), "--weights", "oracle", "--out", str(out), "--worst", "1"]) == 0
+    m = load(out)
+    assert m["frames"] == N and "tusimple" not in m and m["has_ground_truth"] is False
+    assert m["errors"] == [] and any("'/lanes_gt' not in bag" in n for n in m["notes"])  # said, not hidden
+    assert m["models"][0]["lanes_per_frame"] == pytest.approx(np.mean([len(f.lanes) for f in scenes]))
+    assert (out / "accuracy.png").exists() and not (out / "slot_confusion.png").exists()
+    assert video_frames(out / "worst_frames.mp4")[0] == 1
+
+
+def test_damaged_bag_gives_partial_report(tmp_path, monkeypatch):
+    scenes = tusimple_like(22, 10)
+    drive = make_bag(tmp_path / "cut", scenes)
+    data_file = next(drive.glob("*.mcap"))
+    with open(data_file, "r+b") as fh:
+        fh.truncate(int(data_file.stat().st_size * 0.5))
+    oracle = FakeDetector(scenes, True, "oracle")
+    monkeypatch.setattr("lanesad_ros.detector.Detector.from_weights", lambda *a, **k: oracle)
+    out = tmp_path / "partial"
+    rc = evaluate.main(["offline", str(drive), "--weights", "oracle", "--out", str(out)])
+    assert rc == 1
+    m = load(out)
+    assert 0 < m["frames"] < 10
+    assert m["tusimple"]["accuracy"] == 1.0  # what was readable is scored
+    errors = " ".join(m["errors"])
+    assert "damaged" in errors and f"only {m['frames']} of 10" in errors
+    assert "Problems" in (out / "report.md").read_text()
+
+
+def test_missing_image_topic_is_a_clear_error(drive, tmp_path, capsys):
+    out = tmp_path / "missing"
+    assert evaluate.main(["offline", str(drive), "--image-topic", "/front/image", "--out", str(out)]) == 2
+    m = load(out)
+    assert m["frames"] == 0
+    assert "image topic '/front/image' not in bag" in m["errors"][0]
+    assert "/front/image" in capsys.readouterr().err
+    assert (out / "report.md").exists()
+
+
+def test_node_topics_follow_image_transport_convention():
+    assert evaluate.node_topics("/cam/image_raw", False) == ("/cam/image_raw", "/cam/image_raw")
+    assert evaluate.node_topics("/cam/image_raw/compressed", True) == ("/cam/image_raw", "/cam/image_raw/compressed")
+    assert evaluate.node_topics("/cam/jpeg", True) == ("/cam/jpeg", "/cam/jpeg/compressed")
+
+
+# --- live, through real DDS between processes ---------------------------------------------
+
+@pytest.fixture
+def ros_domain(monkeypatch):
+    from rosutil import require_ros_messages
+
+    require_ros_messages()
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 200)))
+    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned node: see one_torch_thread
+
+
+def test_live_spawned_node_over_dds(ros_domain, random_weights, tmp_path, scenes):
+    drive = make_bag(tmp_path / "live_drive", scenes, compressed=False)
+    out = tmp_path / "live"
+    rc = evaluate.main(["live", str(drive), "--spawn", "--weights", str(random_weights), "--out", str(out),
+                        "--node-param", "backend:=torch", "--node-param", "device:=cpu", "--video", "all"])
+    m = load(out)
+    assert rc == 0, m["errors"]
+    assert m["mode"] == "live" and m["published"] == N and m["frames"] == N
+    assert m["received"] >= 1, (out / "node.log").read_text()
+    assert m["dropped"] == N - m["received"]
+    assert m["latency_ms"]["kind"] == "end_to_end" and m["latency_ms"]["count"] == m["received"]
+    assert m["latency_ms"]["min"] > 0
+    assert m["tusimple"]["frames"] == m["received"]
+    if m["dropped"]:
+        assert m["tusimple_dropped_as_empty"]["frames"] == N
+    assert m["models"][0]["model"] == "enet_sad"
+    assert video_frames(out / "overlay_all.mp4")[0] == N
+    assert (out / "node.log").exists()
+
+
+def test_live_without_a_detector_fails_clearly(ros_domain, drive, tmp_path):
+    out = tmp_path / "nobody"
+    assert evaluate.main(["live", str(drive), "--out", str(out), "--startup-timeout", "1"]) == 2
+    assert "no lane detector answered" in load(out)["errors"][0]
