@@ -62,7 +62,11 @@ def draw_detections(bgr: np.ndarray, detections: LaneDetections, show_confidence
 
 
 def _put_text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float, color) -> None:
-    """Text with a dark outline so it stays legible on bright road and sky."""
-    thick = max(1, int(round(2 * scale)))
+    """Text with a dark outline so it stays legible on bright road and sky.
+
+    OpenCV 5 lays out glyphs differently at thickness 1 than at 2 and more, so the text is
+    never drawn thinner than 2 or the outline and the text drift apart.
+    """
+    thick = max(2, int(round(2 * scale)))
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, thick, cv2.LINE_AA)
