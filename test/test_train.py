@@ -1,0 +1,211 @@
+"""The training loop on tiny synthetic runs: loss falls, SAD switches on, exact resume, export."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from lanesad_ros.config import validate
+from lanesad_ros.train import MixedDataset, Trainer, export_checkpoint, load_checkpoint, main, sample_rng
+
+
+VAL = [{"type": "synthetic", "name": "synthetic_val", "seed": 99, "width": 320, "height": 180, "size": 2}]
+
+
+def tiny_config(tmp_path, **train) -> dict:
+    """64x160 ENet-SAD on a handful of small synthetic frames, CPU, no TensorBoard/progress."""
+    cfg = {
+        "name": "tiny",
+        "model": {"name": "enet_sad", "num_lanes": 4, "input_size": [64, 160], "crop_top": 0.3},
+        "data": {
+            "train": [{"type": "synthetic", "seed": 1, "width": 320, "height": 180, "size": 4}],
+            "num_workers": 0,
+        },
+        "optim": {"name": "adam", "lr": 0.003, "weight_decay": 0.0},
+        "train": {"iterations": 6, "batch_size": 2, "sad_start_iter": 3, "seed": 3, "device": "cpu",
+                  "log_interval": 100, "checkpoint_interval": 3, "output_dir": str(tmp_path / "run"),
+                  "tensorboard": False, "progress": False, **train},
+        "eval": {"interval": 0, "overlays": 1},
+    }
+    return validate(cfg)
+
+
+def test_sample_order_is_a_function_of_seed_iteration_slot(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path))
+    data = trainer.train_dataset()
+    assert isinstance(data, MixedDataset)
+    a, b = data[(5, 1)], data[(5, 1)]
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["seg"], b["seg"])
+    assert sample_rng(3, 5, 1).integers(1 << 30) == sample_rng(3, 5, 1).integers(1 << 30)
+    assert sample_rng(3, 5, 1).integers(1 << 30) != sample_rng(3, 5, 2).integers(1 << 30)
+    h, w = 64, 160
+    assert a["image"].shape == (3, h, w) and a["seg"].shape == (h, w) and a["exist"].shape == (4,)
+
+
+def test_loss_falls_on_a_short_cpu_run(tmp_path):
+    cfg = tiny_config(tmp_path, iterations=30, sad_start_iter=25, checkpoint_interval=1000)
+    trainer = Trainer(cfg)
+    trainer.run()
+    losses = [r["loss"] for r in trainer.history]
+    assert len(losses) == 30
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_sad_switches_on_at_configured_iteration(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, iterations=6, sad_start_iter=2)
+    cfg["optim"].update(name="sgd", lr=0.01)
+    trainer = Trainer(cfg)
+    trainer.run()
+    distill = [r["distill"] for r in trainer.history]
+    assert [r["sad"] for r in trainer.history] == [False, False, True, True, True, True]
+    assert distill[:2] == [0.0, 0.0]
+    # Softmaxed attention maps of an untrained net are nearly one-hot, so a single step's
+    # distillation term can be exactly 0 when two blocks peak at the same position.
+    assert sum(distill[2:]) > 0.0, distill
+    assert "SAD (self attention distillation) switched on at iteration 2" in capsys.readouterr().out
+
+
+def test_kill_and_resume_continues_exactly(tmp_path):
+    full = Trainer(tiny_config(tmp_path / "a"))
+    full.run()
+    # "Killed" right after the checkpoint at iteration 3 ...
+    killed = Trainer(tiny_config(tmp_path / "b"))
+    killed.run(stop_at=3)
+    ckpt = tmp_path / "b" / "run" / "last.pt"
+    assert load_checkpoint(ckpt)["iteration"] == 3
+    del killed
+    torch.manual_seed(12345)  # whatever the process did in between must not matter
+    np.random.seed(7)
+    # ... and resumed in a fresh Trainer.
+    resumed = Trainer(tiny_config(tmp_path / "b"), resume=ckpt)
+    assert resumed.iteration == 3
+    resumed.run()
+    expected = [r["loss"] for r in full.history[3:]]
+    got = [r["loss"] for r in resumed.history]
+    assert len(got) == 3
+    assert abs(got[0] - expected[0]) < 1e-6, (got, expected)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
+
+
+def test_checkpoint_loads_with_weights_only_and_has_everything(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, iterations=3))
+    trainer.run()
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "iteration", "rng", "data_order", "config"):
+        assert key in ckpt
+    assert set(ckpt["rng"]) >= {"python", "numpy", "torch"}
+    assert ckpt["data_order"] == {"seed": 3, "next_iteration": 3, "batch_size": 2, "world_size": 1}
+    assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+def test_eval_export_and_detector(tmp_path):
+    from lanesad_ros.detector import Detector
+    from lanesad_ros.lanes import LaneDetections
+    from lanesad_ros.model.weights import read_metadata
+
+    cfg = tiny_config(tmp_path, iterations=2)
+    cfg["data"]["val"] = validate({"data": {"val": VAL}})["data"]["val"]
+    trainer = Trainer(cfg)
+    result = trainer.run()  # evaluates at the last iteration
+    metrics = result["last_metrics"]
+    assert metrics["tusimple"]["frames"] == 2
+    for key in ("accuracy", "fp", "fn"):
+        assert 0.0 <= metrics["tusimple"][key] <= 1.0
+    assert list((tmp_path / "run" / "overlays").glob("*.png"))
+    out = export_checkpoint(tmp_path / "run" / "best.pt", tmp_path / "w" / "tiny.safetensors")
+    meta = read_metadata(out)
+    assert meta["input_size"] == [64, 160] and meta["crop_top"] == 0.3 and meta["model"] == "enet_sad"
+    assert meta["training"]["iterations"] == 2 and "synthetic" in meta["training"]["data"]
+    assert meta["metrics"]["tusimple"]["frames"] == 2
+    detector = Detector.from_weights(out, device="cpu", backend="torch")
+    frame = trainer.val_sets()[0][1][0]
+    det = detector.detect(frame.load_image())
+    assert isinstance(det, LaneDetections)
+    assert (det.image_width, det.image_height) == (320, 180)
+    # Self-training: pseudo-labels from the exported weights read back as a tusimple entry.
+    import cv2
+
+    from lanesad_ros.data.tusimple import read_tusimple_labels
+
+    (tmp_path / "unlabelled").mkdir()
+    cv2.imwrite(str(tmp_path / "unlabelled" / "a.jpg"), frame.load_image())
+    labels = tmp_path / "pseudo.json"
+    assert main(["pseudo-label", str(out), str(labels), str(tmp_path / "unlabelled" / "a.jpg"),
+                 "--root", str(tmp_path), "--min-confidence", "0"]) == 0
+    frames = read_tusimple_labels(labels, tmp_path)
+    assert len(frames) == 1 and frames[0].meta["raw_file"] == "unlabelled/a.jpg"
+    assert frames[0].image_path.is_file()
+    assert len(frames[0].h_samples) == 56 and frames[0].h_samples[-1] == round(710 * 180 / 720)
+
+
+def test_cli_train_resume_and_export(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, iterations=2, checkpoint_interval=1)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["--config", str(path), "train.iterations=1"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 1
+    assert main(["--config", str(path), "--resume"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 2
+    out = tmp_path / "cli.safetensors"
+    assert main(["export", str(tmp_path / "run" / "last.pt"), str(out), "--set", 'note="cli"']) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["note"] == "cli"
+
+
+def test_cli_reports_config_errors(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch: 3\n")
+    assert main(["--config", str(path)]) == 2
+    assert "train.batch" in capsys.readouterr().err
+    assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_resume_rejects_a_different_data_order(tmp_path):
+    trainer = Trainer(tiny_config(tmp_path, iterations=1))
+    trainer.run()
+    with pytest.raises(ValueError, match="seed"):
+        Trainer(tiny_config(tmp_path, iterations=2, seed=4), resume=tmp_path / "run" / "last.pt")
+
+
+def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):
+    from conftest import shared_path
+
+    from lanesad_ros.train import load_frames
+
+    root = shared_path("tusimple")
+    entry = validate({"data": {"train": [{"type": "tusimple", "root": str(root), "labels": "labels.json",
+                                          "exclude": ["clips/lanenet/0001/20.jpg"]}]}})["data"]["train"][0]
+    frames = load_frames(entry, "train")
+    names = [f.meta["raw_file"] for f in frames]
+    assert names == ["clips/lanenet/0000/20.jpg", "clips/lanenet/0002/20.jpg"]
+    with pytest.raises(ValueError, match="labels.json"):
+        load_frames({**entry, "labels": "nope/labels.json"}, "train")
+
+
+def test_shipped_default_weights_detect_real_lanes():
+    """The shipped weights (made by config/train/enet_sad_default*.yaml) on the real frames."""
+    from conftest import shared_path
+
+    from lanesad_ros.data.tusimple import read_tusimple_labels
+    from lanesad_ros.detector import Detector
+    from lanesad_ros.metrics.tusimple import TuSimpleScorer
+    from lanesad_ros.weights import default_weights_path
+
+    if not default_weights_path().is_file():
+        pytest.skip("shipped default weights not built yet")
+    root = shared_path("tusimple")
+    detector = Detector.from_weights(device="cpu", backend="torch")
+    meta = detector.metadata
+    assert meta["training"]["data"] and meta["metrics"]["heldout"]["frames"] == 3
+    scorer = TuSimpleScorer()
+    for frame in read_tusimple_labels(root / "labels.json", root):
+        det = detector.detect(frame.load_image())
+        assert len(det.lanes) >= 3
+        scorer.add(det.lanes, frame)
+    assert scorer.result()["accuracy"] >= 0.85
