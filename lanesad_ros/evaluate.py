@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from lanesad_ros.lanes import Lane
+from lanesad_ros.fileio import write_text_atomic
 from lanesad_ros.metrics.culane import CULaneScorer
 from lanesad_ros.metrics.tusimple import TuSimpleScorer
 
@@ -294,19 +294,6 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
 
 # --- report ---------------------------------------------------------------------------------
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def slot_confusion(run: ModelRun) -> np.ndarray:
     """Counts of (ground-truth slot, matched predicted slot) over the run; rows SLOT_ROWS, cols SLOT_COLS."""
     m = np.zeros((len(SLOT_ROWS), len(SLOT_COLS)), dtype=np.int64)
@@ -512,7 +499,7 @@ def write_markdown(path: Path, metrics: dict) -> None:
             lines += [f"## {title}", "", f"![{title}]({files[key]})", ""]
     if "video" in files:
         lines += [f"Overlay video ({files.get('video_frames', 0)} frames): [{files['video']}]({files['video']})", ""]
-    _write_atomic(path, "\n".join(lines))
+    write_text_atomic(path, "\n".join(lines))
 
 
 def write_report(out: Path, metrics: dict, runs: list[ModelRun], frames_factory: Callable[[], Any] | None,
@@ -542,7 +529,7 @@ def write_report(out: Path, metrics: dict, runs: list[ModelRun], frames_factory:
             except Exception as exc:  # noqa: BLE001 - the scores are still worth writing
                 metrics.setdefault("errors", []).append(f"overlay video not written: {type(exc).__name__}: {exc}")
     metrics["files"] = files
-    _write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=_json_default))
     write_markdown(out / "report.md", metrics)
     return metrics
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
 from lanesad_ros.data.frames import TUSIMPLE_H_SAMPLES, DataError, LabelledFrame, assign_slots
+from lanesad_ros.fileio import write_text_atomic
 
 TUSIMPLE_SIZE = (1280, 720)
 
@@ -140,17 +140,7 @@ def write_tusimple_labels(frames: Iterable[LabelledFrame | dict], path: str | Pa
                           root: str | Path | None = None) -> Path:
     """Write TuSimple label lines atomically; ``raw_file`` made relative to ``root`` if given."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for frame in frames:
-                fh.write(json.dumps(frame_to_label(frame, root)) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_text_atomic(path, "".join(json.dumps(frame_to_label(frame, root)) + "\n" for frame in frames))
     return path
 
 

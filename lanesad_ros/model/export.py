@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+
+from lanesad_ros.fileio import atomic_path
 
 
 class _InferenceGraph(torch.nn.Module):
@@ -38,10 +39,8 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int = 17
     dummy = torch.zeros(1, 3, height, width, device=device)
     was_training = model.training
     model.eval()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
             # The shape checks in forward are constant for a fixed-size trace; nothing to report.
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding")
@@ -51,9 +50,6 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int = 17
                 input_names=["image"], output_names=["seg_logits", "exist_prob"],
                 dynamic_axes={"image": {0: "batch"}, "seg_logits": {0: "batch"}, "exist_prob": {0: "batch"}},
             )
-        os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         model.train(was_training)
     return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from lanesad_ros.model.registry import build_model, list_models
+from lanesad_ros.fileio import write_bytes_atomic, write_text_atomic
 from lanesad_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
 
 FORMAT = "lanesad-weights/1"
@@ -30,20 +30,6 @@ class WeightsError(ValueError):
 def metadata_path(path: str | os.PathLike) -> Path:
     """The JSON sidecar of a weights file."""
     return Path(path).with_suffix(".json")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _json_default(value: Any) -> Any:
@@ -100,8 +86,8 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
     text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, save(tensors, metadata={"format": FORMAT, "model": model.name}))
-    _atomic_write(metadata_path(path), text.encode("utf-8"))
+    write_bytes_atomic(path, save(tensors, metadata={"format": FORMAT, "model": model.name}))
+    write_text_atomic(metadata_path(path), text)
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
