@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Model forward latency on CPU, batch 1, per backend: eager fp32, eager channels_last,
-torch.compile (with --compile), ONNX Runtime. Prints a markdown table with parameter
-counts, median / p90 latency, FPS and the speed-up against eager measured in the same run.
+torch.compile (with --compile), ONNX Runtime (plain, and tuned as the Detector runs it), OpenVINO
+fp32 (as the Detector runs it) and with the bf16 precision hint (on CPUs with bf16; not used by
+the Detector: it moves the lane maps). Prints a markdown table with parameter counts, median /
+p90 latency, FPS, the speed-up against eager and the largest difference of the lane logits from
+eager, all measured in the same run with the backends taking turns call by call.
 
     python benchmarks/bench_model.py [--models enet_sad,resnet18_sad] [--sizes 288x800,368x640]
-                                     [--runs 30] [--warmup 5] [--compile] [--json OUT]
+                                     [--runs 30] [--warmup 5] [--threads N] [--compile] [--json OUT]
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -20,8 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
+from lanesad_ros.detector import pool_indices_as_arithmetic
 from lanesad_ros.model import build_model, list_models
 from lanesad_ros.model.export import export_onnx
 
@@ -34,14 +40,18 @@ def _parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _time_calls(fn, warmup: int, runs: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
+def _time_round_robin(fns: dict, warmup: int, runs: int) -> dict[str, list[float]]:
+    """Wall times in ms per candidate, the candidates taking turns call by call: on a CPU shared
+    with other jobs the load changes over a run, and turns spread that change over all of them."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000.0)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1000.0)
     return times
 
 
@@ -53,48 +63,89 @@ def _stats(times: list[float]) -> dict:
     }
 
 
+def _ort_session(path: Path, threads: int, tuned: bool):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if tuned:  # what the Detector's onnxruntime backend does on the CPU
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _openvino_request(path: Path, size: tuple[int, int], threads: int, precision: str):
+    import openvino as ov
+
+    core = ov.Core()
+    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        return None
+    graph = core.read_model(str(path))
+    graph.reshape({"image": [1, 3, *size]})
+    config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
+              "INFERENCE_PRECISION_HINT": precision}
+    return core.compile_model(graph, "CPU", config).create_infer_request()
+
+
 def bench_one(name: str, size: tuple[int, int], args) -> list[dict]:
     torch.manual_seed(0)
     model = build_model(name, input_size=size).eval()
     params = sum(p.numel() for p in model.parameters())
     x = torch.randn(1, 3, *size)
-    rows = []
-
-    def record(backend: str, times: list[float], **extra):
-        rows.append({"model": name, "params": params, "size": list(size), "backend": backend, **_stats(times), **extra})
-        print(f"  {name} {size[0]}x{size[1]} {backend}: median {rows[-1]['median_ms']:.1f} ms", file=sys.stderr)
-
+    threads = torch.get_num_threads()
+    fns, outputs, extra = {}, {}, {}
     with torch.inference_mode():
-        record("torch eager fp32", _time_calls(lambda: model(x), args.warmup, args.runs))
-        cl_model = build_model(name, input_size=size).eval()
-        cl_model.load_state_dict(model.state_dict())
-        cl_model = cl_model.to(memory_format=torch.channels_last)
-        x_cl = x.contiguous(memory_format=torch.channels_last)
-        record("torch eager channels_last", _time_calls(lambda: cl_model(x_cl), args.warmup, args.runs))
+        reference = model(x)[0].numpy()
+    fns["torch eager fp32"] = lambda: model(x)
+    cl_model = build_model(name, input_size=size).eval()
+    cl_model.load_state_dict(model.state_dict())
+    cl_model = cl_model.to(memory_format=torch.channels_last)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    fns["torch eager channels_last"] = lambda: cl_model(x_cl)
     if args.compile:
         compiled = torch.compile(model)
         with torch.inference_mode():
             start = time.perf_counter()
             compiled(x)
-            compile_s = time.perf_counter() - start
-            # Inductor keeps compiling in the background after the first call: warm up longer.
-            warmup = max(args.warmup, 10)
-            record("torch.compile", _time_calls(lambda: compiled(x), warmup, args.runs), compile_s=compile_s)
+            extra["torch.compile"] = {"compile_s": time.perf_counter() - start}
+            for _ in range(10):  # Inductor keeps compiling in the background after the first call
+                compiled(x)
+        fns["torch.compile"] = lambda: compiled(x)
+    tmp = tempfile.TemporaryDirectory()
     if not args.no_onnx:
-        import onnxruntime as ort
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = export_onnx(model, Path(tmp) / f"{name}.onnx")
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         feed = {"image": x.numpy()}
-        record("onnxruntime cpu", _time_calls(lambda: session.run(None, feed), args.warmup, args.runs))
-    eager = rows[0]["median_ms"]
-    for row in rows:
+        path = export_onnx(model, Path(tmp.name) / f"{name}.onnx")
+        fast_path = Path(tmp.name) / f"{name}-poolarith.onnx"
+        onnx.save(pool_indices_as_arithmetic(onnx.load(str(path))), str(fast_path))
+        plain = _ort_session(path, threads, tuned=False)
+        tuned = _ort_session(fast_path, threads, tuned=True)
+        fns["onnxruntime cpu"] = lambda: plain.run(None, feed)
+        fns["onnxruntime cpu tuned (Detector)"] = lambda: tuned.run(None, feed)
+        if importlib.util.find_spec("openvino") is not None and not args.no_openvino:
+            for precision in ("f32", "bf16"):
+                request = _openvino_request(fast_path, size, threads, precision)
+                if request is not None:
+                    label = "openvino cpu fp32 (Detector)" if precision == "f32" else "openvino cpu bf16 hint"
+                    fns[label] = lambda r=request: r.infer(feed)
+    rows = []
+    with torch.inference_mode():
+        for backend, fn in fns.items():
+            out = fn()
+            seg = out[0] if isinstance(out, (tuple, list)) else out["seg_logits"]
+            seg = seg.numpy() if isinstance(seg, torch.Tensor) else np.asarray(seg)
+            outputs[backend] = float(np.abs(seg - reference).max())
+        times = _time_round_robin(fns, args.warmup, args.runs)
+    tmp.cleanup()
+    eager = statistics.median(times["torch eager fp32"])
+    for backend, t in times.items():
+        row = {"model": name, "params": params, "size": list(size), "backend": backend, "threads": threads,
+               **_stats(t), "max_abs_diff_vs_eager": outputs[backend], **extra.get(backend, {})}
         row["fps"] = 1000.0 / row["median_ms"]
         row["speedup_vs_eager"] = eager / row["median_ms"]
+        rows.append(row)
+        print(f"  {name} {size[0]}x{size[1]} {backend}: median {row['median_ms']:.1f} ms", file=sys.stderr)
     return rows
 
 
@@ -109,8 +160,16 @@ def machine_info() -> dict:
         pass
     import onnxruntime as ort
 
+    try:
+        import openvino
+
+        openvino_version = openvino.__version__.split("-")[0]
+    except ImportError:
+        openvino_version = "not installed"
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average": list(os.getloadavg()),
+        "openvino": openvino_version,
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -124,17 +183,20 @@ def machine_info() -> dict:
 def markdown(rows: list[dict], info: dict) -> str:
     lines = [
         f"Model forward, CPU, batch 1 — {info['date']}, {info['cpu']} ({info['cpu_count']} cores, "
-        f"{info['torch_threads']} torch threads), torch {info['torch']}, onnxruntime {info['onnxruntime']}",
+        f"{info['torch_threads']} threads for every backend), torch {info['torch']}, onnxruntime "
+        f"{info['onnxruntime']}, openvino {info['openvino']}, load average {info['load_average'][0]:.2f} at the start",
         f"Command: `{info['command']}`",
         "",
-        "| model | params (M) | input HxW | backend | median ms | p90 ms | FPS | speed-up vs eager |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+        "| model | params (M) | input HxW | backend | median ms | p90 ms | FPS | speed-up vs eager | max abs diff vs eager |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['params'] / 1e6:.3f} | {r['size'][0]}x{r['size'][1]} | {r['backend']} | "
-            f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['fps']:.1f} | {r['speedup_vs_eager']:.2f}x |"
+            f"{r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['fps']:.1f} | {r['speedup_vs_eager']:.2f}x | "
+            f"{r['max_abs_diff_vs_eager']:.1e} |"
         )
+    lines.append(f"\nLoad average at the end: {os.getloadavg()[0]:.2f}")
     return "\n".join(lines)
 
 
@@ -146,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs before timing")
     parser.add_argument("--threads", type=int, default=None, help="torch/ORT intra-op threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
-    parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime and OpenVINO (both read the ONNX export)")
+    parser.add_argument("--no-openvino", action="store_true", help="skip OpenVINO")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     models = [m for m in args.models.split(",") if m]

@@ -1,6 +1,7 @@
 """Benchmark of the detection pipeline stages: JPEG decode, preprocess, postprocess, detect().
 
-    python benchmarks/bench_pipeline.py [--weights W] [--runs 50] [--json out.json]
+    python benchmarks/bench_pipeline.py [--weights W | --random --input-size H W] [--threads N] [--runs 50]
+                                        [--json out.json]
 
 Prints a markdown table: median / p90 per stage, and detect() end to end per backend with
 its ratio to PyTorch eager measured in the same run. Without --weights (or when the default
@@ -56,6 +57,16 @@ def source_frame(width: int, height: int) -> np.ndarray:
     return cv2.GaussianBlur(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), (5, 5), 0)
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def synthetic_maps(preprocessor, num_lanes=4):
     """Softmax-like maps with one ridge per lane, as a trained net produces them."""
     h, w = preprocessor.input_size
@@ -76,9 +87,12 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--input-size", type=int, nargs=2, default=(288, 800), metavar=("H", "W"),
                         help="model input for the random network (ignored with --weights)")
+    parser.add_argument("--random", action="store_true",
+                        help="time a random ENet-SAD at --input-size even when the shipped weights exist")
     parser.add_argument("--source-size", type=int, nargs=2, default=(1640, 590), metavar=("W", "H"))
     parser.add_argument("--crop-top", type=float, default=240 / 590, help="crop for the random network")
-    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", default=["torch", "onnxruntime", "openvino"],
+                        help="Detector backends to time (one that is not installed is noted and skipped)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--threads", type=int, help="CPU threads for inference (default: the libraries' own)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -90,10 +104,13 @@ def main(argv=None) -> int:
     from lanesad_ros.postprocess import LaneDecoder, PostprocessConfig
     from lanesad_ros.weights import default_weights_path
 
+    load_start = os.getloadavg()[0]
     notes = []
     tmp = None
     weights = args.weights
-    if weights is None and default_weights_path().is_file():
+    if args.random and weights is not None:
+        parser.error("--random and --weights exclude each other")
+    if weights is None and not args.random and default_weights_path().is_file():
         weights = default_weights_path()
     if weights is None:
         from lanesad_ros.model import build_model
@@ -146,15 +163,24 @@ def main(argv=None) -> int:
     add("softmax of the sampled rows (Detector, CPU)", "numpy",
         timed(lambda: first._row_probs(logits, (src_w, src_h)), args.runs * 4, args.warmup))
 
+    # The backends take turns frame by frame, so a change in the load of a shared CPU hits them alike.
+    for detector in detectors.values():
+        for _ in range(args.warmup):
+            detector.detect(frame)
+    times = {backend: [] for backend in detectors}
+    parts = {backend: {} for backend in detectors}
+    for _ in range(args.runs):
+        for backend, detector in detectors.items():
+            start = time.perf_counter()
+            result = detector.detect(frame)
+            times[backend].append((time.perf_counter() - start) * 1e3)
+            for key, value in result.timings_ms.items():
+                parts[backend].setdefault(key, []).append(value)
     eager = None
     for backend, detector in detectors.items():
-        times = timed(lambda d=detector: d.detect(frame), args.runs, args.warmup)
-        parts = {}
-        for _ in range(min(args.runs, 20)):
-            for key, value in detector.detect(frame).timings_ms.items():
-                parts.setdefault(key, []).append(value)
         row = {"stage": f"detect() {src_w}x{src_h} frame, model {in_h}x{in_w}", "backend": detector.backend_name,
-               **summary(times), "parts_median_ms": {k: statistics.median(v) for k, v in parts.items()}}
+               **summary(times[backend]),
+               "parts_median_ms": {k: statistics.median(v) for k, v in parts[backend].items()}}
         if backend == "torch":
             eager = row["median_ms"]
         rows.append(row)
@@ -164,9 +190,10 @@ def main(argv=None) -> int:
             if eager:
                 row["vs_torch_eager"] = eager / row["median_ms"]
 
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-               f"torch threads {torch.get_num_threads()}, "
-               f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}")
+    machine = (f"{cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+               f"torch threads {torch.get_num_threads()}, inference threads {args.threads or 'library default'}, "
+               f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}, "
+               f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
     header = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
               "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
               "weights": str(weights if tmp is None else "random ENet-SAD"), "notes": notes}
@@ -179,6 +206,11 @@ def main(argv=None) -> int:
         fps = f"{row['fps']:.1f}" if "fps" in row else ""
         ratio = f"{row['vs_torch_eager']:.2f}x" if "vs_torch_eager" in row else ""
         print(f"| {row['stage']} | {row['backend']} | {row['median_ms']:.3f} | {row['p90_ms']:.3f} | {fps} | {ratio} |")
+    detect_rows = [row for row in rows if row["stage"].startswith("detect()")]
+    fastest = min(detect_rows, key=lambda row: row["median_ms"])
+    header["fastest"] = {"backend": fastest["backend"], "median_ms": fastest["median_ms"], "fps": fastest["fps"]}
+    print(f"\nFastest backend: {fastest['backend']}, detect() median {fastest['median_ms']:.1f} ms "
+          f"({fastest['fps']:.1f} FPS)")
     for row in rows:
         if "parts_median_ms" in row:
             parts = ", ".join(f"{k} {v:.2f} ms" for k, v in row["parts_median_ms"].items())

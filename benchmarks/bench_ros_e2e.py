@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="10,30,60", help="input rates in Hz, comma separated")
     parser.add_argument("--sizes", default="1280x720,1640x590", help="input sizes WxH, comma separated")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"))
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino"))
     parser.add_argument("--role", choices=("bench", "publisher"), default="bench", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)

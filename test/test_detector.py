@@ -1,11 +1,15 @@
 """Detector: weights -> lanes through each backend, input validation, device handling."""
 from __future__ import annotations
 
+import importlib.util
+import sys
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
-from lanesad_ros.detector import Detector, DetectorError
+from lanesad_ros.detector import Detector, DetectorError, pool_indices_as_arithmetic
 from lanesad_ros.lanes import LaneDetections
 
 # Random weights give near-uniform maps: thresholds of 0 make every lane come out, so the
@@ -80,9 +84,74 @@ def test_backends_agree(torch_detector, ort_detector):
 
 def test_auto_backend_times_the_candidates(random_weights):
     detector = Detector.from_weights(random_weights, device="cpu", backend="auto")
-    assert set(detector.backend_timings_ms) == {"torch-cpu", "onnxruntime-cpu"}
+    expected = {"torch-cpu", "onnxruntime-cpu"} | ({"openvino-cpu"} if importlib.util.find_spec("openvino") else set())
+    assert set(detector.backend_timings_ms) == expected
     assert detector.backend_name == min(detector.backend_timings_ms, key=detector.backend_timings_ms.get)
     assert detector.device == "cpu"
+
+
+@pytest.fixture(scope="module")
+def ov_detector(random_weights):
+    pytest.importorskip("openvino")
+    return Detector.from_weights(random_weights, device="cpu", backend="openvino", threads=1, **OPEN)
+
+
+def test_openvino_agrees_with_torch(torch_detector, ov_detector):
+    """Same tolerance as ONNX Runtime: fp32 throughout, only the summation order differs."""
+    assert ov_detector.backend_name == "openvino-cpu" and ov_detector.device == "cpu"
+    batch = np.random.default_rng(11).standard_normal((1, 3, 144, 400)).astype(np.float32)
+    seg_t, exist_t = torch_detector._backend(batch.copy())
+    seg_v, exist_v = ov_detector._backend(batch.copy())
+    np.testing.assert_allclose(seg_v.numpy(), seg_t.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(exist_v.numpy(), exist_t.numpy(), atol=1e-5)
+    images = [road_image(1280, 720, seed=12), road_image(1640, 590, seed=13)]
+    for image, got in zip(images, ov_detector.detect_batch(images)):  # batch 2: a second compiled shape
+        expected = torch_detector.detect(image)
+        assert [lane.index for lane in got.lanes] == [lane.index for lane in expected.lanes]
+        for a, b in zip(got.lanes, expected.lanes):
+            assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
+            np.testing.assert_allclose(a.image_points, b.image_points, atol=0.5)
+
+
+def test_openvino_missing_is_a_clear_error(random_weights, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` fail
+    with pytest.raises(DetectorError, match="pip install openvino"):
+        Detector.from_weights(random_weights, device="cpu", backend="openvino")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else object())
+    assert "openvino-cpu" not in Detector.from_weights(random_weights, device="cpu").backend_timings_ms
+
+
+class _PoolWithIndices(torch.nn.Module):
+    """max_pool2d with indices, as ENet's encoder exports it, returning the indices themselves."""
+
+    def forward(self, x):
+        pooled, indices = torch.nn.functional.max_pool2d(x, 2, stride=2, return_indices=True)
+        return pooled, indices
+
+
+def test_pool_indices_rewrite_gives_the_same_indices(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    path = tmp_path / "pool.onnx"
+    x = torch.randn(2, 3, 9, 13)
+    x[0, :, :4] = 0.25  # ties inside windows: the first maximum in row-major order must win
+    x[1, 1] = torch.round(x[1, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter, as export_onnx uses it
+        torch.onnx.export(_PoolWithIndices(), (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["pooled", "indices"], dynamic_axes={"x": {0: "n"}})
+    rewritten = pool_indices_as_arithmetic(onnx.load(str(path)))
+    onnx.checker.check_model(rewritten)
+    assert not [n for n in rewritten.graph.node if n.op_type == "MaxPool" and len(n.output) > 1]
+    original = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    fast = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"])
+    pooled, indices = fast.run(None, {"x": x.numpy()})
+    expected_pooled, expected_indices = _PoolWithIndices()(x)
+    np.testing.assert_array_equal(indices, expected_indices.numpy())
+    np.testing.assert_array_equal(pooled, expected_pooled.numpy())
+    for got, want in zip(fast.run(None, {"x": x[:1].numpy()}), original.run(None, {"x": x[:1].numpy()})):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("image, problem", [
@@ -207,3 +276,22 @@ def test_camera_adds_ground_points_and_tracker_smooths(random_weights):
         assert np.all(lane.ground_points[:, 0] > 0) and np.all(lane.ground_points[:, 2] == 0)
     assert len(detector.detect(image).lanes) == 4
     assert set(detector.tracker.tracks) == {0, 1, 2, 3}
+
+
+def test_weights_metadata_recommends_postprocess_and_options_override(tmp_path):
+    from lanesad_ros.model import build_model
+    from lanesad_ros.model.weights import save_weights
+
+    path = tmp_path / "tuned.safetensors"
+    save_weights(build_model("enet_sad", num_lanes=4, input_size=(64, 128)), path,
+                 {"postprocess": {"prob_threshold": 0.2}})
+    assert Detector.from_weights(path, backend="torch").config.prob_threshold == pytest.approx(0.2)
+    overridden = Detector.from_weights(path, backend="torch", prob_threshold=0.4)
+    assert overridden.config.prob_threshold == pytest.approx(0.4)
+    assert overridden.default_config.prob_threshold == pytest.approx(0.2)
+
+    bad = tmp_path / "bad.safetensors"
+    save_weights(build_model("enet_sad", num_lanes=4, input_size=(64, 128)), bad,
+                 {"postprocess": {"no_such_option": 1}})
+    with pytest.raises(DetectorError, match="bad.safetensors"):
+        Detector.from_weights(bad, backend="torch")

@@ -79,11 +79,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("device", "auto", "Inference device; cuda falls back to cpu with a warning when CUDA is absent.",
               choices=("auto", "cuda", "cpu")),
     ParamSpec("backend", "auto", "Inference backend; auto times the available ones at start-up and keeps the fastest.",
-              choices=("auto", "torch", "onnxruntime")),
-    ParamSpec("exist_threshold", 0.5, "Lane existence probability above which a lane is reported.",
-              read_only=False, range=(0.0, 1.0)),
-    ParamSpec("prob_threshold", 0.3, "Per-row lane probability above which a row contributes a point.",
-              read_only=False, range=(0.0, 1.0)),
+              choices=("auto", "torch", "onnxruntime", "openvino")),
+    ParamSpec("exist_threshold", -1.0, "Lane existence probability above which a lane is reported; -1 = the "
+              "weights' recommended value (metadata), else 0.5.", read_only=False, range=(-1.0, 1.0)),
+    ParamSpec("prob_threshold", -1.0, "Per-row lane probability above which a row contributes a point; -1 = the "
+              "weights' recommended value (metadata), else 0.3.", read_only=False, range=(-1.0, 1.0)),
     ParamSpec("crop_top", -1.0, "Fraction of image rows (sky) cut off the top before the network; -1 = from the "
               "weights metadata (what the network was trained with).", range=(-1.0, 0.95)),
     ParamSpec("max_image_pixels", 40_000_000, "Frames with more pixels are rejected (counted as errors) to "
@@ -117,6 +117,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("ground_frame_id", "base_link", "Vehicle frame of the ground-plane lane points (REP 103)."),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
+THRESHOLDS = ("exist_threshold", "prob_threshold")  # -1 = the weights' recommendation
 _DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
 
 
@@ -304,8 +305,8 @@ class LaneDetectorNode(Node):
     def _load_detector(self) -> Detector:
         """Detector from the weights parameter; a CUDA request without CUDA falls back to CPU."""
         path = self.params["weights"] or str(default_weights_path())
-        options = dict(backend=self.params["backend"], exist_threshold=self.params["exist_threshold"],
-                       prob_threshold=self.params["prob_threshold"])
+        options = dict(backend=self.params["backend"],
+                       **{name: self.params[name] for name in THRESHOLDS if self.params[name] >= 0.0})
         self.device_note = ""
         try:
             detector = Detector.from_weights(path, device=self.params["device"], **options)
@@ -388,7 +389,8 @@ class LaneDetectorNode(Node):
         """Apply runtime changes (only non-read-only parameters can get here after start-up)."""
         changed = {param.name: param.value for param in params}
         self.params.update(changed)
-        thresholds = {k: v for k, v in changed.items() if k in ("exist_threshold", "prob_threshold")}
+        thresholds = {name: value if value >= 0.0 else getattr(self.detector.default_config, name)
+                      for name, value in changed.items() if name in THRESHOLDS}
         if thresholds:
             self.detector.set_postprocess(**thresholds)
         if "tracking" in changed:
