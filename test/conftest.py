@@ -26,6 +26,19 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread for the whole suite: the inputs are small and CI machines are
+    shared, where OpenMP threads only wait on each other (40x slowdowns were seen with 2
+    threads under load). Child processes (nodes) keep their own settings."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tusimple_root() -> Path:
     return shared_path("tusimple")
@@ -37,6 +50,11 @@ def random_weights(tmp_path_factory) -> Path:
     from lanesad_ros.model import build_model
     from lanesad_ros.model.weights import save_weights
 
+    import torch
+
+    # Seeded: max-unpooling makes outputs jump where two pooled values are nearly tied, so
+    # backend-agreement tests need the same network every run to be reproducible.
+    torch.manual_seed(0)
     model = build_model("enet_sad", num_lanes=4, input_size=(144, 400))
     path = tmp_path_factory.mktemp("weights") / "enet_sad_random.safetensors"
     save_weights(model, path, {"crop_top": 0.3, "training": {"data": "none (random init, tests only)"}})

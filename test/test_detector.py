@@ -18,15 +18,11 @@ OPEN = {"exist_threshold": 0.0, "prob_threshold": 0.0}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def onnx_cache_and_one_thread(tmp_path_factory):
-    """Keep exported ONNX graphs out of the user's cache; one torch thread, because a thread
-    pool on a shared, busy CPU makes these small forwards many times slower, not faster."""
+def onnx_cache(tmp_path_factory):
+    """Keep exported ONNX graphs out of the user's cache."""
     mp = pytest.MonkeyPatch()
     mp.setenv("LANESAD_CACHE_DIR", str(tmp_path_factory.mktemp("onnx_cache")))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
     mp.undo()
 
 

@@ -92,19 +92,7 @@ def video_frames(path: Path) -> tuple[int, tuple]:
     return n, shape
 
 
-@pytest.fixture
-def one_torch_thread():
-    """On the shared, oversubscribed test CPU two spinning intra-op threads make a 100 ms
-    forward pass take seconds; one thread keeps the plumbing tests quick."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_offline_report_with_real_detector(drive, random_weights, tmp_path, one_torch_thread):
+def test_offline_report_with_real_detector(drive, random_weights, tmp_path):
     out = tmp_path / "report"
     n = 2  # an untrained net on a shared CPU: two frames show the plumbing
     rc = evaluate.main(["offline", str(drive), "--weights", str(random_weights), "--out", str(out),
@@ -232,7 +220,7 @@ def ros_domain(monkeypatch):
     require_ros_messages()
     monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 200)))
     monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned node: see one_torch_thread
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned node: one thread, as conftest gives this process
 
 
 def test_live_spawned_node_over_dds(ros_domain, random_weights, tmp_path, scenes):

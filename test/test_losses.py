@@ -10,16 +10,6 @@ from lanesad_ros.model.attention import attention_map, default_pairs, distillati
 from lanesad_ros.model.losses import SADLoss, soft_iou_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: the inputs are small and the CPU is shared, where extra OpenMP
-    threads only wait on each other (a 40x slowdown was seen with 2 threads under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _softmax_map(energy: torch.Tensor) -> torch.Tensor:
     b, h, w = energy.shape
     return F.softmax(energy.reshape(b, -1), dim=1).view(b, h, w)

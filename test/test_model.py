@@ -10,16 +10,6 @@ from lanesad_ros.model.enet_sad import max_unpool, scatter_unpool
 PAPER_PARAMS = {"enet_sad": 0.98e6, "resnet18_sad": 12.41e6, "resnet34_sad": 22.72e6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: the inputs are small and the CPU is shared, where extra OpenMP
-    threads only wait on each other (a 40x slowdown was seen with 2 threads under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

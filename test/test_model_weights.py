@@ -19,16 +19,6 @@ from lanesad_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD
 SIZE = (64, 128)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: the inputs are small and the CPU is shared, where extra OpenMP
-    threads only wait on each other (a 40x slowdown was seen with 2 threads under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture()
 def saved(tmp_path):
     torch.manual_seed(0)

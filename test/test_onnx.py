@@ -12,16 +12,6 @@ ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: the inputs are small and the CPU is shared, where extra OpenMP
-    threads only wait on each other (a 40x slowdown was seen with 2 threads under load)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _session(path):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
