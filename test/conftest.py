@@ -39,6 +39,14 @@ def _one_torch_thread():
     torch.set_num_threads(previous)
 
 
+@pytest.fixture(scope="module")
+def domain_id() -> int:
+    """One DDS domain per test module that starts ROS processes."""
+    from rosutil import random_domain_id
+
+    return random_domain_id()
+
+
 @pytest.fixture(scope="session")
 def tusimple_root() -> Path:
     return shared_path("tusimple")

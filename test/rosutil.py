@@ -17,10 +17,15 @@ def require_ros_messages() -> None:
         pytest.skip(f"lanesad_ros messages not built ({exc})")
 
 
+def random_domain_id() -> int:
+    """A DDS domain of its own, so tests running nodes at the same time never cross-talk."""
+    return random.randint(1, 200)
+
+
 def ros_env(domain_id: int | None = None) -> dict[str, str]:
     """Environment for a child ROS process: own DDS domain, large-data transports."""
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 200))
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random_domain_id())
     env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

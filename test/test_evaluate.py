@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -214,11 +213,11 @@ def test_node_topics_follow_image_transport_convention():
 # --- live, through real DDS between processes ---------------------------------------------
 
 @pytest.fixture
-def ros_domain(monkeypatch):
+def ros_domain(monkeypatch, domain_id):
     from rosutil import require_ros_messages
 
     require_ros_messages()
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 200)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain_id))
     monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the spawned node: one thread, as conftest gives this process
 

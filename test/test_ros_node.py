@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import signal
 import subprocess
 import sys
@@ -276,11 +275,6 @@ def test_mailbox_keeps_only_the_newest_item():
 
 
 # ----- one node process for the rest of the module ------------------------------------------
-
-@pytest.fixture(scope="module")
-def domain_id() -> int:
-    return random.randint(1, 200)
-
 
 @pytest.fixture(scope="module")
 def node(domain_id, random_weights, tmp_path_factory):

@@ -8,7 +8,6 @@ otherwise an untrained network (plumbing only).
 from __future__ import annotations
 
 import json
-import random
 import signal
 import time
 
@@ -47,11 +46,6 @@ def jpeg_file_message(path, fmt: str = "jpeg") -> CompressedImage:
 @pytest.fixture(scope="module")
 def weights(random_weights):
     return default_weights_path() if TRAINED else random_weights
-
-
-@pytest.fixture(scope="module")
-def domain_id() -> int:
-    return random.randint(1, 200)
 
 
 @pytest.fixture(scope="module")
