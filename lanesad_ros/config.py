@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from lanesad_ros.fileio import write_text_atomic
+
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file and/or the dotted key."""
@@ -144,14 +146,6 @@ def _yaml_value(raw: str) -> Any:
 
 def _is_field(node: Any) -> bool:
     return isinstance(node, Field)
-
-
-def defaults(schema: dict[str, Any] = SCHEMA) -> dict[str, Any]:
-    """A full config made of the schema's defaults."""
-    out: dict[str, Any] = {}
-    for key, node in schema.items():
-        out[key] = copy.deepcopy(node.default) if _is_field(node) else defaults(node)
-    return out
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -314,24 +308,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return validate(raw, path)
 
 
-def get(config: dict[str, Any], dotted: str) -> Any:
-    """``get(cfg, "train.iterations")``; KeyError names the dotted key."""
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"config key '{dotted}' not found")
-        node = node[part]
-    return node
-
-
 def dump(config: dict[str, Any], path: str | Path) -> None:
     """Write a config as YAML, atomically."""
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(config, fh, sort_keys=False)
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))

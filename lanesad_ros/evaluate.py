@@ -68,9 +68,8 @@ class ModelRun:
                 self.tusimple_all.add(lanes or [], gt, frame_id=index)
                 if lanes is not None:
                     res.tusimple = self.tusimple.add(lanes, gt, frame_id=index)
-                    size = (int(getattr(gt, "width", 0) or 1640), int(getattr(gt, "height", 0) or 590))
                     category = getattr(gt, "meta", {}).get("category")
-                    res.culane = self.culane.add(lanes, gt.lanes, image_size=size, category=category, frame_id=index)
+                    res.culane = self.culane.add(lanes, gt, category=category, frame_id=index)
             except ValueError as exc:
                 self.errors.append(f"frame {index}: cannot score ({exc})")
         self.results.append(res)

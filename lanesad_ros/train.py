@@ -315,9 +315,10 @@ def model_metadata(cfg: dict) -> dict[str, Any]:
 
 
 def make_preprocessor(cfg: dict) -> Preprocessor:
-    m = cfg["model"]
-    return Preprocessor(input_size=tuple(m["input_size"]), crop_top=m["crop_top"],
-                        mean=tuple(m["mean"]), std=tuple(m["std"]))
+    """The Preprocessor the Detector will build from the exported metadata: one path for both."""
+    from lanesad_ros.model.weights import metadata_preprocessor
+
+    return metadata_preprocessor(model_metadata(cfg))
 
 
 def build_network(cfg: dict) -> torch.nn.Module:

@@ -11,7 +11,7 @@ from builtin_interfaces.msg import Time  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image, PointField  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from conftest import REPO_ROOT, shared_path  # noqa: E402
+from conftest import shared_path  # noqa: E402
 from lanesad_ros.lanes import Lane, LaneDetections, LaneSlot  # noqa: E402
 from lanesad_ros.ros.convert import (  # noqa: E402
     ImageConversionError,
@@ -43,13 +43,10 @@ def raw_msg(encoding: str, data: bytes, height: int, width: int, step: int) -> I
 
 @pytest.fixture(scope="module")
 def rosbags_types():
-    typesys = pytest.importorskip("rosbags.typesys")
-    store = typesys.get_typestore(typesys.Stores.ROS2_KILTED)
-    msg_dir = REPO_ROOT / "msg"
-    for name in ("Lane", "LaneArray"):
-        text = (msg_dir / f"{name}.msg").read_text()
-        store.register(typesys.get_types_from_msg(text, f"lanesad_ros/msg/{name}"))
-    return store
+    pytest.importorskip("rosbags.typesys")
+    from lanesad_ros.ros.bag import typestore
+
+    return typestore()
 
 
 @pytest.mark.parametrize("encoding", ["bgr8", "8UC3", "rgb8", "bgra8", "8UC4", "rgba8"])

@@ -392,7 +392,6 @@ class SceneGenerator:
         return left, right
 
     def _ground(self, img, sc, rng, night):
-        W, H = self.width, self.height
         yh = int(sc.horizon) + 1
         if rng.random() < 0.5:  # dry grass / dirt
             g = rng.uniform(80, 150)
@@ -406,7 +405,7 @@ class SceneGenerator:
 
     def _roadside(self, img, sc, rng, left, right, night):
         """Concrete barrier / guardrail / trees along the road edges."""
-        W, H = self.width, self.height
+        H = self.height
         rows = sc.rows
         ppm = sc.ppm(rows)
         dim = 0.3 if night else 1.0
@@ -599,7 +598,7 @@ class SceneGenerator:
 
     # --- objects and shadows
     def _vehicles(self, img, shadow, sc: _Scene, rng, night):
-        W, H = self.width, self.height
+        H = self.height
         n = int(rng.choice([0, 1, 2, 3, 4, 6, 9], p=[0.12, 0.13, 0.2, 0.2, 0.15, 0.12, 0.08]))
         if len(sc.lanes) < 2 or n == 0:
             return

@@ -33,6 +33,7 @@ import numpy as np
 from lanesad_ros.data.frames import LabelledFrame, assign_slots
 from lanesad_ros.lanes import LaneDetections
 from lanesad_ros.metrics.tusimple import infer_h_samples
+from lanesad_ros.ros.convert import stamp_to_ns
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -100,10 +101,6 @@ def _stamp(ns: int):
 
 def _header(ns: int, frame_id: str):
     return typestore().types["std_msgs/msg/Header"](stamp=_stamp(ns), frame_id=frame_id)
-
-
-def stamp_to_ns(stamp: Any) -> int:
-    return int(stamp.sec) * 10**9 + int(stamp.nanosec)
 
 
 def image_message(bgr: np.ndarray, stamp_ns: int, frame_id: str, compressed: bool = False, quality: int = 90):
@@ -548,10 +545,6 @@ class BagReader:
     def __len__(self) -> int:
         """Image messages according to the bag's metadata (0 when unknown, e.g. recovered bags)."""
         return int(self.source.counts.get(self.image_topic, 0))
-
-    def topics(self) -> dict[str, dict]:
-        return {c.topic: {"type": c.msgtype, "count": int(self.source.counts.get(c.topic, 0))}
-                for c in self.source.connections}
 
     def _read(self, conns: list[_Conn]) -> Iterator[tuple[int, Any, bytes]]:
         """(timestamp, deserialised message, CDR bytes) for conns; records errors, stops at truncation."""

@@ -14,6 +14,8 @@ also work where only ``rosbags`` is installed.
 """
 from __future__ import annotations
 
+import functools
+
 from typing import Any
 
 import cv2
@@ -324,6 +326,11 @@ def lanes_to_marker_array(det: LaneDetections, header: Any, ground_frame_id: str
     return MarkerArray(markers=markers)
 
 
+def stamp_to_ns(stamp: Any) -> int:
+    """builtin_interfaces/Time (rclpy or rosbags) -> integer nanoseconds."""
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
 def lanes_to_point_cloud(det: LaneDetections, header: Any, ground_frame_id: str) -> Any:
     """PointCloud2 (x, y, z float32) of every lane's ground points, in ``ground_frame_id``.
 
@@ -335,11 +342,18 @@ def lanes_to_point_cloud(det: LaneDetections, header: Any, ground_frame_id: str)
     parts = [lane.ground_points for lane in det.lanes if lane.ground_points is not None and len(lane.ground_points)]
     points = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, 3), np.float32)
     cloud_header = Header(stamp=header.stamp, frame_id=ground_frame_id)
+    return _cloud_builder()(cloud_header, points)
+
+
+@functools.lru_cache(maxsize=1)
+def _cloud_builder():
+    """sensor_msgs_py's builder where the distribution has it, else our packer; looked up once
+    (a failed import is not cached by Python and would be retried every frame)."""
     try:
         from sensor_msgs_py.point_cloud2 import create_cloud_xyz32
     except ImportError:
-        return _pack_xyz32(cloud_header, points)
-    return create_cloud_xyz32(cloud_header, points)
+        return _pack_xyz32
+    return create_cloud_xyz32
 
 
 def _pack_xyz32(header: Any, points: np.ndarray) -> Any:

@@ -51,6 +51,7 @@ from lanesad_ros.ros.convert import (
     image_msg_to_bgr,
     lanes_to_marker_array,
     lanes_to_point_cloud,
+    stamp_to_ns,
 )
 from lanesad_ros.tracking import LaneTracker
 from lanesad_ros.weights import default_weights_path
@@ -442,7 +443,7 @@ class LaneDetectorNode(Node):
         frame = self.params["ground_frame_id"]
         self._lanes_pub.publish(detections_to_lane_array(det, msg.header, frame))
         published = time.monotonic()
-        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        stamp_ns = stamp_to_ns(msg.header.stamp)
         self.stats.on_published(det.latency_ms, (published - received) * 1e3,
                                 (self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
         if self.params["publish_debug_image"] or self._debug_pub.get_subscription_count() > 0:

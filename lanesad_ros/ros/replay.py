@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
+from lanesad_ros.ros.convert import stamp_to_ns
+
 IMAGE_MSG_TYPES = {
     "sensor_msgs/msg/Image": ("sensor_msgs.msg", "Image"),
     "sensor_msgs/msg/CompressedImage": ("sensor_msgs.msg", "CompressedImage"),
@@ -115,7 +117,7 @@ class Replayer:
 
     def _on_lanes(self, msg: Any) -> None:
         now = time.perf_counter()
-        stamp = int(msg.header.stamp.sec) * 10**9 + int(msg.header.stamp.nanosec)
+        stamp = stamp_to_ns(msg.header.stamp)
         with self._lock:
             self._last_answer = now
             if stamp in self.result.published and stamp not in self.result.received:
