@@ -14,13 +14,13 @@ import importlib.util
 import os
 import re
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lanesad_ros.fileio import atomic_path
 from lanesad_ros.lanes import LaneDetections
 from lanesad_ros.postprocess import LaneDecoder, PostprocessConfig
 from lanesad_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD
@@ -451,14 +451,8 @@ class Detector:
             import onnx
 
             graph = pool_indices_as_arithmetic(onnx.load(str(path)))
-            fd, tmp = tempfile.mkstemp(prefix=f".{rewritten.name}.", suffix=".tmp", dir=rewritten.parent)
-            os.close(fd)
-            try:
-                onnx.save(graph, tmp)
-                os.replace(tmp, rewritten)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with atomic_path(rewritten) as tmp:
+                onnx.save(graph, str(tmp))
         return rewritten
 
     # ----- configuration ----------------------------------------------------------------

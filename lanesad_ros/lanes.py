@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+# Rows at which TuSimple labels (1280x720) give lane x positions; other sizes scale them.
+TUSIMPLE_H_SAMPLES = np.arange(160, 720, 10, dtype=np.int32)
+
+
 class LaneSlot(enum.IntEnum):
     """Lane boundary position relative to the ego vehicle, left to right (matches Lane.msg)."""
 
@@ -52,14 +56,22 @@ class Lane:
 
     def x_at_rows(self, rows: np.ndarray) -> np.ndarray:
         """x of the polyline at each image row, -2 outside its vertical extent (TuSimple style)."""
-        rows = np.asarray(rows, dtype=np.float32)
-        out = np.full(rows.shape, -2.0, dtype=np.float32)
         if len(self.image_points) < 2:
-            return out
-        pts = self.image_points[np.argsort(self.image_points[:, 1])]
-        inside = (rows >= pts[0, 1]) & (rows <= pts[-1, 1])
-        out[inside] = np.interp(rows[inside], pts[:, 1], pts[:, 0])
+            return np.full(np.shape(rows), -2.0, dtype=np.float32)
+        return lane_x_at_rows(self.image_points, rows)
+
+
+def lane_x_at_rows(lane: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x of an (N, 2) x,y polyline at ``rows`` by linear interpolation, -2 outside its vertical extent."""
+    rows = np.asarray(rows, dtype=np.float32)
+    out = np.full(rows.shape, -2.0, dtype=np.float32)
+    lane = np.asarray(lane, dtype=np.float32).reshape(-1, 2)
+    if len(lane) == 0:
         return out
+    pts = lane[np.argsort(lane[:, 1], kind="stable")]
+    inside = (rows >= pts[0, 1]) & (rows <= pts[-1, 1])
+    out[inside] = np.interp(rows[inside], pts[:, 1], pts[:, 0])
+    return out
 
 
 @dataclass

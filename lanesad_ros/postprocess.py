@@ -14,11 +14,9 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from lanesad_ros.lanes import Lane, LaneSlot
+from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, Lane, LaneSlot
 from lanesad_ros.preprocess import Preprocessor
 
-# Official TuSimple benchmark rows for 720-row images.
-TUSIMPLE_H_SAMPLES = tuple(range(160, 720, 10))
 FITS = ("spline", "poly", "none")
 
 

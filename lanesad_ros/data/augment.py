@@ -90,7 +90,7 @@ def augment(image: np.ndarray, lanes: list[np.ndarray], slots: list[int], config
         slots = [flip_slot(s, num_slots) for s in slots[::-1]]
         if mask is not None:
             lut = np.arange(256, dtype=np.uint8)
-            lut[1:num_slots + 1] = np.arange(num_slots, 0, -1, dtype=np.uint8)
+            lut[1:num_slots + 1] = [flip_slot(k, num_slots) + 1 for k in range(num_slots)]
             mask = lut[mask]
     image = _photometric(image, config, rng)
     return image, lanes, slots, mask

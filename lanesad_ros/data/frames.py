@@ -11,10 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lanesad_ros.lanes import LaneSlot
-
-# TuSimple's sample rows, also used by the synthetic generator.
-TUSIMPLE_H_SAMPLES = np.arange(160, 720, 10, dtype=np.int32)
+from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, LaneSlot, lane_x_at_rows  # noqa: F401 (TUSIMPLE_H_SAMPLES re-exported for the loaders)
 
 
 class DataError(ValueError):
@@ -76,19 +73,6 @@ def read_image(path: Path | str | None) -> np.ndarray:
     if image is None or image.size == 0:
         raise DataError(f"cannot decode image file (corrupt or not an image): {path}")
     return image
-
-
-def lane_x_at_rows(lane: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """x of a polyline at ``rows`` by linear interpolation, -2 outside its vertical extent."""
-    rows = np.asarray(rows, dtype=np.float32)
-    out = np.full(rows.shape, -2.0, dtype=np.float32)
-    lane = np.asarray(lane, dtype=np.float32).reshape(-1, 2)
-    if len(lane) == 0:
-        return out
-    pts = lane[np.argsort(lane[:, 1], kind="stable")]
-    inside = (rows >= pts[0, 1]) & (rows <= pts[-1, 1])
-    out[inside] = np.interp(rows[inside], pts[:, 1], pts[:, 0])
-    return out
 
 
 def _x_at_row(lane: np.ndarray, row: float) -> float:

@@ -16,7 +16,6 @@ A frame is a pure function of (seed, index).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from lanesad_ros.data.frames import TUSIMPLE_H_SAMPLES, DataError, LabelledFrame, assign_slots
 from lanesad_ros.data.tusimple import load_label_dicts, write_tusimple_labels
+from lanesad_ros.fileio import atomic_path
 
 _SHIFT = 3  # fixed-point bits for sub-pixel cv2 drawing
 _SCALE = 1 << _SHIFT
@@ -147,13 +147,11 @@ class SceneGenerator:
             frame = self.frame(i)
             rel = Path("clips") / "synthetic" / f"{i:06d}" / "20.jpg"
             path = out_dir / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
             ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
             if not ok:
                 raise DataError(f"cannot encode {path}")
-            tmp = path.with_suffix(".jpg.tmp")
-            tmp.write_bytes(buf.tobytes())
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(buf.tobytes())
             frame.image_path = path
             frame.meta["raw_file"] = rel.as_posix()
             frames.append(frame)

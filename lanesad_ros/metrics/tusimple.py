@@ -16,14 +16,14 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from lanesad_ros.lanes import Lane, LaneSlot
+from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, Lane, LaneSlot
 
 PIXEL_THRESH = 20.0
 PT_THRESH = 0.85
 MAX_RUNTIME_MS = 200.0
 MISSING = -100.0
 # TuSimple's standard rows (the shared labels and the synthetic generator use these).
-DEFAULT_H_SAMPLES = np.arange(160, 720, 10, dtype=np.float64)
+DEFAULT_H_SAMPLES = TUSIMPLE_H_SAMPLES.astype(np.float64)
 
 
 def lane_angle(xs: np.ndarray, h_samples: np.ndarray) -> float:

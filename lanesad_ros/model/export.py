@@ -33,7 +33,6 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, opset: int = 17
     if opset < 17:
         raise ValueError(f"opset must be >= 17, got {opset}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     height, width = model.input_size
     device = next(model.parameters()).device
     dummy = torch.zeros(1, 3, height, width, device=device)

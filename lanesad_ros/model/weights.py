@@ -85,7 +85,6 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, metadata: dict
     meta.setdefault("std", list(IMAGENET_STD))
     text = json.dumps(meta, indent=2, sort_keys=True, default=_json_default) + "\n"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, save(tensors, metadata={"format": FORMAT, "model": model.name}))
     write_text_atomic(metadata_path(path), text)
 
