@@ -51,6 +51,10 @@ DATASET_SCHEMA: dict[str, Any] = {
     "images": Field((str,), nullable=True),
     # raw_file names (tusimple) or image paths to leave out, e.g. held-out test frames
     "exclude": Field((list,), default=[]),
+    # a held-out split by clip: a text file of clip folders (raw_file without the file name,
+    # one a line, '#' comments); "held_out" keeps only those clips, "rest" all the others
+    "split_file": Field((str,), nullable=True),
+    "split": Field((str,), default="rest", choices=("rest", "held_out")),
     # mixing weight of this source in the training stream
     "weight": Field((float,), default=1.0),
     # synthetic: geometry label files (TuSimple json, glob allowed), number of distinct scenes
@@ -62,6 +66,9 @@ DATASET_SCHEMA: dict[str, Any] = {
     # corrupt/missing files: "raise" names the file; "skip" counts and skips it
     "on_error": Field((str,), default="raise", choices=("raise", "skip")),
     "max_frames": Field((int,), nullable=True),
+    # real frames: decode once, resize to [width, height] (labels scaled) and keep in memory;
+    # a 144x400 input needs no more than 640x360 of a 1280x720 frame
+    "load_size": Field((list,), nullable=True),
 }
 
 SCHEMA: dict[str, Any] = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import datetime as _dt
 import glob
 import json
@@ -33,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
@@ -144,6 +146,36 @@ class SyntheticFrames(Sequence):
         return self.generator.frame(index % self.size)
 
 
+class ResizedFrames(Sequence):
+    """Frames decoded once, resized to ``size`` (width, height) with their lanes scaled, cached.
+
+    Each DataLoader worker keeps its own cache (a few tens of MB for a hundred 640x360 frames),
+    so every frame is decoded and resized at most once per worker instead of once per sample.
+    """
+
+    def __init__(self, frames: Sequence, size: tuple[int, int]):
+        self.frames = frames
+        self.size = (int(size[0]), int(size[1]))
+        self._cache: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]
+        if index not in self._cache:
+            frame = self.frames[index]
+            image = frame.load_image()
+            sx, sy = self.size[0] / image.shape[1], self.size[1] / image.shape[0]
+            small = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+            lanes = [lane * np.array([sx, sy], np.float32) for lane in frame.lanes]
+            self._cache[index] = dataclasses.replace(frame, image=small, lanes=lanes, width=self.size[0],
+                                                     height=self.size[1], h_samples=None)
+        return self._cache[index]
+
+
 def load_geometry(spec: str | list[str]) -> list[dict]:
     """TuSimple label dicts from one or more files (globs allowed) for the synthetic generator."""
     from lanesad_ros.data.tusimple import load_label_dicts
@@ -205,11 +237,34 @@ def load_frames(entry: dict, role: str) -> Sequence:
         exclude = set(entry["exclude"])
         if exclude:
             frames = [f for f in frames if not _frame_names(f, root) & exclude]
+        if entry["split_file"]:
+            held_out = read_split_file(resolve_path(entry["split_file"]))
+            keep = entry["split"] == "held_out"
+            frames = [f for f in frames if (frame_clip(f) in held_out) == keep]
     if entry["max_frames"] is not None and len(frames) > entry["max_frames"]:
         frames = frames[: entry["max_frames"]]
+    if entry["load_size"] is not None and kind != "synthetic":
+        size = entry["load_size"]
+        if len(size) != 2 or not all(isinstance(v, int) and v > 0 for v in size):
+            raise ConfigError(f"data.{role}: 'load_size' must be [width, height] positive ints, got {size}")
+        frames = ResizedFrames(frames, tuple(size))
     if len(frames) == 0:
         raise ConfigError(f"data.{role}: dataset entry {entry.get('name') or kind} has no frames")
     return frames
+
+
+def read_split_file(path: Path) -> set[str]:
+    """Clip folders listed in a split file (one a line, '#' comments); ConfigError if missing."""
+    if not path.is_file():
+        raise ConfigError(f"split file not found: {path}")
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return {line.rstrip("/") for line in lines if line}
+
+
+def frame_clip(frame) -> str:
+    """The clip a frame belongs to: its ``raw_file`` (or image path) without the file name."""
+    name = frame.meta.get("raw_file") or (str(frame.image_path) if frame.image_path is not None else "")
+    return str(Path(name).parent)
 
 
 def _frame_names(frame, root: Path) -> set[str]:

@@ -346,3 +346,34 @@ def test_bdd100k_errors(tmp_path):
     (tmp_path / "broken.json").write_text("[{")
     with pytest.raises(DataError, match="broken.json: invalid JSON"):
         read_bdd100k_lanes(tmp_path / "broken.json")
+
+
+def test_camera_effects_change_pixels_not_labels_and_are_deterministic():
+    """Each real-camera effect alone changes the image, never the lanes, and repeats per seed."""
+    rng = np.random.default_rng(3)
+    img = rng.integers(40, 200, (72, 128, 3), dtype=np.uint8)
+    lanes = [np.array([[30.0, 70.0], [50.0, 30.0]], np.float32)]
+    off = dict(scale=0, translate=0, rotate_deg=0, brightness=0, contrast=0, saturation=0, hue=0,
+               blur_prob=0, noise_prob=0, flip_prob=0)
+    effects = [dict(gamma=0.5), dict(night_prob=1.0), dict(temperature=0.2), dict(jpeg_prob=1.0),
+               dict(shadow_prob=1.0), dict(glare_prob=1.0)]
+    for effect in effects:
+        cfg = AugmentConfig(**off, **effect)
+        out, out_lanes, out_slots, _ = augment(img, lanes, [1], cfg, np.random.default_rng(5))
+        again, *_ = augment(img, lanes, [1], cfg, np.random.default_rng(5))
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert np.abs(out.astype(int) - img.astype(int)).mean() > 0.5, effect
+        np.testing.assert_array_equal(out, again)
+        np.testing.assert_array_equal(out_lanes[0], lanes[0])
+        assert out_slots == [1]
+
+
+def test_pitch_moves_image_and_lanes_together():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[60, :] = 255  # a horizontal line at row 60
+    lanes = [np.array([[50.0, 60.0], [50.0, 90.0]], np.float32)]
+    off = dict(scale=0, translate=0, rotate_deg=0, brightness=0, contrast=0, saturation=0, hue=0,
+               blur_prob=0, noise_prob=0, flip_prob=0)
+    out, out_lanes, _, _ = augment(img, lanes, [1], AugmentConfig(**off, pitch=0.2), np.random.default_rng(1))
+    row = int(np.argmax(out[:, 10, 0]))
+    assert row != 60 and abs(out_lanes[0][0, 1] - row) <= 1.0

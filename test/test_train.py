@@ -188,6 +188,42 @@ def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):
         load_frames({**entry, "labels": "nope/labels.json"}, "train")
 
 
+def test_split_file_divides_frames_by_clip_and_load_size_scales_labels(tmp_path):
+    from conftest import shared_path
+
+    from lanesad_ros.train import load_frames
+
+    root = shared_path("tusimple")
+    split = tmp_path / "val.txt"
+    split.write_text("# held out\nclips/lanenet/0001\n")
+    base = {"type": "tusimple", "root": str(root), "labels": "labels.json", "split_file": str(split)}
+    held = load_frames(validate({"data": {"train": [{**base, "split": "held_out"}]}})["data"]["train"][0], "train")
+    rest = load_frames(validate({"data": {"train": [{**base, "load_size": [640, 360]}]}})["data"]["train"][0], "train")
+    assert [f.meta["raw_file"] for f in held] == ["clips/lanenet/0001/20.jpg"]
+    assert [f.meta["raw_file"] for f in rest] == ["clips/lanenet/0000/20.jpg", "clips/lanenet/0002/20.jpg"]
+    full = load_frames(validate({"data": {"train": [base]}})["data"]["train"][0], "train")[0]
+    small = rest[0]
+    assert small.load_image().shape == (360, 640, 3) and (small.width, small.height) == (640, 360)
+    np.testing.assert_allclose(small.lanes[0], full.lanes[0] * 0.5, atol=1e-4)
+    with pytest.raises(ValueError, match="split file not found"):
+        load_frames(validate({"data": {"train": [{**base, "split_file": str(tmp_path / "no.txt")}]}})["data"]["train"][0],
+                    "train")
+
+
+def test_real_training_split_never_shares_a_clip():
+    """The shipped recipe's validation clips and training frames are disjoint (split by clip)."""
+    from conftest import shared_path
+
+    from lanesad_ros.config import load_config
+    from lanesad_ros.train import frame_clip, load_frames
+
+    shared_path("tusimple-train")
+    cfg = load_config("config/train/enet_sad_real.yaml")
+    train = {frame_clip(f) for e in cfg["data"]["train"] if e["type"] == "tusimple" for f in load_frames(e, "train")}
+    val = {frame_clip(f) for e in cfg["data"]["val"] for f in load_frames(e, "val")}
+    assert len(val) == 19 and len(train) == 83 and not train & val
+
+
 def test_shipped_default_weights_detect_real_lanes():
     """The shipped weights (made by config/train/enet_sad_default*.yaml) on the real frames."""
     from conftest import shared_path

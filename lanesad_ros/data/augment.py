@@ -1,8 +1,12 @@
 """Label-consistent augmentation of a source image and its lane points.
 
-Geometry (scale, shift, small rotation, horizontal flip) is applied to the image and the
-lane points with the same affine map, before the Preprocessor crops and resizes, so the
-labels stay on the markings. A flip mirrors x and swaps the ego-relative slots
+Geometry (scale, shift, small rotation, horizontal flip, and a vertical shift that moves the
+horizon as another camera pitch would) is applied to the image and the lane points with the
+same affine map, before the Preprocessor crops and resizes, so the labels stay on the
+markings. Photometric changes model what a real camera adds: exposure (brightness,
+contrast, gamma; dusk and night as a strong darkening with sensor noise), white balance
+(colour temperature), saturation and hue, defocus blur, noise, JPEG artefacts, cast shadows
+and glare. None of them moves a label. A flip mirrors x and swaps the ego-relative slots
 (LEFT_LEFT <-> RIGHT_RIGHT, LEFT <-> RIGHT). Everything is drawn from the numpy Generator
 passed in, so a (seed, index) gives the same result every time.
 """
@@ -24,7 +28,13 @@ class AugmentConfig:
     image size; ``rotate_deg``: +- degrees; ``brightness``/``contrast``/``saturation``: +-
     fractions; ``hue``: +- fraction of the hue circle; ``blur_prob``/``blur_sigma``: Gaussian
     blur; ``noise_prob``/``noise_std``: additive Gaussian noise (grey levels);
-    ``flip_prob``: horizontal flip with slot swap.
+    ``flip_prob``: horizontal flip with slot swap; ``pitch``: +- fraction of the image height
+    the whole picture moves vertically (the horizon of a camera pitched differently);
+    ``gamma``: gamma drawn log-uniformly in [1/(1+gamma), 1+gamma]; ``night_prob``: a dusk or
+    night exposure (brightness x 0.25..0.6, then noise); ``temperature``: +- relative gain of
+    red against blue (white balance); ``jpeg_prob``/``jpeg_quality``: re-encode as JPEG at a
+    quality drawn from [jpeg_quality, 95]; ``shadow_prob``: a soft-edged quadrilateral shadow
+    (x 0.35..0.75) across the road; ``glare_prob``: a bright radial blob (sun or headlights).
     """
 
     scale: float = 0.1
@@ -39,6 +49,14 @@ class AugmentConfig:
     noise_prob: float = 0.2
     noise_std: float = 6.0
     flip_prob: float = 0.5
+    pitch: float = 0.0
+    gamma: float = 0.0
+    night_prob: float = 0.0
+    temperature: float = 0.0
+    jpeg_prob: float = 0.0
+    jpeg_quality: float = 30.0
+    shadow_prob: float = 0.0
+    glare_prob: float = 0.0
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "AugmentConfig":
@@ -73,6 +91,8 @@ def augment(image: np.ndarray, lanes: list[np.ndarray], slots: list[int], config
     angle = rng.uniform(-config.rotate_deg, config.rotate_deg)
     tx = rng.uniform(-config.translate, config.translate) * w
     ty = rng.uniform(-config.translate, config.translate) * h
+    if config.pitch > 0:
+        ty += rng.uniform(-config.pitch, config.pitch) * h
     m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), angle, s)
     m[0, 2] += tx
     m[1, 2] += ty
@@ -93,6 +113,7 @@ def augment(image: np.ndarray, lanes: list[np.ndarray], slots: list[int], config
             lut[1:num_slots + 1] = [flip_slot(k, num_slots) + 1 for k in range(num_slots)]
             mask = lut[mask]
     image = _photometric(image, config, rng)
+    image = _camera_effects(image, config, rng)
     return image, lanes, slots, mask
 
 
@@ -123,4 +144,44 @@ def _photometric(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) 
     if noisy and c.noise_std > 0:
         noise = np.random.default_rng(noise_seed).normal(0, c.noise_std, image.shape).astype(np.float32)
         image = np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    return image
+
+
+def _camera_effects(image: np.ndarray, c: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """Gamma, night exposure, white balance, shadow, glare and JPEG artefacts (BGR uint8)."""
+    h, w = image.shape[:2]
+    if c.gamma > 0:
+        gamma = float(np.exp(rng.uniform(-np.log1p(c.gamma), np.log1p(c.gamma))))
+        lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma, 0, 255).astype(np.uint8)
+        image = cv2.LUT(image, lut)
+    if c.temperature > 0:
+        t = rng.uniform(-c.temperature, c.temperature)
+        gains = np.array([1.0 - t, 1.0, 1.0 + t], np.float32)  # B, G, R
+        image = np.clip(image.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+    if c.shadow_prob > 0 and rng.random() < c.shadow_prob:
+        # a quadrilateral from the top of the road area to the bottom edge, soft-edged
+        xs = np.sort(rng.uniform(-0.2, 1.2, 4)) * w
+        top, bottom = rng.uniform(0.35, 0.8) * h, h
+        quad = np.array([[xs[0], bottom], [xs[1], top], [xs[2], top], [xs[3], bottom]], np.int32)
+        mask = np.zeros((h, w), np.float32)
+        cv2.fillConvexPoly(mask, quad, 1.0)
+        mask = cv2.GaussianBlur(mask, (0, 0), max(2.0, 0.01 * w))
+        dark = rng.uniform(0.35, 0.75)
+        image = (image.astype(np.float32) * (1.0 - (1.0 - dark) * mask[..., None])).astype(np.uint8)
+    if c.glare_prob > 0 and rng.random() < c.glare_prob:
+        cx, cy = rng.uniform(0, w), rng.uniform(0, 0.7 * h)
+        radius = rng.uniform(0.08, 0.35) * w
+        yy, xx = np.ogrid[:h, :w]
+        blob = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2.0 * radius**2)).astype(np.float32)
+        gain = rng.uniform(80, 220)
+        image = np.clip(image.astype(np.float32) + gain * blob[..., None], 0, 255).astype(np.uint8)
+    if c.night_prob > 0 and rng.random() < c.night_prob:
+        scale = rng.uniform(0.25, 0.6)
+        noise = np.random.default_rng(int(rng.integers(2**31))).normal(0, 4.0, image.shape)
+        image = np.clip(image.astype(np.float32) * scale + noise, 0, 255).astype(np.uint8)
+    if c.jpeg_prob > 0 and rng.random() < c.jpeg_prob:
+        quality = int(rng.uniform(min(c.jpeg_quality, 95), 95))
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     return image
