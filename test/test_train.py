@@ -8,8 +8,12 @@ import pytest
 import torch
 import yaml
 
-from lanesad_ros.config import validate
-from lanesad_ros.train import MixedDataset, Trainer, export_checkpoint, load_checkpoint, main, sample_rng
+from lanesad_ros.training.checkpoint import load_checkpoint
+from lanesad_ros.training.cli import main
+from lanesad_ros.training.config import load_config, validate
+from lanesad_ros.training.data import MixedDataset, frame_clip, load_frames, sample_rng
+from lanesad_ros.training.export import export_checkpoint
+from lanesad_ros.training.trainer import Trainer
 
 
 VAL = [{"type": "synthetic", "name": "synthetic_val", "seed": 99, "width": 320, "height": 180, "size": 2}]
@@ -176,8 +180,6 @@ def test_resume_rejects_a_different_data_order(tmp_path):
 def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):
     from conftest import shared_path
 
-    from lanesad_ros.train import load_frames
-
     root = shared_path("tusimple")
     entry = validate({"data": {"train": [{"type": "tusimple", "root": str(root), "labels": "labels.json",
                                           "exclude": ["clips/lanenet/0001/20.jpg"]}]}})["data"]["train"][0]
@@ -190,8 +192,6 @@ def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):
 
 def test_split_file_divides_frames_by_clip_and_load_size_scales_labels(tmp_path):
     from conftest import shared_path
-
-    from lanesad_ros.train import load_frames
 
     root = shared_path("tusimple")
     split = tmp_path / "val.txt"
@@ -213,9 +213,6 @@ def test_split_file_divides_frames_by_clip_and_load_size_scales_labels(tmp_path)
 def test_real_training_split_never_shares_a_clip():
     """The shipped recipe's validation clips and training frames are disjoint (split by clip)."""
     from conftest import shared_path
-
-    from lanesad_ros.config import load_config
-    from lanesad_ros.train import frame_clip, load_frames
 
     shared_path("tusimple-train")
     cfg = load_config("config/train/enet_sad_real.yaml")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lanesad_ros.config import ConfigError, apply_overrides, load_config, parse_override, validate
+from lanesad_ros.training.config import ConfigError, apply_overrides, load_config, parse_override, validate
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,6 +10,7 @@ default.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,11 @@ from typing import Any
 import yaml
 
 from lanesad_ros.fileio import write_text_atomic
+
+
+def resolve_path(text: str) -> Path:
+    """Config path -> Path: ``$VARS`` and ``~`` expanded; relative paths are relative to the CWD."""
+    return Path(os.path.expanduser(os.path.expandvars(text)))
 
 
 class ConfigError(ValueError):

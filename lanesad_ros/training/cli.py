@@ -1,0 +1,94 @@
+"""``lanesad-train``: train (``--config CFG.yaml [key=value ...]``, ``--resume``), ``export``, ``pseudo-label``.
+
+Errors in the config or the inputs end in ``lanesad-train: error: ...`` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch.distributed as dist
+
+from lanesad_ros.training.checkpoint import load_checkpoint
+from lanesad_ros.training.config import ConfigError, apply_overrides, load_config, resolve_path, validate
+from lanesad_ros.training.export import export_checkpoint
+from lanesad_ros.training.pseudo import pseudo_label
+from lanesad_ros.training.trainer import Trainer
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lanesad-train",
+        description="Train an ENet-SAD / ResNet-SAD lane network. "
+                    "Subcommands: 'lanesad-train export CKPT OUT.safetensors', "
+                    "'lanesad-train pseudo-label WEIGHTS OUT.json IMAGES... --root DIR'.")
+    p.add_argument("--config", "-c", help="YAML config (config/train/*.yaml); optional with --resume")
+    p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
+                   help="continue exactly from CKPT (default: <train.output_dir>/last.pt)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, YAML-typed values")
+    return p
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lanesad-train export", description="Export a checkpoint to weights + metadata.")
+    p.add_argument("checkpoint")
+    p.add_argument("out", help="output .safetensors path (a .json metadata file is written next to it)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                   help="extra top-level metadata entry, JSON value (repeatable)")
+    return p
+
+
+def _pseudo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lanesad-train pseudo-label",
+                                description="Write TuSimple pseudo-labels of unlabelled images from a weights file.")
+    p.add_argument("weights")
+    p.add_argument("out", help="output label json (TuSimple json lines)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--root", required=True, help="folder raw_file entries are relative to")
+    p.add_argument("--min-confidence", type=float, default=0.5)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "pseudo-label":
+            args = _pseudo_parser().parse_args(argv[1:])
+            out = pseudo_label(args.weights, args.images, args.root, args.out, args.min_confidence)
+            print(f"wrote {out}")
+            return 0
+        if argv and argv[0] == "export":
+            args = _export_parser().parse_args(argv[1:])
+            extra = {}
+            for item in args.set:
+                key, _, value = item.partition("=")
+                extra[key] = json.loads(value)
+            out = export_checkpoint(args.checkpoint, args.out, extra)
+            print(f"wrote {out} and {out.with_suffix('.json')}")
+            return 0
+        args = _train_parser().parse_args(argv)
+        resume = None
+        if args.resume is not None:
+            if args.config:
+                cfg = load_config(args.config, args.overrides)
+            else:
+                if not args.resume:
+                    raise ConfigError("--resume without a checkpoint path needs --config (to find train.output_dir)")
+                cfg = validate(apply_overrides(load_checkpoint(args.resume)["config"], args.overrides))
+            resume = args.resume or str(resolve_path(cfg["train"]["output_dir"]) / "last.pt")
+        else:
+            if not args.config:
+                raise ConfigError("--config is required (or --resume CKPT)")
+            cfg = load_config(args.config, args.overrides)
+        trainer = Trainer(cfg, resume=resume)
+        result = trainer.run()
+        best = result["best"]
+        if best["value"] is not None:
+            trainer.log(f"done: best {best['key']} {best['value']:.4f} at iteration {best['iteration']}")
+        if trainer.distributed:
+            dist.destroy_process_group()
+        return 0
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"lanesad-train: error: {exc}", file=sys.stderr)
+        return 2
