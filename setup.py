@@ -26,9 +26,9 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "lanesad-train = lanesad_ros.train:main",
-            "lanesad-eval = lanesad_ros.evaluate:main",
-            "lanesad-bag = lanesad_ros.ros.bag:main",
+            "lanesad-train = lanesad_ros.training.cli:main",
+            "lanesad-eval = lanesad_ros.ros.eval_cli:main",
+            "lanesad-bag = lanesad_ros.ros.bag.cli:main",
             "lane_detector = lanesad_ros.ros.node:main",
         ]
     },

@@ -11,8 +11,10 @@ import pytest
 
 from conftest import shared_path
 from lanesad_ros.data.synthetic import SceneGenerator
-from lanesad_ros.ros import bag
-from lanesad_ros.ros.bag import BagError, BagReader, BagWriter
+from lanesad_ros.ros.bag.cli import main as bag_main
+from lanesad_ros.ros.bag.reader import BagReader, bag_info
+from lanesad_ros.ros.bag.typestore import COMPRESSED_TYPE, IMAGE_TYPE, LANE_ARRAY_TYPE, START_NS, BagError, typestore
+from lanesad_ros.ros.bag.writer import BagWriter
 
 W, H = 256, 144
 N = 4
@@ -27,7 +29,7 @@ def scenes():
 def write_bag(path: Path, scenes, storage: str, compressed: bool) -> Path:
     with BagWriter(path, storage=storage, compressed=compressed) as writer:
         for i, frame in enumerate(scenes):
-            writer.write(frame.image, bag.START_NS + i * 100_000_000, frame)
+            writer.write(frame.image, START_NS + i * 100_000_000, frame)
     return path
 
 
@@ -38,14 +40,14 @@ def test_round_trip(tmp_path, scenes, storage, compressed):
     with BagReader(path) as reader:
         assert reader.storage == storage
         assert reader.image_topic == ("/image_raw/compressed" if compressed else "/image_raw")
-        assert reader.image_type == (bag.COMPRESSED_TYPE if compressed else bag.IMAGE_TYPE)
+        assert reader.image_type == (COMPRESSED_TYPE if compressed else IMAGE_TYPE)
         assert len(reader) == N
         frames = list(reader.frames())
         assert reader.problems == []
     assert len(frames) == N
     for i, (got, want) in enumerate(zip(frames, scenes)):
         timestamp, image, stamp, frame_id, gt = got  # the documented 5-tuple
-        assert stamp == timestamp == bag.START_NS + i * 100_000_000
+        assert stamp == timestamp == START_NS + i * 100_000_000
         assert frame_id == "camera"
         assert image.shape == want.image.shape and image.dtype == np.uint8
         if compressed:
@@ -63,35 +65,35 @@ def test_round_trip(tmp_path, scenes, storage, compressed):
 
 def test_serialized_images_are_the_bag_bytes(tmp_path, scenes):
     path = write_bag(tmp_path / "drive", scenes, "mcap", False)
-    store = bag.typestore()
+    store = typestore()
     with BagReader(path) as reader:
         items = list(reader.serialized_images())
-    assert [s for _, s, _ in items] == [bag.START_NS + i * 100_000_000 for i in range(N)]
-    msg = store.deserialize_cdr(items[1][2], bag.IMAGE_TYPE)
+    assert [s for _, s, _ in items] == [START_NS + i * 100_000_000 for i in range(N)]
+    msg = store.deserialize_cdr(items[1][2], IMAGE_TYPE)
     np.testing.assert_array_equal(np.asarray(msg.data).reshape(H, W, 3), scenes[1].image)
 
 
 def test_cli_synthetic_and_info(tmp_path, capsys):
     out = tmp_path / "syn"
-    assert bag.main(["synthetic", str(out), "--frames", "3", "--seed", "5", "--width", "192", "--height", "108",
+    assert bag_main(["synthetic", str(out), "--frames", "3", "--seed", "5", "--width", "192", "--height", "108",
                      "--storage", "sqlite3", "--rate", "5"]) == 0
-    assert bag.main(["info", str(out), "--json"]) == 0
+    assert bag_main(["info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert info["storage"] == "sqlite3"
-    assert info["topics"]["/image_raw"] == {"type": bag.IMAGE_TYPE, "count": 3}
-    assert info["topics"]["/lanes_gt"] == {"type": bag.LANE_ARRAY_TYPE, "count": 3}
+    assert info["topics"]["/image_raw"] == {"type": IMAGE_TYPE, "count": 3}
+    assert info["topics"]["/lanes_gt"] == {"type": LANE_ARRAY_TYPE, "count": 3}
     assert info["duration_s"] == pytest.approx(0.4, abs=1e-6)  # 5 Hz
     # Same seed -> same scenes as the generator itself.
     with BagReader(out) as reader:
         first = next(reader.frames())
     np.testing.assert_array_equal(first.image, SceneGenerator(seed=5, width=192, height=108).frame(0).image)
     # An existing output is refused, naming it, unless --overwrite (which only ever deletes a bag).
-    assert bag.main(["synthetic", str(out), "--frames", "1"]) == 2
+    assert bag_main(["synthetic", str(out), "--frames", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert bag.main(["synthetic", str(out), "--frames", "2", "--overwrite"]) == 0
-    assert bag.bag_info(out)["topics"]["/image_raw"]["count"] == 2
+    assert bag_main(["synthetic", str(out), "--frames", "2", "--overwrite"]) == 0
+    assert bag_info(out)["topics"]["/image_raw"]["count"] == 2
     (out / "notes.txt").write_text("mine")
-    assert bag.main(["synthetic", str(out), "--frames", "1", "--overwrite"]) == 2
+    assert bag_main(["synthetic", str(out), "--frames", "1", "--overwrite"]) == 2
     assert "holds more than a bag (notes.txt)" in capsys.readouterr().err
     assert (out / "notes.txt").exists()
 
@@ -102,7 +104,7 @@ def test_from_video(tmp_path, scenes):
     for frame in scenes:
         writer.write(frame.image)
     writer.release()
-    assert bag.main(["from-video", str(video), str(tmp_path / "v"), "--compressed"]) == 0
+    assert bag_main(["from-video", str(video), str(tmp_path / "v"), "--compressed"]) == 0
     with BagReader(tmp_path / "v") as reader:
         frames = list(reader.frames())
         assert not reader.has_ground_truth
@@ -114,7 +116,7 @@ def test_from_video(tmp_path, scenes):
 def test_from_tusimple_real_frames(tmp_path):
     labels = shared_path("tusimple", "labels.json")
     out = tmp_path / "tus"
-    assert bag.main(["from-tusimple", str(labels.parent), str(labels), str(out), "--storage", "mcap"]) == 0
+    assert bag_main(["from-tusimple", str(labels.parent), str(labels), str(out), "--storage", "mcap"]) == 0
     rows = [json.loads(l) for l in labels.read_text().splitlines() if l.strip()]
     with BagReader(out) as reader:
         frames = list(reader.frames())
@@ -136,7 +138,7 @@ def test_from_culane_list(tmp_path, scenes):
                 fh.write(" ".join(f"{x:.2f} {y:.0f}" for x, y in lane) + "\n")
         lines.append(f"/driver_1/{i:05d}.jpg")
     (root / "test6_curve.txt").write_text("\n".join(lines) + "\n")  # a CULane test-split list
-    assert bag.main(["from-culane", str(root), str(root / "test6_curve.txt"), str(tmp_path / "cu")]) == 0
+    assert bag_main(["from-culane", str(root), str(root / "test6_curve.txt"), str(tmp_path / "cu")]) == 0
     with BagReader(tmp_path / "cu") as reader:
         frames = list(reader.frames())
     assert len(frames) == 2
@@ -166,7 +168,7 @@ def test_truncated_bag_yields_what_is_readable(tmp_path, storage):
     for i, f in enumerate(frames):  # what was read is intact and in order
         np.testing.assert_array_equal(f.image, scenes[i].image)
         assert f.ground_truth is not None
-    assert bag.main(["info", str(path)]) == 1  # info reports the damage in its exit status
+    assert bag_main(["info", str(path)]) == 1  # info reports the damage in its exit status
 
 
 def test_missing_and_wrong_topics(tmp_path, scenes):
@@ -202,7 +204,7 @@ def test_labels_matched_by_index(tmp_path, scenes):
     path = tmp_path / "nogt"
     with BagWriter(path, storage="sqlite3") as writer:
         for i, frame in enumerate(scenes):
-            writer.write(frame.image, bag.START_NS + i, None)
+            writer.write(frame.image, START_NS + i, None)
     with BagReader(path, labels=scenes[:3]) as reader:
         frames = list(reader.frames())
         assert reader.problems == ["1 frames have no matching ground truth"]

@@ -44,7 +44,7 @@ def raw_msg(encoding: str, data: bytes, height: int, width: int, step: int) -> I
 @pytest.fixture(scope="module")
 def rosbags_types():
     pytest.importorskip("rosbags.typesys")
-    from lanesad_ros.ros.bag import typestore
+    from lanesad_ros.ros.bag.typestore import typestore
 
     return typestore()
 

@@ -15,11 +15,14 @@ import cv2
 import numpy as np
 import pytest
 
-from lanesad_ros import evaluate
 from lanesad_ros.data.synthetic import SceneGenerator
 from lanesad_ros.data.tusimple import write_tusimple_labels
+from lanesad_ros.evaluation.scoring import ModelRun, slot_confusion
 from lanesad_ros.lanes import Lane, LaneDetections, LaneSlot
-from lanesad_ros.ros import bag
+from lanesad_ros.ros.bag.typestore import COMPRESSED_TYPE, START_NS
+from lanesad_ros.ros.bag.writer import BagWriter
+from lanesad_ros.ros.eval_cli import build_parser, main
+from lanesad_ros.ros.evaluate import node_topics, run_offline
 
 W, H = 256, 144
 N = 4
@@ -39,9 +42,9 @@ def scenes():
 
 
 def make_bag(path: Path, scenes, storage="mcap", with_gt=True, compressed=False) -> Path:
-    with bag.BagWriter(path, storage=storage, compressed=compressed) as writer:
+    with BagWriter(path, storage=storage, compressed=compressed) as writer:
         for i, frame in enumerate(scenes):
-            writer.write(frame.image, bag.START_NS + i * 100_000_000, frame if with_gt else None)
+            writer.write(frame.image, START_NS + i * 100_000_000, frame if with_gt else None)
     return path
 
 
@@ -94,7 +97,7 @@ def video_frames(path: Path) -> tuple[int, tuple]:
 def test_offline_report_with_real_detector(drive, random_weights, tmp_path):
     out = tmp_path / "report"
     n = 2  # an untrained net on a shared CPU: two frames show the plumbing
-    rc = evaluate.main(["offline", str(drive), "--weights", str(random_weights), "--out", str(out),
+    rc = main(["offline", str(drive), "--weights", str(random_weights), "--out", str(out),
                         "--backend", "torch", "--device", "cpu", "--max-frames", str(n)])
     assert rc == 0
     m = load(out)
@@ -113,7 +116,7 @@ def test_offline_report_with_real_detector(drive, random_weights, tmp_path):
 
 def test_oracle_scores_perfect_through_the_bag(drive, fake_detectors, tmp_path):
     out = tmp_path / "oracle"
-    assert evaluate.main(["offline", str(drive), "--weights", "oracle", "--out", str(out), "--video", "none"]) == 0
+    assert main(["offline", str(drive), "--weights", "oracle", "--out", str(out), "--video", "none"]) == 0
     m = load(out)
     assert m["tusimple"] == {"accuracy": 1.0, "fp": 0.0, "fn": 0.0, "frames": N}
     assert m["culane"]["f1"] == 1.0
@@ -121,15 +124,15 @@ def test_oracle_scores_perfect_through_the_bag(drive, fake_detectors, tmp_path):
 
 
 def test_slot_confusion_of_oracle_is_diagonal(drive, fake_detectors, tmp_path, scenes):
-    args = evaluate.build_parser().parse_args(["offline", str(drive), "--weights", "oracle", "--out", str(tmp_path)])
-    runs, _ = evaluate.run_offline(args, None, [])
-    m = evaluate.slot_confusion(runs[0])
+    args = build_parser().parse_args(["offline", str(drive), "--weights", "oracle", "--out", str(tmp_path)])
+    runs, _ = run_offline(args, None, [])
+    m = slot_confusion(runs[0])
     assert m.sum() == sum(len(f.lanes) for f in scenes)
     assert np.count_nonzero(m - np.diag(np.diag(m))) == 0
 
 
 def test_culane_categories_reach_the_report(scenes):
-    run = evaluate.ModelRun("oracle", "inference")
+    run = ModelRun("oracle", "inference")
     for i, (frame, category) in enumerate(zip(scenes, ["night", "night", "curve", "curve"])):
         gt = SimpleNamespace(lanes=frame.lanes, slots=frame.slots, h_samples=frame.h_samples, width=W, height=H,
                              meta={"category": category})
@@ -142,7 +145,7 @@ def test_culane_categories_reach_the_report(scenes):
 
 def test_compare_two_weights_side_by_side(drive, fake_detectors, tmp_path):
     out = tmp_path / "cmp"
-    assert evaluate.main(["offline", str(drive), "--compare", "oracle", "blind", "--out", str(out), "--worst", "2"]) == 0
+    assert main(["offline", str(drive), "--compare", "oracle", "blind", "--out", str(out), "--worst", "2"]) == 0
     m = load(out)
     assert m["compare"]["oracle"]["tusimple"]["accuracy"] == 1.0
     assert m["compare"]["blind"]["tusimple"]["accuracy"] == 0.0
@@ -154,10 +157,10 @@ def test_labels_file_instead_of_gt_topic(tmp_path, scenes, fake_detectors):
     drive = make_bag(tmp_path / "nogt", scenes, storage="sqlite3", with_gt=False, compressed=True)
     labels = write_tusimple_labels(scenes, tmp_path / "labels.json")
     out = tmp_path / "lab"
-    assert evaluate.main(["offline", str(drive), "--weights", "oracle", "--labels", str(labels),
+    assert main(["offline", str(drive), "--weights", "oracle", "--labels", str(labels),
                           "--out", str(out), "--video", "none"]) == 0
     m = load(out)
-    assert m["image_type"] == bag.COMPRESSED_TYPE
+    assert m["image_type"] == COMPRESSED_TYPE
     assert m["tusimple"]["frames"] == N
     # Labels are integer pixels; compressed frames still match the oracle exactly.
     assert m["tusimple"]["accuracy"] == pytest.approx(1.0)
@@ -166,7 +169,7 @@ def test_labels_file_instead_of_gt_topic(tmp_path, scenes, fake_detectors):
 def test_bag_without_ground_truth_still_reports(tmp_path, scenes, fake_detectors):
     drive = make_bag(tmp_path / "plain", scenes, with_gt=False)
     out = tmp_path / "plain_report"
-    assert evaluate.main(["offline", str(drive), "--weights", "oracle", "--out", str(out), "--worst", "1"]) == 0
+    assert main(["offline", str(drive), "--weights", "oracle", "--out", str(out), "--worst", "1"]) == 0
     m = load(out)
     assert m["frames"] == N and "tusimple" not in m and m["has_ground_truth"] is False
     assert m["errors"] == [] and any("'/lanes_gt' not in bag" in n for n in m["notes"])  # said, not hidden
@@ -184,7 +187,7 @@ def test_damaged_bag_gives_partial_report(tmp_path, monkeypatch):
     oracle = FakeDetector(scenes, True, "oracle")
     monkeypatch.setattr("lanesad_ros.detector.Detector.from_weights", lambda *a, **k: oracle)
     out = tmp_path / "partial"
-    rc = evaluate.main(["offline", str(drive), "--weights", "oracle", "--out", str(out)])
+    rc = main(["offline", str(drive), "--weights", "oracle", "--out", str(out)])
     assert rc == 1
     m = load(out)
     assert 0 < m["frames"] < 10
@@ -196,7 +199,7 @@ def test_damaged_bag_gives_partial_report(tmp_path, monkeypatch):
 
 def test_missing_image_topic_is_a_clear_error(drive, tmp_path, capsys):
     out = tmp_path / "missing"
-    assert evaluate.main(["offline", str(drive), "--image-topic", "/front/image", "--out", str(out)]) == 2
+    assert main(["offline", str(drive), "--image-topic", "/front/image", "--out", str(out)]) == 2
     m = load(out)
     assert m["frames"] == 0
     assert "image topic '/front/image' not in bag" in m["errors"][0]
@@ -205,9 +208,9 @@ def test_missing_image_topic_is_a_clear_error(drive, tmp_path, capsys):
 
 
 def test_node_topics_follow_image_transport_convention():
-    assert evaluate.node_topics("/cam/image_raw", False) == ("/cam/image_raw", "/cam/image_raw")
-    assert evaluate.node_topics("/cam/image_raw/compressed", True) == ("/cam/image_raw", "/cam/image_raw/compressed")
-    assert evaluate.node_topics("/cam/jpeg", True) == ("/cam/jpeg", "/cam/jpeg/compressed")
+    assert node_topics("/cam/image_raw", False) == ("/cam/image_raw", "/cam/image_raw")
+    assert node_topics("/cam/image_raw/compressed", True) == ("/cam/image_raw", "/cam/image_raw/compressed")
+    assert node_topics("/cam/jpeg", True) == ("/cam/jpeg", "/cam/jpeg/compressed")
 
 
 # --- live, through real DDS between processes ---------------------------------------------
@@ -225,7 +228,7 @@ def ros_domain(monkeypatch, domain_id):
 def test_live_spawned_node_over_dds(ros_domain, random_weights, tmp_path, scenes):
     drive = make_bag(tmp_path / "live_drive", scenes, compressed=False)
     out = tmp_path / "live"
-    rc = evaluate.main(["live", str(drive), "--spawn", "--weights", str(random_weights), "--out", str(out),
+    rc = main(["live", str(drive), "--spawn", "--weights", str(random_weights), "--out", str(out),
                         "--node-param", "backend:=torch", "--node-param", "device:=cpu", "--video", "all"])
     m = load(out)
     assert rc == 0, m["errors"]
@@ -244,5 +247,5 @@ def test_live_spawned_node_over_dds(ros_domain, random_weights, tmp_path, scenes
 
 def test_live_without_a_detector_fails_clearly(ros_domain, drive, tmp_path):
     out = tmp_path / "nobody"
-    assert evaluate.main(["live", str(drive), "--out", str(out), "--startup-timeout", "1"]) == 2
+    assert main(["live", str(drive), "--out", str(out), "--startup-timeout", "1"]) == 2
     assert "no lane detector answered" in load(out)["errors"][0]
