@@ -32,6 +32,7 @@ demo: setup
 	@echo "Demo written to $(DEMO_OUT)/report (overlay video, lanes summary, metrics)"
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest test -q -ra
 
 bench: setup
