@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from lanesad_ros.lanes import Lane, LaneDetections, LaneSlot
+from lanesad_ros.overlay import SLOT_COLORS
 
 
 class ImageConversionError(ValueError):
@@ -63,8 +64,6 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def _slot_rgba(slot: LaneSlot) -> tuple[float, float, float, float]:
     """RViz colour of a slot: the debug overlay's colour, so both views agree."""
-    from lanesad_ros.overlay import SLOT_COLORS
-
     b, g, r = SLOT_COLORS.get(slot, SLOT_COLORS[LaneSlot.UNKNOWN])
     return r / 255.0, g / 255.0, b / 255.0, 1.0
 

@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from lanesad_ros.data import AugmentConfig, LaneSegDataset
+from lanesad_ros.data.augment import AugmentConfig
+from lanesad_ros.data.dataset import LaneSegDataset
 from lanesad_ros.model import build_model
 from lanesad_ros.model.losses import SADLoss
 from lanesad_ros.model.weights import load_weights, metadata_preprocessor
