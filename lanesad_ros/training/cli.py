@@ -1,4 +1,5 @@
-"""``lanesad-train``: train (``--config CFG.yaml [key=value ...]``, ``--resume``), ``export``, ``pseudo-label``.
+"""``lanesad-train``: train (``--config CFG.yaml [key=value ...]``, ``--resume``), ``export``, ``pseudo-label``,
+``tune``.
 
 Errors in the config or the inputs end in ``lanesad-train: error: ...`` and exit status 2.
 """
@@ -15,6 +16,7 @@ from lanesad_ros.training.config import ConfigError, apply_overrides, load_confi
 from lanesad_ros.training.export import export_checkpoint
 from lanesad_ros.training.pseudo import pseudo_label
 from lanesad_ros.training.trainer import Trainer
+from lanesad_ros.training.tune import tune_weights
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -22,7 +24,8 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="lanesad-train",
         description="Train an ENet-SAD / ResNet-SAD lane network. "
                     "Subcommands: 'lanesad-train export CKPT OUT.safetensors', "
-                    "'lanesad-train pseudo-label WEIGHTS OUT.json IMAGES... --root DIR'.")
+                    "'lanesad-train pseudo-label WEIGHTS OUT.json IMAGES... --root DIR', "
+                    "'lanesad-train tune WEIGHTS --config CFG [--write]'.")
     p.add_argument("--config", "-c", help="YAML config (config/train/*.yaml); optional with --resume")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
                    help="continue exactly from CKPT (default: <train.output_dir>/last.pt)")
@@ -50,6 +53,18 @@ def _pseudo_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tune_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lanesad-train tune",
+                                description="Choose exist/prob thresholds on the config's validation frames "
+                                            "(TuSimple F1), with a cross-fitted score that did not choose them.")
+    p.add_argument("weights")
+    p.add_argument("--config", "-c", required=True, help="training config whose data.val holds the validation frames")
+    p.add_argument("--folds", type=int, default=2, help="clip folds of the cross-fitted estimate (default 2)")
+    p.add_argument("--write", action="store_true", help="store the choice and the figures in the weights' metadata")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -57,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             args = _pseudo_parser().parse_args(argv[1:])
             out = pseudo_label(args.weights, args.images, args.root, args.out, args.min_confidence)
             print(f"wrote {out}")
+            return 0
+        if argv and argv[0] == "tune":
+            args = _tune_parser().parse_args(argv[1:])
+            result = tune_weights(args.weights, load_config(args.config, args.overrides), args.folds, args.write)
+            print(json.dumps({k: v for k, v in result.items() if k != "grid"}, indent=2))
             return 0
         if argv and argv[0] == "export":
             args = _export_parser().parse_args(argv[1:])
