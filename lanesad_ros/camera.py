@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -84,11 +85,11 @@ class CameraModel:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"camera info YAML is missing a 'data' list: {exc}") from None
 
-    def to_yaml_dict(self) -> dict:
-        """ROS camera_info YAML dict (rectification identity, projection = K)."""
+    def to_yaml_dict(self, camera_name: str = "camera") -> dict:
+        """ROS camera_info YAML dict, camera_calibration's format (rectification identity, projection = K)."""
         projection = np.hstack([self.K, np.zeros((3, 1))])
         return {
-            "image_width": self.width, "image_height": self.height,
+            "image_width": self.width, "image_height": self.height, "camera_name": camera_name,
             "camera_matrix": {"rows": 3, "cols": 3, "data": self.K.reshape(-1).tolist()},
             "distortion_model": self.distortion_model,
             "distortion_coefficients": {"rows": 1, "cols": int(self.dist.size), "data": self.dist.tolist()},
@@ -116,6 +117,17 @@ class CameraModel:
         if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4 names the variant with criteria separately
             return cv2.undistortPointsIter(pts, self.K, self.dist, None, None, _UNDISTORT_CRITERIA).reshape(-1, 2)
         return cv2.undistortPoints(pts, self.K, self.dist, criteria=_UNDISTORT_CRITERIA).reshape(-1, 2)
+
+
+def camera_info_path(url: str) -> str:
+    """Path of a camera calibration file named like camera_info_manager's ``camera_info_url``:
+    ``file:///abs/camera.yaml`` or a plain path. Other schemes (``package://``, ``http://``) raise ValueError."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return urllib.parse.unquote(parsed.netloc + parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive, i.e. a path
+        raise ValueError(f"camera_info_url {url!r}: only file:// URLs and paths are supported")
+    return url
 
 
 def _has(obj, name: str) -> bool:
@@ -283,3 +295,67 @@ def calibrate_chessboard(images: Iterable, pattern: tuple[int, int] = (9, 6), sq
         raise ValueError(f"chessboard {cols}x{rows} found in only {len(image_points)} image(s); need at least 3")
     rms, K, dist, _, _ = cv2.calibrateCamera(object_points, image_points, size, None, None)
     return CameraModel(K=K, dist=dist.reshape(-1), width=size[0], height=size[1]), float(rms)
+
+
+def _undistorted_line(camera: CameraModel, points_px: np.ndarray) -> np.ndarray:
+    """Homogeneous line (a, b, c), a x + b y + c = 0, through undistorted normalised points (total least squares)."""
+    rays = camera.normalised_rays(np.asarray(points_px, dtype=np.float64).reshape(-1, 2))
+    centre = rays.mean(axis=0)
+    _, _, vt = np.linalg.svd(rays - centre, full_matrices=False)
+    normal = vt[-1]
+    return np.array([normal[0], normal[1], -normal @ centre])
+
+
+def mounting_from_straight_lanes(camera: CameraModel, lane_pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+                                 lane_width_m: float = 3.66, min_points: int = 5) -> tuple[Mounting, dict]:
+    """Camera pitch, yaw and height from the ego lane's two boundaries seen on a straight, flat road.
+
+    ``lane_pairs``: per frame, (left, right) distorted source pixels (N, 2) of the near part of
+    the two ego boundaries, each a straight line on the road, parallel to the direction of travel.
+    Each boundary is undistorted and fitted by a line; the two meet at the vanishing point of
+    the road direction, whose undistorted normalised coordinates (x_v, y_v) give, with roll
+    taken as zero, ``pitch = atan(-y_v)`` and ``yaw = atan(x_v cos(pitch))`` (Hartley & Zisserman,
+    Multiple View Geometry, 2nd ed., sec. 8.6: vanishing points and directions). The boundaries
+    then projected onto the road from a 1 m high camera lie ``w1`` metres apart; the camera
+    height is ``lane_width_m / w1`` (the ground scales with the height). 3.66 m is the 12 ft US
+    Interstate lane. The median over frames is kept.
+
+    Returns (Mounting, details) where details holds the vanishing point in undistorted pixels,
+    per-frame pitch / yaw / height and the frames used. Raises ValueError when no frame has two
+    boundaries of ``min_points`` points that meet ahead of the camera.
+    """
+    if not lane_width_m > 0:
+        raise ValueError(f"lane_width_m must be > 0, got {lane_width_m}")
+    pitches, yaws, heights, vps = [], [], [], []
+    for left, right in lane_pairs:
+        left, right = np.asarray(left, np.float64).reshape(-1, 2), np.asarray(right, np.float64).reshape(-1, 2)
+        if min(len(left), len(right)) < min_points:
+            continue
+        vp = np.cross(_undistorted_line(camera, left), _undistorted_line(camera, right))
+        if abs(vp[2]) < 1e-12:
+            continue  # parallel in the image: no finite vanishing point
+        x_v, y_v = vp[:2] / vp[2]
+        pitch = math.atan(-y_v)
+        yaw = math.atan(x_v * math.cos(pitch))
+        if abs(pitch) >= math.pi / 2 - 1e-3:
+            continue
+        unit = GroundProjector(camera, Mounting(height_m=1.0, pitch_rad=pitch, yaw_rad=yaw), max_range_m=1e6)
+        ground_left, ground_right = unit.image_to_ground(left), unit.image_to_ground(right)
+        if min(len(ground_left), len(ground_right)) < 2:
+            continue
+        # With the estimated yaw the lanes run along x in the vehicle frame: their y is the offset.
+        width_1m = float(np.median(ground_left[:, 1]) - np.median(ground_right[:, 1]))
+        if width_1m <= 0:
+            continue
+        pitches.append(pitch)
+        yaws.append(yaw)
+        heights.append(lane_width_m / width_1m)
+        vps.append(camera.K[:2, :2] @ np.array([x_v, y_v]) + camera.K[:2, 2])
+    if not pitches:
+        raise ValueError("no frame with two lane boundaries that meet ahead of the camera: cannot estimate the mounting")
+    mounting = Mounting(height_m=float(np.median(heights)), pitch_rad=float(np.median(pitches)),
+                        yaw_rad=float(np.median(yaws)))
+    details = {"frames": len(pitches), "vanishing_point_px": np.median(np.asarray(vps), axis=0).tolist(),
+               "pitch_deg": np.degrees(pitches).tolist(), "yaw_deg": np.degrees(yaws).tolist(),
+               "height_m": heights, "lane_width_m": lane_width_m}
+    return mounting, details

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -9,7 +10,14 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
-from lanesad_ros.camera import CameraModel, GroundProjector, Mounting, calibrate_chessboard
+from lanesad_ros.camera import (
+    CameraModel,
+    GroundProjector,
+    Mounting,
+    calibrate_chessboard,
+    camera_info_path,
+    mounting_from_straight_lanes,
+)
 
 HALF_LANE = 1.85  # m: two boundaries of a 3.7 m lane
 
@@ -140,3 +148,59 @@ def test_calibration_needs_enough_views():
         calibrate_chessboard([blank] * 3)
     with pytest.raises(ValueError, match="120x160"):
         calibrate_chessboard([blank, np.zeros((160, 120), np.uint8)])
+
+
+@pytest.mark.parametrize("height, pitch_deg, yaw_deg", [(1.25, 3.0, 0.0), (1.6, 6.5, -1.5), (2.2, 1.0, 2.0)])
+def test_mounting_from_straight_lanes_recovers_the_pose(height, pitch_deg, yaw_deg):
+    """Straight ego boundaries 3.66 m apart seen through a distorting lens (with pixel noise and
+    a lane offset in each frame) give back the camera's pitch, yaw and height."""
+    camera = CameraModel(K=[1150.0, 0, 665, 0, 1145.0, 385, 0, 0, 1], dist=[-0.24, -0.05, 0.0, 0.0, 0.02],
+                         width=1280, height=720)
+    truth = Mounting(height_m=height, pitch_rad=math.radians(pitch_deg), yaw_rad=math.radians(yaw_deg))
+    projector = GroundProjector(camera, truth)
+    rng = np.random.default_rng(0)
+    xs = np.linspace(6.0, 25.0, 20)
+    pairs = []
+    for offset in (-0.3, 0.0, 0.25, 0.4):  # the car drifts within its lane
+        pair = []
+        for y in (1.83 + offset, -1.83 + offset):
+            px = projector.ground_to_image(np.stack([xs, np.full_like(xs, y), np.zeros_like(xs)], axis=1))
+            pair.append(px + rng.normal(0.0, 0.5, px.shape))
+        pairs.append(tuple(pair))
+    pairs.append((pairs[0][0][:3], pairs[0][1]))  # too few points: skipped
+    mounting, details = mounting_from_straight_lanes(camera, pairs, lane_width_m=3.66)
+    assert details["frames"] == 4
+    assert abs(math.degrees(mounting.pitch_rad) - pitch_deg) < 0.1
+    assert abs(math.degrees(mounting.yaw_rad) - yaw_deg) < 0.1
+    assert abs(mounting.height_m - height) / height < 0.02
+    with pytest.raises(ValueError, match="cannot estimate the mounting"):
+        mounting_from_straight_lanes(camera, [(pairs[0][0][:2], pairs[0][1])])
+    # Boundaries that diverge towards the top (meet behind the camera) give no estimate either.
+    flipped = [(p[0] * [1, -1] + [0, 720], p[1] * [1, -1] + [0, 720]) for p in pairs[:1]]
+    with pytest.raises(ValueError, match="cannot estimate the mounting"):
+        mounting_from_straight_lanes(camera, flipped)
+
+
+def test_camera_info_url_forms():
+    assert camera_info_path("file:///opt/cam/udacity.yaml") == "/opt/cam/udacity.yaml"
+    assert camera_info_path("file:///opt/my%20cam.yaml") == "/opt/my cam.yaml"
+    assert camera_info_path("demo/udacity/camera_info.yaml") == "demo/udacity/camera_info.yaml"
+    with pytest.raises(ValueError, match="only file:// URLs and paths"):
+        camera_info_path("package://lanesad_ros/demo/camera_info.yaml")
+
+
+def test_bundled_demo_camera_is_this_calibration(udacity_calibration):
+    """demo/udacity/camera_info.yaml (the demo's camera model) is the chessboard calibration, in
+    ROS camera_calibration's format, with the clip's MIT licence beside the clip."""
+    import yaml
+
+    demo = Path(__file__).resolve().parents[1] / "demo" / "udacity"
+    data = yaml.safe_load((demo / "camera_info.yaml").read_text())
+    assert {"image_width", "image_height", "camera_name", "camera_matrix", "distortion_model",
+            "distortion_coefficients", "rectification_matrix", "projection_matrix"} <= set(data)
+    assert data["distortion_model"] == "plumb_bob" and len(data["projection_matrix"]["data"]) == 12
+    bundled = CameraModel.from_yaml(demo / "camera_info.yaml")
+    camera, _ = udacity_calibration
+    np.testing.assert_allclose(bundled.K, camera.K, rtol=1e-6)
+    np.testing.assert_allclose(bundled.dist, camera.dist, rtol=1e-5, atol=1e-8)
+    assert "MIT License" in (demo / "LICENSE").read_text() and (demo / "project_video_clip.mp4").stat().st_size > 0
