@@ -506,7 +506,8 @@ class Detector:
             timings = {"preprocess": share[0], "inference": share[1], "postprocess": post}
             results.append(LaneDetections(lanes=lanes, image_width=size[0], image_height=size[1],
                                           model_name=self.model_name, weights_name=self.weights_name,
-                                          latency_ms=sum(timings.values()), timings_ms=timings))
+                                          latency_ms=sum(timings.values()), timings_ms=timings,
+                                          exist_prob=self._decoder.existence(exist[i])))
         return results
 
     def _row_probs(self, seg: torch.Tensor, source_size: tuple[int, int]) -> np.ndarray:

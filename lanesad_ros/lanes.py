@@ -85,3 +85,5 @@ class LaneDetections:
     weights_name: str = ""
     latency_ms: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # (L,) calibrated existence probability of every network lane channel, reported or not (None: unknown).
+    exist_prob: np.ndarray | None = None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from lanesad_ros.existence import apply_calibration, as_calibration
 from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, Lane, LaneSlot
 from lanesad_ros.preprocess import Preprocessor
 
@@ -34,6 +35,10 @@ class PostprocessConfig:
     lowered for lanes with few points) or "none" (the raw per-row maxima). Both fits first
     drop per-row maxima more than ``outlier_px`` map pixels off a robust polynomial. Fitted curves are only sampled between the highest
     and the lowest row where the lane was seen.
+    ``exist_calibration``: (scale, bias) of the map ``logit(p') = scale * logit(p) + bias``
+    applied to the network's existence probabilities before ``exist_threshold`` (Platt or
+    temperature scaling fitted on validation frames, ``lanesad_ros.existence``); a mapping
+    ``{"scale", "bias", "method"}`` as stored in weights metadata is accepted. (1, 0) = as is.
     """
 
     exist_threshold: float = 0.5
@@ -47,8 +52,10 @@ class PostprocessConfig:
     spline_smoothing: float = 1.0
     outlier_px: float = 10.0
     subpixel: bool = True
+    exist_calibration: tuple[float, float] = (1.0, 0.0)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "exist_calibration", as_calibration(self.exist_calibration))
         if self.fit not in FITS:
             raise ValueError(f"PostprocessConfig.fit must be one of {FITS}, got {self.fit!r}")
         if isinstance(self.rows, str) and self.rows not in ("tusimple", "culane", "uniform"):
@@ -144,6 +151,10 @@ class LaneDecoder:
         """Flat map-row indices to gather (ky * R): lets a backend copy only these rows off the device."""
         return self.row_tables(source_size).band.reshape(-1)
 
+    def existence(self, exist_prob: np.ndarray) -> np.ndarray:
+        """The network's (L,) existence probabilities -> the calibrated ones thresholds and confidences use."""
+        return apply_calibration(np.asarray(exist_prob, dtype=np.float32).reshape(-1), self.config.exist_calibration)
+
     def decode(self, maps: np.ndarray, exist_prob: np.ndarray, source_size: tuple[int, int],
                *, gathered: bool = False) -> list[Lane]:
         """Softmax probability maps + existence -> lanes, ordered by lane index.
@@ -153,7 +164,7 @@ class LaneDecoder:
         e.g. on the GPU before the copy to host memory.
         """
         cfg = self.config
-        exist_prob = np.asarray(exist_prob, dtype=np.float32).reshape(-1)
+        exist_prob = self.existence(exist_prob)
         maps = np.asarray(maps)
         if maps.ndim != 3 or maps.shape[0] < 2:
             raise ValueError(f"expected maps of shape (lanes + 1, h, w), got {maps.shape}")
