@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -117,17 +116,6 @@ class CameraModel:
         if hasattr(cv2, "undistortPointsIter"):  # OpenCV 4 names the variant with criteria separately
             return cv2.undistortPointsIter(pts, self.K, self.dist, None, None, _UNDISTORT_CRITERIA).reshape(-1, 2)
         return cv2.undistortPoints(pts, self.K, self.dist, criteria=_UNDISTORT_CRITERIA).reshape(-1, 2)
-
-
-def camera_info_path(url: str) -> str:
-    """Path of a camera calibration file named like camera_info_manager's ``camera_info_url``:
-    ``file:///abs/camera.yaml`` or a plain path. Other schemes (``package://``, ``http://``) raise ValueError."""
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        return urllib.parse.unquote(parsed.netloc + parsed.path)
-    if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive, i.e. a path
-        raise ValueError(f"camera_info_url {url!r}: only file:// URLs and paths are supported")
-    return url
 
 
 def _has(obj, name: str) -> bool:

@@ -15,7 +15,6 @@ from lanesad_ros.camera import (
     GroundProjector,
     Mounting,
     calibrate_chessboard,
-    camera_info_path,
     mounting_from_straight_lanes,
 )
 
@@ -179,14 +178,6 @@ def test_mounting_from_straight_lanes_recovers_the_pose(height, pitch_deg, yaw_d
     flipped = [(p[0] * [1, -1] + [0, 720], p[1] * [1, -1] + [0, 720]) for p in pairs[:1]]
     with pytest.raises(ValueError, match="cannot estimate the mounting"):
         mounting_from_straight_lanes(camera, flipped)
-
-
-def test_camera_info_url_forms():
-    assert camera_info_path("file:///opt/cam/udacity.yaml") == "/opt/cam/udacity.yaml"
-    assert camera_info_path("file:///opt/my%20cam.yaml") == "/opt/my cam.yaml"
-    assert camera_info_path("demo/udacity/camera_info.yaml") == "demo/udacity/camera_info.yaml"
-    with pytest.raises(ValueError, match="only file:// URLs and paths"):
-        camera_info_path("package://lanesad_ros/demo/camera_info.yaml")
 
 
 def test_bundled_demo_camera_is_this_calibration(udacity_calibration):

@@ -41,7 +41,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from lanesad_ros.msg import LaneArray  # noqa: E402
 from lanesad_ros.ros.convert import bgr_to_image_msg, point_cloud_to_xyz  # noqa: E402
-from lanesad_ros.ros.node import PARAMETERS, SPECS, LatestMailbox, validate_parameter  # noqa: E402
+from lanesad_ros.ros.node import PARAMETERS, LatestMailbox, validate_parameter  # noqa: E402
 
 PARAMS_FILE = REPO_ROOT / "config" / "lane_detector.yaml"
 DIAG_NAME = "lane_detector: lane detection"
@@ -248,18 +248,6 @@ def test_yaml_lists_every_parameter_with_its_default():
     for spec in PARAMETERS:
         assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
         assert spec.description
-
-
-def test_demo_params_file_names_real_parameters():
-    """demo/udacity/lane_detector.yaml sets only real parameters, to valid values, and its
-    calibration file exists (relative to the repository root, where make demo runs)."""
-    values = yaml.safe_load((REPO_ROOT / "demo" / "udacity" / "lane_detector.yaml").read_text())
-    values = values["lane_detector"]["ros__parameters"]
-    assert set(values) <= {spec.name for spec in PARAMETERS}
-    for name, value in values.items():
-        assert validate_parameter(name, value) is None and type(value) is type(SPECS[name].default), name
-    assert (REPO_ROOT / values["camera_info_url"]).is_file()
-    assert 0.8 < values["camera_height"] < 2.0 and abs(values["pitch"]) < 0.1
 
 
 def test_validate_parameter_reasons():
@@ -522,8 +510,6 @@ def startup_failures(random_weights, tmp_path_factory):
         "wrong_parameter_type": ([f"weights:={random_weights}", "exist_threshold:=abc"],
                                  ["invalid parameter", "exist_threshold", "DOUBLE"]),
         "bad_device": ([f"weights:={random_weights}", "device:=gpu"], ["device must be one of auto, cuda, cpu"]),
-        "missing_calibration": ([f"weights:={random_weights}", f"camera_info_url:=file://{folder}/no_camera.yaml"],
-                                ["no_camera.yaml"]),
     }
     env = ros_env()
     procs = {name: NodeProcess(env, folder / f"{name}.log", *overrides) for name, (overrides, _) in cases.items()}
@@ -540,7 +526,7 @@ def startup_failures(random_weights, tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", ["missing_weights", "corrupt_weights", "other_lane_count", "wrong_parameter_type",
-                                  "bad_device", "missing_calibration"])
+                                  "bad_device"])
 def test_startup_failure_exits_with_a_clear_message(startup_failures, case):
     code, log, expected = startup_failures[case]
     assert code not in (0, None), f"{case}: exit code {code}\n{log[-2000:]}"

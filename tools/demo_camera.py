@@ -1,4 +1,4 @@
-"""Regenerate the demo's camera model: demo/udacity/camera_info.yaml and the mounting in demo/udacity/lane_detector.yaml.
+"""Regenerate the demo's camera model: demo/udacity/camera_info.yaml and the node parameters demo/udacity/lane_detector.yaml.
 
     python tools/demo_camera.py [--data ../shared/data] [--frames 10]
 
@@ -80,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
                f"yaw {math.degrees(mounting.yaw_rad):.2f} deg ({yaw_deg.min():.2f}..{yaw_deg.max():.2f}),\n"
                f"# height {mounting.height_m:.2f} m ({heights.min():.2f}..{heights.max():.2f}) from a 3.66 m "
                "(12 ft US Interstate) ego lane; roll assumed 0.\n")
+    # The intrinsics as node parameters too (camera_info.yaml is for a camera driver's
+    # camera_info_manager, whose CameraInfo the node reads with camera_info_topic).
     params = {"lane_detector": {"ros__parameters": {
-        "camera_info_url": "demo/udacity/camera_info.yaml",
+        "fx": float(camera.K[0, 0]), "fy": float(camera.K[1, 1]),
+        "cx": float(camera.K[0, 2]), "cy": float(camera.K[1, 2]),
+        "dist": [float(d) for d in camera.dist],
+        "image_width": camera.width, "image_height": camera.height,
         "camera_height": round(mounting.height_m, 3),
         "pitch": round(mounting.pitch_rad, 5),
         "yaw": round(mounting.yaw_rad, 5),
@@ -89,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         "ground_frame_id": "base_link",
     }}}
     intro = ("# lane_detector parameters for the bundled Udacity clip (make demo):\n"
-             "#   lane_detector --ros-args --params-file demo/udacity/lane_detector.yaml   (run from the repository root:\n"
-             "#   camera_info_url is relative to the working directory)\n")
+             "#   lane_detector --ros-args --params-file demo/udacity/lane_detector.yaml\n"
+             "# Intrinsics: those of camera_info.yaml (chessboard calibration).\n")
     write_text_atomic(DEMO / "lane_detector.yaml", intro + summary + yaml.safe_dump(params, sort_keys=False))
     print(f"camera: fx {camera.K[0, 0]:.1f} fy {camera.K[1, 1]:.1f} cx {camera.K[0, 2]:.1f} cy {camera.K[1, 2]:.1f} "
           f"k1 {camera.dist[0]:.3f}, RMS {rms:.3f} px")

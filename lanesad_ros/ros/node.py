@@ -41,7 +41,6 @@ from rclpy.qos import qos_profile_sensor_data, QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
-from lanesad_ros.camera import CameraModel, GroundProjector, Mounting, camera_info_path
 from lanesad_ros.detector import Detector, DetectorError
 from lanesad_ros.msg import LaneArray
 from lanesad_ros.overlay import draw_lanes
@@ -97,11 +96,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_points", True, "Publish lanes/points (PointCloud2 of ground-plane lane points).",
               read_only=False),
     ParamSpec("tracking", False, "Track lanes across frames (slot-consistent temporal smoothing).", read_only=False),
-    ParamSpec("camera_info_topic", "", "sensor_msgs/CameraInfo topic for the intrinsics; empty = use camera_info_url, "
-              "else fx, fy, cx, cy, dist below."),
-    ParamSpec("camera_info_url", "", "Camera calibration YAML (camera_calibration's format, as camera_info_manager "
-              "reads it): file:///path/camera.yaml or a path; used when camera_info_topic is empty; empty = use fx, fy, "
-              "cx, cy, dist below."),
+    ParamSpec("camera_info_topic", "", "sensor_msgs/CameraInfo topic for the intrinsics; empty = use fx, fy, cx, cy, "
+              "dist below."),
     ParamSpec("fx", 0.0, "Focal length x in pixels; 0 = no camera model from parameters (no ground points)."),
     ParamSpec("fy", 0.0, "Focal length y in pixels; 0 = same as fx."),
     ParamSpec("cx", 0.0, "Principal point x in pixels."),
@@ -327,7 +323,9 @@ class LaneDetectorNode(Node):
         return detector
 
     def _configure_camera_from_parameters(self) -> None:
-        """Intrinsics from a calibration file or parameters (unless a CameraInfo topic provides them) and the mounting."""
+        """Intrinsics from parameters (unless a CameraInfo topic provides them) and the mounting."""
+        from lanesad_ros.camera import Mounting
+
         p = self.params
         self._calibration: tuple | None = None  # (K 3x3, dist, width, height, distortion model)
         self._projectors: dict[tuple[int, int], Any] = {}
@@ -337,15 +335,7 @@ class LaneDetectorNode(Node):
         if self._homography is None:
             self._mounting = Mounting(height_m=p["camera_height"], pitch_rad=p["pitch"], roll_rad=p["roll"],
                                       yaw_rad=p["yaw"], x_m=p["camera_x"], y_m=p["camera_y"])
-        if p["camera_info_topic"]:
-            return
-        if p["camera_info_url"]:
-            camera = CameraModel.from_yaml(camera_info_path(p["camera_info_url"]))
-            self._calibration = (camera.K.tolist(), camera.dist.tolist(), camera.width, camera.height,
-                                 camera.distortion_model)
-            self._ground_projector(camera.width, camera.height)  # bad calibration fails at start-up
-            return
-        if p["fx"] <= 0.0:
+        if p["camera_info_topic"] or p["fx"] <= 0.0:
             return
         fy = p["fy"] or p["fx"]
         k = [[p["fx"], 0.0, p["cx"]], [0.0, fy, p["cy"]], [0.0, 0.0, 1.0]]
@@ -372,6 +362,7 @@ class LaneDetectorNode(Node):
 
     def _ground_projector(self, width: int, height: int):
         """GroundProjector for frames of this size (intrinsics scaled when calibrated at another size), or None."""
+        from lanesad_ros.camera import CameraModel, GroundProjector
 
         calibration = self._calibration
         if calibration is None:
