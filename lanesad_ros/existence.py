@@ -33,7 +33,8 @@ def as_calibration(value: Mapping | Sequence[float] | None) -> tuple[float, floa
     if isinstance(value, Mapping):
         unknown = set(value) - {"scale", "bias", "method"}
         if unknown:
-            raise ValueError(f"exist_calibration has unknown key(s) {sorted(unknown)}; expected scale, bias, method")
+            raise ValueError(f"exist_calibration has unknown key(s) {sorted(unknown)}; "
+                             "expected scale, bias, method")
         if value.get("method", "platt") not in METHODS:
             raise ValueError(f"exist_calibration method must be one of {METHODS}, got {value.get('method')!r}")
         pair = (value.get("scale", 1.0), value.get("bias", 0.0))
@@ -43,7 +44,8 @@ def as_calibration(value: Mapping | Sequence[float] | None) -> tuple[float, floa
             raise ValueError(f"exist_calibration needs (scale, bias), got {value!r}")
     scale, bias = float(pair[0]), float(pair[1])
     if not (np.isfinite(scale) and np.isfinite(bias)) or scale <= 0:
-        raise ValueError(f"exist_calibration needs a finite scale > 0 and a finite bias, got scale={scale}, bias={bias}")
+        raise ValueError(f"exist_calibration needs a finite scale > 0 and a finite bias, "
+                         f"got scale={scale}, bias={bias}")
     return scale, bias
 
 
@@ -89,7 +91,8 @@ def fit_calibration(prob: np.ndarray, present: np.ndarray, method: str = "platt"
         raise ValueError(f"calibration method must be one of {METHODS}, got {method!r}")
     prob, present = _check(prob, present)
     if present.all() or not present.any():
-        raise ValueError(f"cannot fit a calibration: all {present.size} slots are {'present' if present.all() else 'absent'}")
+        which = "present" if present.all() else "absent"
+        raise ValueError(f"cannot fit a calibration: all {present.size} slots are {which}")
     z, y = logit(prob), present.astype(np.float64)
 
     def loss(params: np.ndarray) -> tuple[float, np.ndarray]:

@@ -1,12 +1,16 @@
-"""Existence calibration: Platt / temperature fits, reliability bins and ECE, and the Detector applying the metadata's map."""
+"""Existence calibration: Platt / temperature fits, reliability bins and ECE, the Detector applying
+the metadata's map, and calibrating a weights file."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from lanesad_ros.data.frames import LabelledFrame
 from lanesad_ros.detector import Detector, DetectorError
+from lanesad_ros.evaluation.calibration import calibrate_weights
 from lanesad_ros.existence import apply_calibration, as_calibration, fit_calibration, logit, reliability, slot_presence
 from lanesad_ros.postprocess import PostprocessConfig
 
@@ -75,7 +79,8 @@ def test_calibration_values_and_errors():
 def test_detector_applies_the_metadata_calibration(random_weights, tmp_path):
     """The weights metadata's postprocess.exist_calibration reaches thresholds and confidences."""
     image = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
-    plain = Detector.from_weights(random_weights, device="cpu", backend="torch", exist_threshold=0.0, prob_threshold=0.0)
+    plain = Detector.from_weights(random_weights, device="cpu", backend="torch", exist_threshold=0.0,
+                                  prob_threshold=0.0)
     raw = plain.detect(image)
     calibrated_path = tmp_path / "calibrated.safetensors"
     calibrated_path.write_bytes(random_weights.read_bytes())
@@ -98,3 +103,33 @@ def test_detector_applies_the_metadata_calibration(random_weights, tmp_path):
     with pytest.raises(DetectorError, match="scale > 0"):
         Detector.from_weights(calibrated_path, device="cpu", backend="torch")
     assert PostprocessConfig().exist_calibration == (1.0, 0.0)
+
+
+def test_calibrating_a_weights_file_keeps_its_decisions(random_weights, tmp_path):
+    """calibrate_weights fits on labelled frames, writes the map and the carried-over threshold
+    into the metadata; the calibrated weights then report the same lanes, with new confidences."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(random_weights.read_bytes())
+    meta = json.loads(random_weights.with_suffix(".json").read_text())
+    meta["postprocess"] = {"exist_threshold": 0.45, "prob_threshold": 0.0}
+    weights.with_suffix(".json").write_text(json.dumps(meta))
+    rng = np.random.default_rng(1)
+    frames = [SimpleNamespace(image=rng.integers(0, 255, (180, 320, 3), np.uint8),
+                              ground_truth=LabelledFrame(None, None, [np.zeros((2, 2))] * len(slots), list(slots)))
+              for slots in ([1, 2], [0, 1, 2], [1, 2, 3], [0, 1, 2, 3], [2], [1, 2])]
+    frames.append(SimpleNamespace(image=frames[0].image, ground_truth=None))  # unlabelled: skipped
+    before = Detector.from_weights(weights, device="cpu", backend="torch")
+    lanes_before = [[lane.index for lane in before.detect(f.image).lanes] for f in frames]
+    result = calibrate_weights(weights, frames, method="platt", bins=5, source="six test frames", write=True,
+                               backend="torch")
+    assert result["frames"] == 6 and result["before"]["samples"] == 24 and result["before"]["positives"] == 15
+    assert result["after"]["nll"] <= result["before"]["nll"] + 1e-9
+    stored = json.loads(weights.with_suffix(".json").read_text())
+    assert stored["postprocess"]["exist_calibration"] == result["fit"]
+    assert stored["exist_calibration"]["fitted_on"] == "six test frames" and stored["exist_calibration"]["frames"] == 6
+    assert stored["postprocess"]["exist_threshold"] == pytest.approx(result["exist_threshold"]["after"], abs=1e-6)
+    after = Detector.from_weights(weights, device="cpu", backend="torch")
+    assert after.config.exist_calibration == (result["fit"]["scale"], result["fit"]["bias"])
+    assert [[lane.index for lane in after.detect(f.image).lanes] for f in frames] == lanes_before
+    with pytest.raises(ValueError, match="no frame with ground truth"):
+        calibrate_weights(weights, frames[-1:], backend="torch")

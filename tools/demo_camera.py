@@ -1,4 +1,4 @@
-"""Regenerate the demo's camera model: demo/udacity/camera_info.yaml and the node parameters demo/udacity/lane_detector.yaml.
+"""Regenerate the demo camera model: demo/udacity/camera_info.yaml and node parameters demo/udacity/lane_detector.yaml.
 
     python tools/demo_camera.py [--data ../shared/data] [--frames 10]
 
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = (f"# Mounting estimated by tools/demo_camera.py from the first {args.frames} frames of the clip\n"
                f"# ({details['frames']} with both ego boundaries): vanishing point of the ego boundaries at\n"
                f"# ({details['vanishing_point_px'][0]:.1f}, {details['vanishing_point_px'][1]:.1f}) undistorted px ->\n"
-               f"# pitch {math.degrees(mounting.pitch_rad):.2f} deg (frames {pitch_deg.min():.2f}..{pitch_deg.max():.2f}), "
+               f"# pitch {math.degrees(mounting.pitch_rad):.2f} deg "
+               f"(frames {pitch_deg.min():.2f}..{pitch_deg.max():.2f}), "
                f"yaw {math.degrees(mounting.yaw_rad):.2f} deg ({yaw_deg.min():.2f}..{yaw_deg.max():.2f}),\n"
                f"# height {mounting.height_m:.2f} m ({heights.min():.2f}..{heights.max():.2f}) from a 3.66 m "
                "(12 ft US Interstate) ego lane; roll assumed 0.\n")
