@@ -340,7 +340,8 @@ def mounting_from_straight_lanes(camera: CameraModel, lane_pairs: Iterable[tuple
         heights.append(lane_width_m / width_1m)
         vps.append(camera.K[:2, :2] @ np.array([x_v, y_v]) + camera.K[:2, 2])
     if not pitches:
-        raise ValueError("no frame with two lane boundaries that meet ahead of the camera: cannot estimate the mounting")
+        raise ValueError("no frame with two lane boundaries that meet ahead of the camera: "
+                         "cannot estimate the mounting")
     mounting = Mounting(height_m=float(np.median(heights)), pitch_rad=float(np.median(pitches)),
                         yaw_rad=float(np.median(yaws)))
     details = {"frames": len(pitches), "vanishing_point_px": np.median(np.asarray(vps), axis=0).tolist(),
