@@ -100,7 +100,8 @@ def build_sheet(entries: Sequence[SheetEntry], images: Sequence[np.ndarray], col
         det = entry.detections
         tile = _tile(draw_lanes(image, det.lanes), tile_size)
         caption = f"{label_for(entry.path)}  {len(det.lanes)} lanes  {det.latency_ms:.0f} ms"
-        for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 1)):  # outlined, legible on sky and road
+        # Outlined so it reads on sky and road; never thinner than 2 (OpenCV 5 lays out thin glyphs differently).
+        for colour, width in (((0, 0, 0), 4), ((255, 255, 255), 2)):
             cv2.putText(tile, caption, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, width, cv2.LINE_AA)
         tiles.append(tile)
     rows = -(-len(tiles) // columns)

@@ -1,4 +1,5 @@
-"""Report plots: per-frame accuracy (or lanes found) over time, the latency histogram and the slot confusion matrix."""
+"""Report plots: per-frame accuracy (or lanes found) over time, the latency histogram, the slot confusion
+matrix, the existence reliability diagram and a bird's-eye view of the ground-plane lanes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from lanesad_ros.evaluation.scoring import SLOT_COLS, SLOT_ROWS, ModelRun, slot_confusion
+from lanesad_ros.lanes import LaneSlot
+from lanesad_ros.overlay import SLOT_COLORS
 
 
 def plot_accuracy(runs: list[ModelRun], path: Path) -> None:
@@ -75,3 +78,72 @@ def plot_confusion(runs: list[ModelRun], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_reliability(curves: dict[str, dict], path: Path, title: str = "lane existence reliability") -> None:
+    """Reliability diagram: per confidence bin, the fraction of slots holding a lane against the
+    mean predicted existence probability (a calibrated output lies on the diagonal), with each
+    curve's ECE; below, how many predictions fall in each bin. ``curves``: name -> ``reliability()`` dict."""
+    # Lazy: matplotlib is an optional dependency (setup.py extra "eval") and slow to import.
+    import matplotlib.pyplot as plt
+
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfectly calibrated")
+    width = 1.0 / max(len(next(iter(curves.values()))["bins"]), 1) / (len(curves) + 1)
+    for k, (name, rel) in enumerate(curves.items()):
+        filled = [b for b in rel["bins"] if b["count"]]
+        ax.plot([b["mean_prob"] for b in filled], [b["frac_present"] for b in filled], "o-",
+                label=f"{name}: ECE {rel['ece']:.3f}, n={rel['samples']}")
+        hist.bar([b["lower"] + (k + 0.5) * width for b in rel["bins"]], [b["count"] for b in rel["bins"]],
+                 width=width, align="edge", alpha=0.8, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("fraction of slots with a ground-truth lane")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set_xlabel("predicted existence probability")
+    hist.set_ylabel("slots")
+    hist.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_ground_lanes(runs: list[ModelRun], path: Path, max_forward_m: float = 60.0) -> bool:
+    """Bird's-eye view of the ground-plane lanes of every answered frame (REP 103 vehicle frame:
+    x forward up the plot, y left to the left), one colour per slot, later frames drawn darker.
+    Returns False (and writes nothing) when no lane has ground points (no camera model)."""
+    # Lazy: matplotlib is an optional dependency (setup.py extra "eval") and slow to import.
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    run = runs[0]
+    frames = [r for r in run.results if r.lanes and any(lane.ground_points is not None and len(lane.ground_points)
+                                                        for lane in r.lanes)]
+    if not frames:
+        return False
+    fig, ax = plt.subplots(figsize=(5, 7))
+    seen: dict[LaneSlot, tuple] = {}
+    for k, r in enumerate(frames):
+        alpha = 0.15 + 0.85 * (k + 1) / len(frames)
+        for lane in r.lanes:
+            g = lane.ground_points
+            if g is None or len(g) < 2:
+                continue
+            colour = tuple(np.asarray(SLOT_COLORS.get(lane.slot, SLOT_COLORS[LaneSlot.UNKNOWN]), float)[::-1] / 255)
+            ax.plot(g[:, 1], g[:, 0], "-", color=colour, alpha=alpha, lw=1)
+            seen[lane.slot] = colour
+    handles = [Line2D([], [], color=colour, label=slot.name) for slot, colour in sorted(seen.items())]
+    handles.append(ax.plot([0], [0], "k^", ms=9, label="vehicle origin")[0])
+    ax.set_xlim(12, -12)  # y (left) grows to the left, as seen from above looking forward
+    ax.set_ylim(0, max_forward_m)
+    ax.set_xlabel("y, left of the vehicle (m)")
+    ax.set_ylabel("x, ahead of the vehicle (m)")
+    ax.set_title(f"ground-plane lanes, {len(frames)} frames ({run.name})", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(handles=handles, fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

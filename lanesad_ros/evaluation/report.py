@@ -13,7 +13,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lanesad_ros.evaluation.plots import plot_accuracy, plot_confusion, plot_latency
+from lanesad_ros.evaluation.plots import (
+    plot_accuracy,
+    plot_confusion,
+    plot_ground_lanes,
+    plot_latency,
+    plot_reliability,
+)
 from lanesad_ros.evaluation.scoring import FrameResult, ModelRun
 from lanesad_ros.fileio import write_text_atomic
 from lanesad_ros.overlay import draw_lanes
@@ -135,18 +141,41 @@ def write_markdown(path: Path, metrics: dict) -> None:
             for c in categories:
                 table.append([c, *[_fmt(m["culane"].get("categories", {}).get(c, {}).get("f1", "")) for m in models]])
             lines += ["| " + " | ".join(map(str, r)) + " |" for r in table] + [""]
+    lines += _existence_lines(models)
     if metrics.get("errors"):
         lines += ["## Problems", ""] + [f"- {e}" for e in metrics["errors"]] + [""]
     if metrics.get("notes"):
         lines += ["## Notes", ""] + [f"- {e}" for e in metrics["notes"]] + [""]
     files = metrics.get("files", {})
     for key, title in (("accuracy_plot", "Per-frame accuracy"), ("latency_plot", "Latency"),
-                       ("confusion_plot", "Slot confusion")):
+                       ("confusion_plot", "Slot confusion"), ("reliability_plot", "Lane existence reliability"),
+                       ("ground_plot", "Ground-plane lanes (bird's-eye view)")):
         if key in files:
             lines += [f"## {title}", "", f"![{title}]({files[key]})", ""]
     if "video" in files:
         lines += [f"Overlay video ({files.get('video_frames', 0)} frames): [{files['video']}]({files['video']})", ""]
     write_text_atomic(path, "\n".join(lines))
+
+
+def _existence_lines(models: list[dict]) -> list[str]:
+    """Markdown: calibration figures of the existence output and its reliability bins, per model."""
+    models = [m for m in models if "existence" in m]
+    if not models:
+        return []
+    lines = ["## Lane existence calibration", "",
+             "Each (frame, slot) is one prediction; positive when the ground truth has a lane in that slot. "
+             "ECE / MCE: expected / maximum |fraction positive - mean probability| over 10 equal-width bins "
+             "(Guo et al. 2017).", "",
+             "| | " + " | ".join(m["name"] for m in models) + " |", "|---" * (len(models) + 1) + "|"]
+    for key in ("samples", "positives", "ece", "mce", "brier", "nll"):
+        lines.append(f"| {key} | " + " | ".join(_fmt(m["existence"][key]) for m in models) + " |")
+    lines += ["", f"| bin ({models[0]['name']}) | slots | mean probability | fraction with a lane |",
+              "|---|---|---|---|"]
+    for b in models[0]["existence"]["bins"]:
+        if b["count"]:
+            lines.append(f"| {b['lower']:.1f}-{b['upper']:.1f} | {b['count']} | {b['mean_prob']:.3f} | "
+                         f"{b['frac_present']:.3f} |")
+    return lines + [""]
 
 
 def write_report(out: Path, metrics: dict, runs: list[ModelRun], frames_factory: Callable[[], Any] | None,
@@ -166,6 +195,12 @@ def write_report(out: Path, metrics: dict, runs: list[ModelRun], frames_factory:
         if any(r.tusimple for r in runs[0].results):
             plot_confusion(runs, out / "slot_confusion.png")
             files["confusion_plot"] = "slot_confusion.png"
+        curves = {m["name"]: m["existence"] for m in metrics.get("models", []) if "existence" in m}
+        if curves:
+            plot_reliability(curves, out / "existence_reliability.png")
+            files["reliability_plot"] = "existence_reliability.png"
+        if plot_ground_lanes(runs, out / "ground_lanes.png"):
+            files["ground_plot"] = "ground_lanes.png"
         if video != "none" and frames_factory is not None:
             name = "overlay_all.mp4" if video == "all" else "worst_frames.mp4"
             indices = select_frames(runs, video, worst)

@@ -12,6 +12,7 @@ import numpy as np
 
 from lanesad_ros.data.culane import read_culane_list
 from lanesad_ros.data.tusimple import label_to_frame, load_label_dicts
+from lanesad_ros.existence import reliability, slot_presence
 from lanesad_ros.lanes import Lane
 from lanesad_ros.metrics.culane import CULaneScorer
 from lanesad_ros.metrics.tusimple import TuSimpleScorer
@@ -33,6 +34,8 @@ class FrameResult:
     inference_ms: float | None = None
     tusimple: dict | None = None
     culane: dict | None = None
+    exist_prob: np.ndarray | None = None  # (L,) every slot's existence probability, when the detector gives it
+    slot_present: np.ndarray | None = None  # (L,) bool: the ground truth has a lane in that slot
 
 
 @dataclass
@@ -49,8 +52,10 @@ class ModelRun:
     errors: list[str] = field(default_factory=list)
 
     def add(self, index: int, stamp_ns: int, gt: Any, lanes: list[Lane] | None, latency_ms: float | None,
-            inference_ms: float | None = None) -> FrameResult:
-        res = FrameResult(index, stamp_ns, lanes, latency_ms, inference_ms)
+            inference_ms: float | None = None, exist_prob: np.ndarray | None = None) -> FrameResult:
+        res = FrameResult(index, stamp_ns, lanes, latency_ms, inference_ms, exist_prob=exist_prob)
+        if gt is not None and exist_prob is not None:
+            res.slot_present = slot_presence(gt.slots, len(exist_prob))
         if gt is not None:
             try:
                 self.tusimple_all.add(lanes or [], gt, frame_id=index)
@@ -79,7 +84,20 @@ class ModelRun:
             out["culane"] = self.culane.result()
             if out["dropped"]:
                 out["tusimple_dropped_as_empty"] = self.tusimple_all.result()
+        existence = self.existence()
+        if existence is not None:
+            out["existence"] = existence
         return out
+
+    def existence(self, bins: int = 10) -> dict | None:
+        """Reliability of the existence output over the labelled frames (``lanesad_ros.existence.reliability``):
+        each (frame, slot) pair is one prediction, positive when the ground truth has a lane in that slot.
+        None without per-slot probabilities (live mode: a LaneArray carries only the reported lanes)."""
+        scored = [r for r in self.results if r.exist_prob is not None and r.slot_present is not None]
+        if not scored:
+            return None
+        return reliability(np.concatenate([r.exist_prob for r in scored]),
+                           np.concatenate([r.slot_present for r in scored]), bins)
 
 
 def latency_stats(values: list[float]) -> dict:
@@ -116,7 +134,8 @@ def build_metrics(mode: str, args: argparse.Namespace, runs: list[ModelRun], con
                                "frames": models[0]["frames"] if models else 0}
     if models:
         first = models[0]
-        for key in ("tusimple", "culane", "latency_ms", "inference_ms", "dropped", "tusimple_dropped_as_empty"):
+        for key in ("tusimple", "culane", "latency_ms", "inference_ms", "dropped", "tusimple_dropped_as_empty",
+                    "existence"):
             if key in first:
                 metrics[key] = first[key]
         metrics["models"] = models

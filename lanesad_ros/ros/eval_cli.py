@@ -1,19 +1,31 @@
-"""``lanesad-eval offline|live BAG --out DIR``: score a lane detector on a recorded drive and write a report.
+"""``lanesad-eval``: score a lane detector on a recorded drive, look at it on unlabelled frames, calibrate it.
 
-Both modes write a report folder: metrics.json, report.md, plots (per-frame accuracy, latency
-histogram, slot confusion) and an overlay video of the worst (or all) frames. A damaged bag is
-scored as far as it can be read; the problems are listed in the report and the exit status is 1.
-Nothing readable at all: exit status 2, report with the error.
+- ``offline|live BAG --out DIR``: a report folder: metrics.json, report.md, plots (per-frame
+  accuracy, latency histogram, slot confusion, existence reliability, bird's-eye view of the
+  ground-plane lanes) and an overlay video of the worst (or all) frames. A damaged bag is scored
+  as far as it can be read; the problems are listed in the report and the exit status is 1.
+  Nothing readable at all: exit status 2, report with the error.
+- ``contact-sheet IMAGES... --out sheet.jpg``: overlays on unlabelled frames in one grid image.
+- ``calibrate-existence VAL_BAG --weights W [--write]``: Platt / temperature scaling of the
+  existence output fitted on validation frames, stored in W's metadata.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from lanesad_ros.data.frames import DataError
+from lanesad_ros.detector import Detector
+from lanesad_ros.evaluation.calibration import calibrate_weights
+from lanesad_ros.evaluation.contact_sheet import select_images, write_contact_sheet
+from lanesad_ros.evaluation.plots import plot_reliability
 from lanesad_ros.evaluation.report import write_report
 from lanesad_ros.evaluation.scoring import ModelRun, build_metrics, load_labels
+from lanesad_ros.existence import METHODS
+from lanesad_ros.fileio import write_text_atomic
+from lanesad_ros.model.weights import metadata_path
 from lanesad_ros.ros.bag.typestore import BagError
 from lanesad_ros.ros.evaluate import open_reader, run_live, run_offline
 
@@ -49,11 +61,99 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--settle", type=float, default=3.0, help="seconds to wait for late answers")
             p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                            help="extra parameter for the spawned node (repeatable)")
+            p.add_argument("--node-params-file", metavar="YAML",
+                           help="ROS parameters file for the spawned node (camera model, mounting, ...)")
+    p = sub.add_parser("contact-sheet", help="overlays of the detector's lanes on unlabelled images, in one grid image")
+    p.add_argument("images", nargs="+", help="image files, folders or globs; the count is shared between them")
+    p.add_argument("--out", required=True, help="grid image (.jpg or .png); a .json beside it lists the lanes")
+    p.add_argument("--weights", help="weights file (default: the shipped weights)")
+    p.add_argument("--count", type=int, default=24, help="images on the sheet (default 24)")
+    p.add_argument("--columns", type=int, default=6)
+    p.add_argument("--tile-width", type=int, default=480, help="tile width in pixels (16:9 tiles)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="auto", help="detector backend (auto, torch, onnxruntime, ...)")
+    p = sub.add_parser("calibrate-existence",
+                       help="fit the existence calibration of a weights file on labelled validation frames")
+    p.add_argument("bag", help="rosbag2 of the VALIDATION frames with ground truth (never the reported test frames)")
+    p.add_argument("--weights", required=True, help="weights file whose metadata gets the calibration")
+    p.add_argument("--out", help="folder for the reliability diagram and calibration.json")
+    p.add_argument("--image-topic", help="image topic (default: the bag's only image topic, or /image_raw)")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt-topic", default="/lanes_gt", help="LaneArray ground-truth topic in the bag")
+    gt.add_argument("--labels", help="TuSimple label file (.json) or CULane list (.txt), matched by frame index")
+    p.add_argument("--labels-root", help="CULane root the list's paths are relative to (default: above list/)")
+    p.add_argument("--method", choices=METHODS, default="platt",
+                   help="platt (scale and bias of the logit, default) or temperature (scale only)")
+    p.add_argument("--bins", type=int, default=10, help="reliability bins")
+    p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
+    p.add_argument("--write", action="store_true", help="store the fit in the weights' .json metadata")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--backend", default="auto", help="detector backend (auto, torch, onnxruntime, ...)")
     return parser
 
 
+def contact_sheet_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.count < 1 or args.columns < 1 or args.tile_width < 16:
+        parser.error("--count and --columns must be >= 1 and --tile-width >= 16")
+    try:
+        paths = select_images(args.images, args.count)
+        detector = Detector.from_weights(args.weights, device=args.device, backend=args.backend)
+        tile = (args.tile_width, round(args.tile_width * 9 / 16))
+        summary = write_contact_sheet(detector.detect, paths, args.out, columns=args.columns, tile_size=tile)
+    except (ValueError, OSError) as exc:  # DetectorError is a ValueError
+        parser.error(str(exc))
+    lanes = sum(len(s["lanes"]) for s in summary)
+    print(f"lanesad-eval contact-sheet: {len(summary)} images, {lanes} lanes, weights {detector.weights_name}; "
+          f"sheet {args.out}, lanes listed in {Path(args.out).with_suffix('.json')}")
+    return 0
+
+
+def calibrate_existence_main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.labels:
+        args.gt_topic = None
+    if args.bins < 1:
+        parser.error("--bins must be >= 1")
+    try:
+        labels = load_labels(args.labels, args.labels_root) if args.labels else None
+        with open_reader(args, labels) as reader:
+            result = calibrate_weights(args.weights, reader.frames(), method=args.method, bins=args.bins,
+                                       source=str(args.bag), max_frames=args.max_frames, write=args.write,
+                                       device=args.device, backend=args.backend)
+    except (BagError, DataError, ValueError, OSError) as exc:
+        parser.error(str(exc))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        # Lazy: matplotlib is an optional dependency (setup.py extra "eval") and slow to import.
+        import matplotlib
+
+        matplotlib.use("Agg")
+        plot_reliability({"uncalibrated": result["before"], f"{args.method} (in-sample)": result["after"]},
+                         out / "existence_reliability.png", title=f"existence calibration on {Path(args.bag).name}")
+        write_text_atomic(out / "calibration.json", json.dumps(result, indent=2))
+    fit, before, after = result["fit"], result["before"], result["after"]
+    threshold = result["exist_threshold"]
+    print(f"lanesad-eval calibrate-existence: {result['frames']} frames, {before['samples']} slots "
+          f"({before['positives']} with a lane); {fit['method']} scale {fit['scale']:.4f} bias {fit['bias']:.4f}; "
+          f"ECE {before['ece']:.4f} -> {after['ece']:.4f} (in-sample), NLL {before['nll']:.4f} -> {after['nll']:.4f}; "
+          f"exist_threshold {threshold['before']:.4f} -> {threshold['after']:.4f}"
+          + (f"; written to {metadata_path(args.weights)}" if args.write else " (not written: --write)"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.mode == "contact-sheet":
+        return contact_sheet_main(args, parser)
+    if args.mode == "calibrate-existence":
+        return calibrate_existence_main(args, parser)
+    if getattr(args, "node_params_file", None) and not Path(args.node_params_file).is_file():
+        parser.error(f"--node-params-file {args.node_params_file}: no such file")
+    return _scores_main(args)
+
+
+def _scores_main(args: argparse.Namespace) -> int:
     if args.labels:
         args.gt_topic = None
     out = Path(args.out)

@@ -63,7 +63,8 @@ def run_offline(args: argparse.Namespace, labels: list | None, problems: list[st
                     run.errors.append(f"frame {index}: {exc}")
                     run.add(index, frame.stamp_ns, frame.ground_truth, None, None)
                     continue
-                run.add(index, frame.stamp_ns, frame.ground_truth, found.lanes, found.latency_ms)
+                run.add(index, frame.stamp_ns, frame.ground_truth, found.lanes, found.latency_ms,
+                        exist_prob=found.exist_prob)
             bar.update(1)
         problems.extend(reader.problems)
         context = {"notes": reader.notes, "image_topic": reader.image_topic, "image_type": reader.image_type,
@@ -84,9 +85,17 @@ def node_topics(bag_topic: str, compressed: bool) -> tuple[str, str]:
     return base, base.rstrip("/") + "/compressed"
 
 
-def spawn_node(image_topic: str, compressed: bool, weights: str | None, params: list[str], log_path: Path):
-    """Start the lane detector as its own process (same interpreter, so no PATH issues)."""
-    cmd = [sys.executable, "-m", "lanesad_ros.ros.node", "--ros-args", "-p", f"image_topic:={image_topic}"]
+def spawn_node(image_topic: str, compressed: bool, weights: str | None, params: list[str], log_path: Path,
+               params_file: str | None = None):
+    """Start the lane detector as its own process (same interpreter, so no PATH issues).
+
+    ``params_file``: a ROS parameters YAML (e.g. a camera model and mounting); ``params``
+    (NAME:=VALUE) and the image topic / weights given here override it.
+    """
+    cmd = [sys.executable, "-m", "lanesad_ros.ros.node", "--ros-args"]
+    if params_file:
+        cmd += ["--params-file", str(Path(params_file).resolve())]
+    cmd += ["-p", f"image_topic:={image_topic}"]
     if compressed:
         cmd += ["-p", "input_compressed:=true"]
     if weights:
@@ -138,7 +147,8 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
     started = time.perf_counter()
     try:
         if args.spawn:
-            proc = spawn_node(node_topic, compressed, args.weights, args.node_param, node_log)
+            proc = spawn_node(node_topic, compressed, args.weights, args.node_param, node_log,
+                              params_file=args.node_params_file)
         with Replayer(publish_topic, image_type, args.lanes_topic) as rep:
             try:
                 rep.wait_for_detector(args.startup_timeout, alive=lambda: proc is None or proc.poll() is None)
