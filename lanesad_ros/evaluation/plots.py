@@ -104,7 +104,6 @@ def plot_reliability(curves: dict[str, dict], path: Path, title: str = "lane exi
     ax.legend(fontsize=8, loc="upper left")
     hist.set_xlabel("predicted existence probability")
     hist.set_ylabel("slots")
-    hist.set_yscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
