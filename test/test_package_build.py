@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO_ROOT
 
-PACKAGE_PARTS = ("package.xml", "CMakeLists.txt", "msg", "launch", "config", "lanesad_ros")
+PACKAGE_PARTS = ("package.xml", "CMakeLists.txt", "msg", "launch", "config", "demo", "lanesad_ros")
 
 
 def _cmake() -> str:
@@ -80,6 +80,8 @@ def test_install_prefix_has_ros2_run_executables_and_share_files(install_prefix)
     share = install_prefix / "share" / "lanesad_ros"
     assert (share / "launch" / "lane_detector.launch.py").exists()
     assert (share / "config" / "lane_detector.yaml").exists()
+    for name in ("camera_info.yaml", "lane_detector.yaml", "project_video_clip.mp4", "LICENSE"):
+        assert (share / "demo" / "udacity" / name).exists(), name
     assert (share / "msg" / "LaneArray.msg").exists()
     assert (install_prefix / "share" / "ament_index" / "resource_index" / "packages" / "lanesad_ros").exists()
     # The executable starts from the install prefix alone (argparse --help exits 0).
