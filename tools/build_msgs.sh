@@ -12,7 +12,7 @@ bld="$repo/build/msgs"
 # CMake refuses exported include folders inside the source tree, and the venv's NumPy
 # headers live in the repo's .venv: configure from a staged copy of the package instead.
 rm -rf "$src" && mkdir -p "$src"
-cp -r "$repo/package.xml" "$repo/CMakeLists.txt" "$repo/msg" "$repo/launch" "$repo/config" "$src/"
+cp -r "$repo/package.xml" "$repo/CMakeLists.txt" "$repo/msg" "$repo/launch" "$repo/config" "$repo/demo" "$src/"
 
 export AMENT_PREFIX_PATH="$venv"
 "$venv/bin/cmake" -S "$src" -B "$bld" -DCMAKE_BUILD_TYPE=Release \
