@@ -33,7 +33,7 @@ $(VENV)/.msgs-built: $(VENV)/.deps-installed msg/Lane.msg msg/LaneArray.msg CMak
 # DEMO_PARAMS) gets it over DDS at the clip's 25 fps; /lanes is recorded and reported.
 demo: setup
 	$(VENV)/bin/lanesad-bag from-video $(DEMO_CLIP) $(DEMO_OUT)/udacity_clip --storage mcap --overwrite
-	$(VENV)/bin/lanesad-eval live $(DEMO_OUT)/udacity_clip --spawn --node-params-file $(DEMO_PARAMS) \
+	$(VENV)/bin/lanesad-eval live $(DEMO_OUT)/udacity_clip --spawn --node-params-file $(DEMO_PARAMS) --startup-timeout 300 \
 		--out $(DEMO_OUT)/report --video all
 	@echo "Demo written to $(DEMO_OUT)/report: report.md (frames answered, latency), overlay_all.mp4, ground_lanes.png"
 
