@@ -242,3 +242,27 @@ def test_shipped_default_weights_detect_real_lanes():
         assert len(det.lanes) >= 3
         scorer.add(det.lanes, frame)
     assert scorer.result()["accuracy"] >= 0.85
+
+
+def test_init_weights_from_another_input_size_resample_the_existence_fc(tmp_path):
+    """Fine-tuning 144x400 weights at 208x576: every layer carried over, the existence FC resampled."""
+    import torch
+
+    from lanesad_ros.model import build_model
+    from lanesad_ros.model.weights import save_weights
+    from lanesad_ros.training.trainer import build_network
+
+    torch.manual_seed(0)
+    small = build_model("enet_sad", num_lanes=4, input_size=(144, 400)).eval()
+    save_weights(small, tmp_path / "small.safetensors")
+    cfg = validate({"model": {"input_size": [208, 576], "init_weights": str(tmp_path / "small.safetensors")}})
+    big = build_network(cfg).eval()
+    small_state, big_state = small.state_dict(), big.state_dict()
+    for key, value in small_state.items():
+        if key != "exist.fc1.weight":
+            assert torch.equal(value, big_state[key]), key
+    assert big.exist.grid == (13, 36) and big_state["exist.fc1.weight"].shape == (128, 5 * 13 * 36)
+    # the new head starts out computing what the old one computes at the new size
+    image = torch.rand(1, 3, 208, 576)
+    with torch.no_grad():
+        torch.testing.assert_close(big(image)[1], small(image)[1], rtol=1e-4, atol=1e-5)

@@ -48,6 +48,25 @@ class ExistenceHead(nn.Module):
         self.fc1 = nn.Linear(5 * self.grid[0] * self.grid[1], hidden)
         self.fc2 = nn.Linear(hidden, num_lanes)
 
+    def load_resampled(self, other: ExistenceHead) -> None:
+        """Take ``other``'s weights though it was built for another input size (fine-tuning at a new size).
+
+        ``other`` run at this head's input size pools the features adaptively onto its own grid
+        before its first FC. That pooling is linear, so it folds into the FC: the new weights are
+        ``W_other @ P`` with P the (other grid x this grid) adaptive-average-pooling matrix. The
+        head then starts out computing what ``other`` computes at this size, and learns from there.
+        """
+        cells = self.grid[0] * self.grid[1]
+        basis = torch.eye(cells, dtype=other.fc1.weight.dtype).reshape(cells, 1, *self.grid)
+        pool = F.adaptive_avg_pool2d(basis, other.grid).reshape(cells, -1).T  # (other cells, cells)
+        hidden = other.fc1.weight.shape[0]
+        weight = other.fc1.weight.detach().reshape(hidden, 5, -1) @ pool
+        with torch.no_grad():
+            self.conv.load_state_dict(other.conv.state_dict())
+            self.fc1.weight.copy_(weight.reshape(hidden, -1))
+            self.fc1.bias.copy_(other.fc1.bias)
+            self.fc2.load_state_dict(other.fc2.state_dict())
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         y = F.softmax(self.conv(features), dim=1)
         if (y.shape[2], y.shape[3]) == (2 * self.grid[0], 2 * self.grid[1]):

@@ -75,12 +75,26 @@ def make_preprocessor(cfg: dict) -> Preprocessor:
 
 
 def build_network(cfg: dict) -> torch.nn.Module:
-    """The configured model, optionally initialised from a weights file (fine-tuning)."""
+    """The configured model, optionally initialised from a weights file (fine-tuning).
+
+    Weights trained at another input size initialise every layer as they are except the
+    existence head's first FC, which depends on the input size and is resampled to the new
+    grid (``ExistenceHead.load_resampled``).
+    """
     m = cfg["model"]
     model = build_model(m["name"], num_lanes=m["num_lanes"], input_size=tuple(m["input_size"]), **m["options"])
     if m["init_weights"]:
         init, _ = load_weights(resolve_path(m["init_weights"]), num_lanes=m["num_lanes"])
-        model.load_state_dict(init.state_dict(), strict=True)
+        if init.exist.grid == model.exist.grid:
+            model.load_state_dict(init.state_dict(), strict=True)
+        else:
+            state = {k: v for k, v in init.state_dict().items() if not k.startswith("exist.")}
+            result = model.load_state_dict(state, strict=False)
+            missing = [k for k in result.missing_keys if not k.startswith("exist.")]
+            if missing or result.unexpected_keys:
+                raise ConfigError(f"model.init_weights {m['init_weights']}: does not fit {m['name']} "
+                                  f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+            model.exist.load_resampled(init.exist)
     return model
 
 
