@@ -1,10 +1,12 @@
 """Metrics on hand-computed cases (TuSimple official semantics, CULane, BDD100K pixels)."""
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from types import SimpleNamespace
 
+import cv2
 import numpy as np
 import pytest
 
@@ -119,6 +121,16 @@ def test_not_one_to_one_like_the_official_code():
 def test_no_predictions_and_no_ground_truth():
     assert frame_scores([], GT4[:2], H) == (0.0, 0.0, 1.0)
     assert frame_scores([vertical(300)], [], H) == (0.0, 1.0, 0.0)
+
+
+def test_angle_threshold_edge_case_matches_the_official_fit():
+    # Issue 12: 20 / cos(atan(k)) is exactly 29 px for k = 1.05. The official fit (sklearn's centred
+    # lstsq) gives k = 1.0499999999999998, so 29 px off is outside the threshold: (0.5, 1.0, 1.0).
+    assert frame_scores([np.array([129.0, 121.0])], [np.array([100.0, 121.0])], [160, 180]) == (0.5, 1.0, 1.0)
+    # Slopes scikit-learn 1.9.1 LinearRegression returns (the last bit differs from sum(dy*dx) / sum(dy*dy)).
+    for ys, xs, k in (([610, 620], [295, 317], 2.1999999999999997), ([610, 620], [26, 29], 0.30000000000000004),
+                      ([190, 200, 210, 220], [246, 257, 268, 278], 1.0699999999999998)):
+        assert tusimple.lane_angle(np.array(xs, float), np.array(ys, float)) == np.arctan(k)
 
 
 def test_wrong_length_raises_naming_the_lane():
@@ -254,12 +266,157 @@ def test_culane_scales_other_image_sizes():
     assert s.add([l + (20, 0) for l in half], half, image_size=(820, 295))["tp"] == 0
 
 
-def test_culane_uses_optimal_not_greedy_assignment(monkeypatch):
-    # Greedy would take the 0.9 pair and leave 0.0: one TP. Optimal pairs 0.6 + 0.8: two TP.
-    monkeypatch.setattr(culane, "iou_matrix", lambda *a, **k: np.array([[0.9, 0.6], [0.8, 0.0]]))
-    tp, fp, fn, pairs = culane.match_lanes([1, 2], [1, 2], (1640, 590))
-    assert (tp, fp, fn) == (2, 0, 0)
-    assert sorted(p[:2] for p in pairs) == [(0, 1), (1, 0)]
+def test_culane_official_minimal_case_spline_not_polyline():
+    # Issue 12: a 3-point prediction is drawn as the official cubic spline (IoU 0.4797, no match),
+    # not as the straight polyline (0.5635, a match).
+    gt = [np.array([[800, 590], [800, 290]], float)]
+    pred = [np.array([[800, 590], [782, 440], [800, 290]], float)]
+    iou = culane.iou_matrix(pred, gt)[0, 0]
+    assert iou == pytest.approx(0.47967729542835191, abs=1e-12)  # the official evaluator's value
+    assert culane.match_lanes(pred, gt)[:3] == (0, 1, 1)
+
+
+def test_culane_negative_x_is_drawn_clipped_not_dropped():
+    lane = np.array([[-10, 590], [20, 560]], float)
+    assert culane.lane_mask(lane).any()
+    assert culane.match_lanes([lane], [lane.copy()])[:3] == (1, 0, 0)
+
+
+def test_culane_lanes_with_fewer_than_two_points_still_count():
+    # The official reader keeps a 1-point (or empty) lane: IoU 0 with everything, so it is an FN / FP.
+    gt = [np.array([[800, 590], [800, 290]], float), np.array([[300, 580]], float)]
+    tp, fp, fn, pairs = culane.match_lanes([gt[0].copy()], gt)
+    assert (tp, fp, fn) == (1, 0, 1) and pairs == [(0, 0, 1.0)]
+    assert culane.match_lanes([np.zeros((0, 2))], [gt[0]])[:3] == (0, 1, 1)
+
+
+def test_culane_spline_goes_through_the_points_with_50_samples_per_segment():
+    pts = np.array([[800, 590], [782, 440], [800, 290], [900, 250]], np.float32)
+    s = culane.spline_interp_times(pts)
+    assert s.dtype == np.float32 and s.shape == (3 * 50 + 1, 2)
+    np.testing.assert_allclose(s[::50], pts, atol=1e-3)
+    np.testing.assert_allclose(_ref_spline(pts), s, atol=1e-3)
+    with pytest.raises(ValueError, match="more than 2 points"):
+        culane.spline_interp_times(pts[:2])
+
+
+def test_culane_threshold_applies_after_the_officials_tolerant_matching():
+    # One gt, two predictions with IoU 0.495 and 0.504: the official Kuhn-Munkres treats edges within
+    # 1e-2 of tight as tight and keeps the first (0.495, below 0.5): TP 0, FP 2, FN 1. An exact optimum
+    # (scipy's linear_sum_assignment) would pick 0.504 and count a TP.
+    ious = np.array([[0.495], [0.504]])  # (pred, gt)
+    assert culane.match_ious(ious)[:3] == (0, 2, 1)
+    # Hungarian, not greedy: greedy takes 0.9 and leaves 0.0; the official pairs 0.8 + 0.6.
+    assert culane.match_ious(np.array([[0.9, 0.6], [0.8, 0.0]]))[:3] == (2, 0, 0)
+    # More ground truth than predictions: the official matches from the smaller side.
+    assert culane.match_ious(np.array([[0.7, 0.2, 0.6]]))[:3] == (1, 0, 2)
+
+
+def test_culane_empty_cases_are_undefined_not_zero():
+    s = culane.CULaneScorer()
+    res = s.result()
+    assert (res["precision"], res["recall"], res["f1"]) == (None, None, None) and res["undefined"]
+    s.add([], [cu_lane(300)], category="normal")  # ground truth, nothing detected: official precision -1
+    s.add([cu_lane(900)], [], category="crossroad")  # nothing to find: official recall -1
+    cats = s.result()["categories"]
+    assert cats["normal"]["precision"] is None and cats["normal"]["recall"] == 0.0 and cats["normal"]["f1"] is None
+    assert cats["crossroad"]["precision"] == 0.0 and cats["crossroad"]["recall"] is None
+    assert cats["crossroad"]["f1"] is None
+    # Detections and ground truth but no match: P = R = 0, official F nan -> undefined.
+    res = s.result()
+    assert (res["tp"], res["fp"], res["fn"]) == (0, 1, 1)
+    assert res["precision"] == 0.0 and res["recall"] == 0.0 and res["f1"] is None
+    assert any("nan" in u for u in res["undefined"])
+
+
+def test_cv_round_is_half_to_even_and_indefinite_for_nan():
+    np.testing.assert_array_equal(culane.cv_round(np.array([0.5, 1.5, 2.5, -0.5, -1.5, 3.49])), [0, 2, 2, 0, -2, 3])
+    assert culane.cv_round(np.array([np.nan, np.inf, 3e9]))[0] == np.iinfo(np.int32).min
+
+
+# Independent straightforward reimplementation of the official tool for the randomised comparison:
+# dense spline solve, one cv2.line per segment on a fresh full canvas per lane, IoU from full-canvas sums,
+# and the best assignment by brute force.
+
+def _ref_spline(p32: np.ndarray, times: int = 50) -> np.ndarray:
+    p = p32.astype(np.float64)
+    n = len(p)
+    h = np.hypot(*np.diff(p, axis=0).T)
+    a = np.zeros((n, n))
+    r = np.zeros((n, 2))
+    a[0, 0] = a[-1, -1] = 1.0
+    for i in range(1, n - 1):
+        a[i, i - 1], a[i, i], a[i, i + 1] = h[i - 1], 2 * (h[i - 1] + h[i]), h[i]
+        r[i] = 6 * ((p[i + 1] - p[i]) / h[i] - (p[i] - p[i - 1]) / h[i - 1])
+    m = np.linalg.solve(a, r)
+    out = []
+    for i in range(n - 1):
+        b = (p[i + 1] - p[i]) / h[i] - h[i] * (2 * m[i] + m[i + 1]) / 6
+        for k in range(times):
+            t = h[i] / times * k
+            out.append(p[i] + b * t + m[i] / 2 * t ** 2 + (m[i + 1] - m[i]) / (6 * h[i]) * t ** 3)
+    out.append(p[-1])
+    return np.asarray(out, np.float32)
+
+
+def _ref_canvas(lane: np.ndarray) -> np.ndarray | None:
+    p = np.asarray(lane, np.float64).reshape(-1, 2).astype(np.float32)
+    if len(p) < 2:
+        return None
+    if len(p) > 2:
+        p = _ref_spline(p)
+    canvas = np.zeros((590, 1640), np.uint8)
+    ints = np.rint(p).astype(int)
+    for (x0, y0), (x1, y1) in zip(ints[:-1], ints[1:], strict=True):
+        cv2.line(canvas, (int(x0), int(y0)), (int(x1), int(y1)), 1, 30)
+    return canvas
+
+
+def _ref_count(preds, gts):
+    if not gts or not preds:
+        return 0, len(preds), len(gts), None
+    cp, cg = [_ref_canvas(l) for l in preds], [_ref_canvas(l) for l in gts]
+    ious = np.zeros((len(preds), len(gts)))
+    for i, a in enumerate(cp):
+        for j, b in enumerate(cg):
+            if a is not None and b is not None:
+                inter = float(np.sum(a * b))
+                union = float(a.sum()) + float(b.sum()) - inter
+                ious[i, j] = inter / union if union else np.nan  # both off the canvas: 0 / 0
+    small, big = sorted((len(preds), len(gts)))
+    best, best_tp = -1.0, 0
+    for perm in itertools.permutations(range(big), small):
+        pairs = [(i, perm[i]) if len(preds) <= len(gts) else (perm[i], i) for i in range(small)]
+        total = sum(np.nan_to_num(ious[p, g]) for p, g in pairs)
+        if total > best:
+            best, best_tp = total, sum(ious[p, g] > 0.5 for p, g in pairs)
+    return best_tp, len(preds) - best_tp, len(gts) - best_tp, ious
+
+
+def _random_lane(rng) -> np.ndarray:
+    k = int(rng.choice([1, 2, 3, 4, 6, 9, 12]))
+    y0, y1 = rng.uniform(560, 600), rng.uniform(250, 450)
+    ys = np.linspace(y0, y1, k)
+    x0, slope, curve = rng.uniform(-300, 1900), rng.uniform(-3, 3), rng.uniform(-0.004, 0.004)
+    pts = np.stack([x0 + slope * (y0 - ys) + curve * (y0 - ys) ** 2, ys], 1)
+    return np.round(pts, int(rng.integers(0, 4))) if rng.random() < 0.5 else pts
+
+
+def test_culane_matches_a_straightforward_reimplementation_on_random_frames():
+    rng = np.random.default_rng(12)
+    totals = np.zeros(3, int)
+    for _ in range(25):
+        gts = [_random_lane(rng) for _ in range(int(rng.integers(0, 5)))]
+        preds = [g + rng.normal(0, float(rng.choice([1, 5, 15])), g.shape) + (rng.normal(0, 10), 0)
+                 for g in gts if rng.random() < 0.85]
+        preds = [p[::-1] if rng.random() < 0.1 else p for p in preds]  # order as given, like the files
+        preds += [_random_lane(rng) for _ in range(int(rng.integers(0, 3)))]
+        tp, fp, fn, ious = _ref_count(preds, gts)
+        assert culane.match_lanes(preds, gts)[:3] == (tp, fp, fn)
+        if ious is not None:
+            np.testing.assert_array_equal(culane.iou_matrix(preds, gts), ious)
+        totals += (tp, fp, fn)
+    assert totals.min() > 0  # the set exercises matches, misses and false detections
 
 
 # --- BDD100K ----------------------------------------------------------------------------

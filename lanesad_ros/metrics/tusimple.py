@@ -1,7 +1,8 @@
 """TuSimple lane metrics, exactly as the benchmark's official evaluate/lane.py computes them.
 
 Per image: every ground-truth lane gets a threshold of 20 px / cos(theta), theta from a
-least-squares line x = k*y + b through its labelled points; a prediction's line accuracy
+least-squares line x = k*y + b through its labelled points (fitted as the official code's
+scikit-learn LinearRegression fits it, see lane_angle); a prediction's line accuracy
 against it is the fraction of h_samples where |x_pred - x_gt| < threshold (missing points
 on either side count as -100, so two missing points agree). Each ground-truth lane takes
 its best prediction (not a one-to-one assignment): >= 0.85 matched, else a false negative;
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import scipy.linalg
 
 from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, Lane, LaneSlot
 
@@ -27,19 +29,26 @@ DEFAULT_H_SAMPLES = TUSIMPLE_H_SAMPLES.astype(np.float64)
 
 
 def lane_angle(xs: np.ndarray, h_samples: np.ndarray) -> float:
-    """Angle of the least-squares line x = k*y + b through the lane's labelled points."""
+    """Angle (rad) of the least-squares line x = k*y + b through the lane's labelled points (x >= 0).
+
+    As the official ``LaneEval.get_angle``: ``LinearRegression().fit(ys[:, None], xs).coef_[0]``, i.e.
+    scikit-learn centres both variables (``np.average``) and solves the one-column problem with
+    ``scipy.linalg.lstsq`` (LAPACK gelsd). Done the same way here, so the slope carries the same last
+    bits; they decide frames whose threshold 20 / cos(theta) is an exact integer (h_samples [160, 180],
+    gt [100, 121]: k = 1.05 gives 29 px, gelsd's 1.0499999999999998 keeps 29 px off outside it).
+    0 with fewer than 2 labelled points.
+    """
     xs = np.asarray(xs, dtype=np.float64)
     ys = np.asarray(h_samples, dtype=np.float64)
     valid = xs >= 0
     if valid.sum() < 2:
         return 0.0
-    y, x = ys[valid], xs[valid]
-    y_centered = y - y.mean()
-    denom = float(np.dot(y_centered, y_centered))
-    if denom == 0.0:
-        return 0.0
-    k = float(np.dot(y_centered, x - x.mean())) / denom
-    return float(np.arctan(k))
+    y = ys[valid][:, None]
+    x = xs[valid]
+    y_centred = y - np.average(y, axis=0)
+    x_centred = x - np.average(x, axis=0)
+    coef = scipy.linalg.lstsq(y_centred, x_centred, cond=max(y_centred.shape) * np.finfo(np.float64).eps)[0]
+    return float(np.arctan(coef[0]))
 
 
 def line_accuracy(pred_xs: np.ndarray, gt_xs: np.ndarray, thresh: float) -> float:
