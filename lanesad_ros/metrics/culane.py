@@ -124,32 +124,37 @@ def drawn_points(lane: Any, image_size: tuple[int, int] = CULANE_SIZE,
 
 def lane_mask(lane: Any, image_size: tuple[int, int] = CULANE_SIZE, canvas_size: tuple[int, int] = CULANE_SIZE,
               width: int = LINE_WIDTH) -> np.ndarray:
-    """uint8 (H, W) canvas with the lane drawn ``width`` px wide as the official tool draws it (1 = lane).
-
-    One ``cv2.polylines`` call paints the same pixels as the official ``cv::line`` per segment: each
-    segment is the same thick line, and the round caps at shared vertices coincide.
-    """
-    cw, ch = canvas_size
-    mask = np.zeros((ch, cw), dtype=np.uint8)
-    pts = drawn_points(lane, image_size, canvas_size)
-    if len(pts) >= 2:
-        cv2.polylines(mask, [pts.reshape(-1, 1, 2)], isClosed=False, color=1, thickness=width)
-    return mask
+    """uint8 (H, W) canvas with the lane drawn ``width`` px wide as the official tool draws it (1 = lane)."""
+    return _draw(lane, image_size, canvas_size, width).mask
 
 
 @dataclass
 class _Drawn:
     mask: np.ndarray  # full canvas, uint8
-    box: tuple[int, int, int, int]  # x0, y0, x1, y1 of the painted pixels (exclusive end)
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive) holding every painted pixel
     area: int
     valid: bool  # >= 2 points (the official similarity is 0 otherwise)
 
 
 def _draw(lane: Any, image_size: tuple[int, int], canvas_size: tuple[int, int], width: int) -> _Drawn:
-    valid = len(lane_points(lane)) >= 2
-    mask = lane_mask(lane, image_size, canvas_size, width)
-    x, y, w, h = cv2.boundingRect(mask)
-    return _Drawn(mask, (x, y, x + w, y + h), int(cv2.countNonZero(mask)), valid)
+    """Draw one lane. One ``cv2.polylines`` call paints the same pixels as the official ``cv::line`` per
+    segment: each segment is the same thick line, the round caps at shared vertices coincide, and repeated
+    vertices (many spline samples round to the same pixel) add nothing."""
+    cw, ch = canvas_size
+    mask = np.zeros((ch, cw), dtype=np.uint8)
+    pts = drawn_points(lane, image_size, canvas_size)
+    if len(pts) < 2:
+        return _Drawn(mask, (0, 0, 0, 0), 0, False)
+    keep = np.ones(len(pts), dtype=bool)
+    keep[1:] = np.any(pts[1:] != pts[:-1], axis=1)
+    pts = np.ascontiguousarray(pts[keep])
+    cv2.polylines(mask, [pts.reshape(-1, 1, 2)], isClosed=False, color=1, thickness=width)
+    r = width // 2 + 2  # caps and line edges reach at most ~width/2 px past a vertex
+    lo = np.clip(pts.astype(np.int64).min(axis=0) - r, 0, (cw, ch))
+    hi = np.clip(pts.astype(np.int64).max(axis=0) + r + 1, 0, (cw, ch))
+    box = (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1]))
+    area = int(cv2.countNonZero(mask[box[1]:box[3], box[0]:box[2]])) if box[0] < box[2] and box[1] < box[3] else 0
+    return _Drawn(mask, box, area, True)
 
 
 def iou_matrix(pred_lanes: Sequence[Any], gt_lanes: Sequence[Any], image_size: tuple[int, int] = CULANE_SIZE,
