@@ -39,7 +39,14 @@ def category_of(list_path: str | Path) -> str | None:
 
 
 def read_lines_file(path: str | Path) -> list[np.ndarray]:
-    """A ``*.lines.txt`` file -> lanes as float32 (N, 2) x,y arrays (file order, bottom -> top)."""
+    """A ``*.lines.txt`` file -> lanes as float32 (N, 2) x,y arrays (file order of lanes, points bottom -> top).
+
+    Every lane line is a lane, as the official CULane tools read them (evaluate's ``read_lane_file``
+    keeps each line's points): a lane of a single point stays a lane (its list-file existence flag
+    counts it; the official evaluator scores it as a ground-truth lane no prediction can match).
+    Points with negative or out-of-image x are kept (the official drawing clips them); trailing
+    spaces and blank lines are ignored; an empty file has no lanes.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"CULane lane file not found: {path}")
@@ -56,8 +63,7 @@ def read_lines_file(path: str | Path) -> list[np.ndarray]:
             if values.size % 2 or not np.all(np.isfinite(values)):
                 raise DataError(f"{path}:{lineno}: expected finite x y pairs, got {values.size} values")
             pts = values.reshape(-1, 2)
-            if len(pts) >= 2:
-                lanes.append(pts[np.argsort(-pts[:, 1], kind="stable")])
+            lanes.append(pts[np.argsort(-pts[:, 1], kind="stable")])
     return lanes
 
 
