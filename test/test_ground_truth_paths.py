@@ -81,3 +81,23 @@ def test_culane_empty_file_and_out_of_image_points_still_read(tmp_path):
     path = tmp_path / "x.lines.txt"
     path.write_text("1700 590 1650 500 1600 400 \n")
     assert read_lines_file(path)[0][0].tolist() == [1700.0, 590.0]
+
+
+# --- times follow the source -------------------------------------------------------------------
+
+def test_stamp_latency_is_unavailable_for_stamps_that_are_no_time_on_this_clock():
+    from lanesad_ros.ros.node import FrameStats, stamp_latency_ms
+
+    now = 1_800_000_000 * 10**9
+    assert stamp_latency_ms(now - 25_000_000, now) == 25.0
+    assert stamp_latency_ms(0, now) is None  # camera without stamps
+    assert stamp_latency_ms(now + 10**9, now) is None  # ahead of this clock
+    assert stamp_latency_ms(now - 3600 * 10**9, now) is None  # a replayed recording's own clock
+    stats = FrameStats()
+    stats.on_published(5.0, 6.0, None)
+    stats.on_published(5.0, 6.0, 30.0)
+    report = stats.report()
+    assert report["e2e_stamp_to_publish_ms"] == 30.0 and report["stamp_latency_unavailable"] == 1
+    stats.on_published(5.0, 6.0, None)
+    report = stats.report()
+    assert np.isnan(report["e2e_stamp_to_publish_ms"]) and report["stamp_latency_unavailable"] == 2

@@ -17,7 +17,8 @@ or lost in transport), errors and errors.<kind> (unsupported_encoding, zero_size
 bad_layout, corrupt_image, too_large, detector, internal), median and max over the last
 second of inference_latency_ms, e2e_receive_to_publish_ms (callback -> /lanes published)
 and e2e_stamp_to_publish_ms (image header stamp -> /lanes published; "nan" in a second
-without frames), device, requested_device, backend, model, weights, input_size.
+without frames; frames whose stamp is no time on the node's clock -- 0, ahead of it or over
+60 s old -- are left out and counted in frames_without_stamp_latency), device, requested_device, backend, model, weights, input_size.
 """
 from __future__ import annotations
 
@@ -182,12 +183,25 @@ class LatestMailbox:
             self._cond.notify_all()
 
 
+STAMP_LATENCY_MAX_S = 60.0  # an older stamp is no time on this clock (a frame is never that late here)
+
+
+def stamp_latency_ms(stamp_ns: int, now_ns: int) -> float | None:
+    """Header stamp -> now in ms, or None where the stamp is no time on this clock: 0 (a camera that
+    leaves stamps empty), later than now or older than STAMP_LATENCY_MAX_S (another clock, e.g. a
+    replayed bag without sim time)."""
+    if stamp_ns == 0 or stamp_ns > now_ns or now_ns - stamp_ns > STAMP_LATENCY_MAX_S * 1e9:
+        return None
+    return (now_ns - stamp_ns) / 1e6
+
+
 class FrameStats:
     """Counters and latency windows behind /diagnostics; windows reset at each report."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.received = self.processed = self.dropped = self.missed = 0
+        self.stamp_latency_unavailable = 0  # frames whose header stamp is 0 or ahead of this clock
         self.errors: Counter[str] = Counter()
         self._window_start = time.monotonic()
         self._window_received = self._window_processed = 0
@@ -208,13 +222,18 @@ class FrameStats:
             self.errors[kind] += 1
             self._window_errors += 1
 
-    def on_published(self, inference_ms: float, receive_to_publish_ms: float, stamp_to_publish_ms: float) -> None:
+    def on_published(self, inference_ms: float, receive_to_publish_ms: float,
+                     stamp_to_publish_ms: float | None) -> None:
+        """``stamp_to_publish_ms`` None: the frame's stamp gives no latency (see ``stamp_latency_ms``)."""
         with self._lock:
             self.processed += 1
             self._window_processed += 1
             self._inference.append(inference_ms)
             self._receive_to_publish.append(receive_to_publish_ms)
-            self._stamp_to_publish.append(stamp_to_publish_ms)
+            if stamp_to_publish_ms is None:
+                self.stamp_latency_unavailable += 1
+            else:
+                self._stamp_to_publish.append(stamp_to_publish_ms)
 
     def report(self) -> dict[str, Any]:
         """Totals plus rates and latency statistics since the previous report."""
@@ -231,6 +250,7 @@ class FrameStats:
                 "errors": sum(self.errors.values()),
                 "window_errors": self._window_errors,
                 "errors_by_kind": dict(self.errors),
+                "stamp_latency_unavailable": self.stamp_latency_unavailable,
             }
             for key, values in (("inference_latency_ms", self._inference),
                                 ("e2e_receive_to_publish_ms", self._receive_to_publish),
@@ -443,9 +463,8 @@ class LaneDetectorNode(Node):
         frame = self.params["ground_frame_id"]
         self._lanes_pub.publish(detections_to_lane_array(det, msg.header, frame))
         published = time.monotonic()
-        stamp_ns = stamp_to_ns(msg.header.stamp)
         self.stats.on_published(det.latency_ms, (published - received) * 1e3,
-                                (self.get_clock().now().nanoseconds - stamp_ns) / 1e6)
+                                stamp_latency_ms(stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds))
         if self.params["publish_debug_image"] or self._debug_pub.get_subscription_count() > 0:
             self._debug_inbox.put((bgr, det, msg.header))
         if self.detector.camera is not None:
@@ -487,6 +506,7 @@ class LaneDetectorNode(Node):
             "frames_dropped": str(report["frames_dropped"]),
             "frames_missed": str(report["frames_missed"]),
             "errors": str(report["errors"]),
+            "frames_without_stamp_latency": str(report["stamp_latency_unavailable"]),
         }
         for kind, count in sorted(report["errors_by_kind"].items()):
             values[f"errors.{kind}"] = str(count)
