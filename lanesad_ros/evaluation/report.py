@@ -106,6 +106,8 @@ def write_video(path: Path, runs: list[ModelRun], indices: list[int], frames: It
 
 
 def _fmt(v: Any) -> str:
+    if v is None:  # e.g. CULane precision with nothing detected (the official tool prints -1)
+        return "undefined"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 

@@ -151,5 +151,8 @@ def build_metrics(mode: str, args: argparse.Namespace, runs: list[ModelRun], con
                            "fn": r2.tusimple["fn"] if r2.tusimple else None}
                 for run, r2 in ((run, run.results[i]) for run in runs)}}
             for i, r in enumerate(runs[0].results)]
+    metrics["notes"] = list(metrics.get("notes", [])) + [
+        f"CULane {why} for {m['name']}: reported as undefined" for m in models for why in
+        m.get("culane", {}).get("undefined", [])]
     metrics["errors"] = list(problems) + [e for run in runs for e in run.errors]
     return metrics

@@ -25,8 +25,9 @@ Lanes given for another image size are scaled to the canvas as the official ``La
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np

@@ -12,8 +12,9 @@ and one FN forgiven. Images over 200 ms or with more than #gt + 2 predictions sc
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.linalg
@@ -177,7 +178,8 @@ def _lanes_as_xs(lanes: Any, h_samples: np.ndarray) -> tuple[list[np.ndarray], l
     return xs, slots
 
 
-def ground_truth_xs(gt: Any, h_samples: Sequence[float] | None = None) -> tuple[list[np.ndarray], list[str], np.ndarray]:
+def ground_truth_xs(gt: Any, h_samples: Sequence[float] | None = None
+                    ) -> tuple[list[np.ndarray], list[str], np.ndarray]:
     """Ground truth in any of our forms -> (x arrays, slot names, h_samples).
 
     Accepts a LabelledFrame (lanes as (N,2) points, h_samples, slots; lanes the loader
@@ -234,7 +236,7 @@ class TuSimpleScorer:
         m = match_frame(pred_xs, gt_xs, h, runtime_ms)
         pairs = []
         used = set()
-        for gi, (pi, ok) in enumerate(zip(m.best_pred, m.matched)):
+        for gi, (pi, ok) in enumerate(zip(m.best_pred, m.matched, strict=True)):
             if ok:
                 pairs.append((gt_slots[gi], pred_slots[pi]))
                 used.add(pi)

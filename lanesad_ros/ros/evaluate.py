@@ -3,12 +3,15 @@ or live by replaying the bag over ROS into the lane detector node (spawned or al
 
 Offline reads the bag and runs the Detector directly (fast, deterministic). Live plays the bag
 into the node, records ``/lanes`` and measures end-to-end latency and drops; answers are matched
-to ground truth by header stamp. Scoring and the report are ROS-free (``lanesad_ros.evaluation``).
+to their frames by header stamp (frames whose stamps tie are published with stamps that tell them
+apart) and frames to their ground truth as the bag reader pairs them. Scoring and the report are
+ROS-free (``lanesad_ros.evaluation``).
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -20,14 +23,28 @@ from tqdm import tqdm
 
 from lanesad_ros.detector import Detector
 from lanesad_ros.evaluation.scoring import ModelRun
+from lanesad_ros.ros.bag.matching import unique_stamps
 from lanesad_ros.ros.bag.reader import BagReader
-from lanesad_ros.ros.bag.typestore import COMPRESSED_TYPE
+from lanesad_ros.ros.bag.typestore import COMPRESSED_TYPE, TIMING_KEY
+from lanesad_ros.ros.bag.writer import restamp_cdr
 from lanesad_ros.ros.convert import lane_array_to_detections
 from lanesad_ros.ros.replay import Replayer, ReplayError
 
 
 def _progress(total: int | None, desc: str):
     return tqdm(total=total or None, desc=desc, unit="frame", file=sys.stderr, disable=None)
+
+
+def timing_notes(custom: dict) -> list[str]:
+    """A note when the bag's frame times are not the source's own (``lanesad_ros.timing``, see lanesad-bag)."""
+    try:
+        timing = json.loads(custom.get(TIMING_KEY, "null")) or {}
+    except ValueError:
+        return [f"custom data {TIMING_KEY} is not JSON: how the frame times were made is unknown"]
+    if timing.get("kind") == "nominal":
+        return [f"frame times in this bag are nominal ({timing.get('rate_hz')} Hz), not the source's: "
+                f"{timing.get('reason', 'the source has no frame times')}; replay pace and time axes follow them"]
+    return []
 
 
 def open_reader(args: argparse.Namespace, labels: list | None) -> BagReader:
@@ -53,7 +70,7 @@ def run_offline(args: argparse.Namespace, labels: list | None, problems: list[st
                                                        "backend": det.backend_name, "device": str(det.device)}))
     started = time.perf_counter()
     with reader, _progress(len(reader), "offline") as bar:
-        for index, frame in enumerate(reader.frames()):
+        for index, frame in reader.indexed_frames():
             if args.max_frames and index >= args.max_frames:
                 break
             for det, run in zip(detectors, runs, strict=True):
@@ -67,7 +84,8 @@ def run_offline(args: argparse.Namespace, labels: list | None, problems: list[st
                         exist_prob=found.exist_prob)
             bar.update(1)
         problems.extend(reader.problems)
-        context = {"notes": reader.notes, "image_topic": reader.image_topic, "image_type": reader.image_type,
+        context = {"notes": reader.notes + timing_notes(reader.custom), "image_topic": reader.image_topic,
+                   "image_type": reader.image_type,
                    "storage": reader.storage, "has_ground_truth": reader.has_ground_truth,
                    "wall_time_s": time.perf_counter() - started}
     return runs, context
@@ -140,6 +158,11 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
     with reader:
         image_topic, image_type, storage = reader.image_topic, reader.image_type, reader.storage
         total = len(reader)
+        keys = reader.image_keys()
+    if args.max_frames:
+        keys = keys[:args.max_frames]
+    # Answers are matched to frames by header stamp: frames whose stamps tie get stamps that tell them apart.
+    published, restamped = unique_stamps([k[1] for k in keys], [k[0] for k in keys])
     compressed = image_type == COMPRESSED_TYPE
     node_topic, publish_topic = node_topics(image_topic, compressed)
     proc = None
@@ -157,9 +180,9 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
                 raise ReplayError(f"{exc}" + (f"\nnode log ({node_log}):\n{tail}" if tail else "")) from None
             reader = open_reader(args, labels)
             with reader, _progress(total, "live") as bar:
-                frames = reader.serialized_images()
-                if args.max_frames:
-                    frames = itertools.islice(frames, args.max_frames)
+                frames = ((bag_ns, published[i], data if published[i] == stamp else restamp_cdr(data, published[i]))
+                          for i, (bag_ns, stamp, data) in enumerate(itertools.islice(reader.serialized_images(),
+                                                                                      len(published))))
                 result = rep.play(frames, rate=args.rate, settle_s=args.settle, progress=bar)
                 problems.extend(reader.problems)
     finally:
@@ -172,22 +195,22 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
                         "their answers cannot be told apart")
     run = ModelRun(Path(args.weights).name if args.weights else "node", "end_to_end",
                    info={"weights": str(args.weights) if args.weights else "(the node's)", "spawned": bool(args.spawn)})
-    # Second pass: ground truth and scoring, matched by header stamp.
+    # Second pass: ground truth and scoring, answers matched by the stamp each frame was published with.
     reader = open_reader(args, labels)
     with reader:
-        for index, frame in enumerate(reader.frames()):
-            if args.max_frames and index >= args.max_frames:
+        for index, frame in reader.indexed_frames():
+            if index >= len(published):
                 break
-            answer = result.received.get(frame.stamp_ns)
+            answer = result.received.get(published[index])
             lanes = inference = None
             if answer is not None:
                 det = lane_array_to_detections(answer[1])
                 lanes, inference = det.lanes, det.latency_ms
                 run.info.setdefault("model", det.model_name)
                 run.info.setdefault("weights_name", det.weights_name)
-            run.add(index, frame.stamp_ns, frame.ground_truth, lanes, result.latency_ms(frame.stamp_ns), inference)
+            run.add(index, frame.stamp_ns, frame.ground_truth, lanes, result.latency_ms(published[index]), inference)
         has_gt = reader.has_ground_truth
-        notes = reader.notes
+        notes = reader.notes + ([restamped] if restamped else []) + timing_notes(reader.custom)
     if not args.weights and run.info.get("weights_name"):
         run.name = run.info["weights_name"]  # the node's own (default) weights, as it reports them
     context = {"notes": notes, "image_topic": image_topic, "image_type": image_type, "storage": storage,

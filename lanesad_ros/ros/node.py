@@ -18,7 +18,8 @@ bad_layout, corrupt_image, too_large, detector, internal), median and max over t
 second of inference_latency_ms, e2e_receive_to_publish_ms (callback -> /lanes published)
 and e2e_stamp_to_publish_ms (image header stamp -> /lanes published; "nan" in a second
 without frames; frames whose stamp is no time on the node's clock -- 0, ahead of it or over
-60 s old -- are left out and counted in frames_without_stamp_latency), device, requested_device, backend, model, weights, input_size.
+60 s old -- are left out and counted in frames_without_stamp_latency), device,
+requested_device, backend, model, weights, input_size.
 """
 from __future__ import annotations
 
@@ -201,7 +202,7 @@ class FrameStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.received = self.processed = self.dropped = self.missed = 0
-        self.stamp_latency_unavailable = 0  # frames whose header stamp is 0 or ahead of this clock
+        self.stamp_latency_unavailable = 0  # frames whose header stamp is no time on this clock
         self.errors: Counter[str] = Counter()
         self._window_start = time.monotonic()
         self._window_received = self._window_processed = 0

@@ -16,14 +16,16 @@ from lanesad_ros.ros.bag.from_tusimple import from_tusimple
 from lanesad_ros.ros.bag.from_video import from_video
 from lanesad_ros.ros.bag.reader import bag_info
 from lanesad_ros.ros.bag.synthetic import synthetic
-from lanesad_ros.ros.bag.typestore import DEFAULT_GT_TOPIC, DEFAULT_IMAGE_TOPIC, STORAGES, BagError
-from lanesad_ros.ros.bag.writer import remove_bag
+from lanesad_ros.ros.bag.typestore import DEFAULT_GT_TOPIC, DEFAULT_IMAGE_TOPIC, STORAGES, TIMING_KEY, BagError
+from lanesad_ros.ros.bag.writer import remove_bag, timing_warning
 
 
 def _add_output_args(p: argparse.ArgumentParser, rate: float | None = 10.0) -> None:
     p.add_argument("--storage", choices=STORAGES, default="mcap", help="rosbag2 storage format (default mcap)")
     p.add_argument("--compressed", action="store_true", help="write sensor_msgs/CompressedImage (jpeg)")
-    p.add_argument("--rate", type=float, default=rate, help="frame rate of the bag's timestamps, Hz")
+    p.add_argument("--rate", type=float, default=rate,
+                   help="nominal frame rate, Hz, for a source without frame times (default 10; from-video: "
+                        "replaces the video's own frame times)")
     p.add_argument("--image-topic", help=f"default {DEFAULT_IMAGE_TOPIC} (raw) or {DEFAULT_IMAGE_TOPIC}/compressed")
     p.add_argument("--gt-topic", default=DEFAULT_GT_TOPIC)
     p.add_argument("--overwrite", action="store_true", help="replace an existing bag at OUT")
@@ -98,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             n = synthetic(args.out, args.frames, seed=args.seed, geometry=args.geometry, width=args.width,
                           height=args.height, **_out_kwargs(args))
         print(f"wrote {n} frames to {args.out}")
+        warning = timing_warning(bag_info(args.out)["custom_data"].get(TIMING_KEY))
+        if warning:
+            print(f"lanesad-bag: warning: {warning}", file=sys.stderr)
         return 0
     except (BagError, DataError) as exc:
         print(f"lanesad-bag: error: {exc}", file=sys.stderr)

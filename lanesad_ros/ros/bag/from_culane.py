@@ -5,11 +5,16 @@ from pathlib import Path
 
 from lanesad_ros.data.culane import read_culane_list
 from lanesad_ros.data.frames import assign_slots
-from lanesad_ros.ros.bag.writer import write_frames
+from lanesad_ros.ros.bag.typestore import NOMINAL_RATE_HZ
+from lanesad_ros.ros.bag.writer import nominal_timing, write_frames
 
 
-def from_culane(root: str | Path, list_file: str | Path, out: str | Path, **kwargs) -> int:
-    """CULane folder + list file -> bag with images and ground truth (scene category kept)."""
+def from_culane(root: str | Path, list_file: str | Path, out: str | Path, rate_hz: float = NOMINAL_RATE_HZ,
+                **kwargs) -> int:
+    """CULane folder + list file -> bag with images and ground truth (scene category kept).
+
+    CULane lists carry no frame times: frames are stamped at a nominal ``rate_hz``, and the bag says so.
+    """
     frames = read_culane_list(list_file, root=root)
 
     def gen():
@@ -19,4 +24,5 @@ def from_culane(root: str | Path, list_file: str | Path, out: str | Path, **kwar
                 f.slots = assign_slots(f.lanes, img.shape[1])
             yield img, f
 
-    return write_frames(out, gen(), total=len(frames), desc="culane", **kwargs)
+    timing = nominal_timing(rate_hz, "CULane lists carry no frame times")
+    return write_frames(out, gen(), rate_hz=rate_hz, total=len(frames), desc="culane", timing=timing, **kwargs)

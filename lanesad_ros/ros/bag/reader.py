@@ -5,7 +5,6 @@ still be read: they are yielded, and the problem is appended to ``BagReader.prob
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -14,14 +13,12 @@ import numpy as np
 
 from lanesad_ros.data.frames import LabelledFrame
 from lanesad_ros.data.tusimple import label_to_frame
-from lanesad_ros.lanes import LaneDetections
-from lanesad_ros.metrics.tusimple import infer_h_samples
+from lanesad_ros.ros.bag.ground_truth import GroundTruthIndex, frame_from_ground_truth
+from lanesad_ros.ros.bag.matching import match_frames
 from lanesad_ros.ros.bag.storage import _Conn, open_source
 from lanesad_ros.ros.bag.typestore import (
-    CATEGORIES_KEY,
     DEFAULT_GT_TOPIC,
     DEFAULT_IMAGE_TOPIC,
-    H_SAMPLES_KEY,
     IMAGE_TYPES,
     LANE_ARRAY_TYPE,
     BagError,
@@ -44,12 +41,13 @@ class BagReader:
     """Iterates a bag's camera frames with their ground truth.
 
     ``image_topic`` None picks the only image topic (or /image_raw among several).
-    Ground truth comes from ``gt_topic`` when the bag has it, or from ``labels``: a list of
-    LabelledFrames (or TuSimple label dicts) matched by header stamp when they carry
-    ``meta["stamp_ns"]`` / ``"stamp_ns"``, else by frame index. Problems that do not stop
-    reading (truncation, a ground-truth topic of the wrong type, undecodable messages) are
-    appended to ``problems``, a bag without ground truth to ``notes``; a bag with no readable
-    image topic raises BagError.
+    Ground truth comes from ``gt_topic`` when the bag has it (paired with the images as
+    ``ground_truth_for_frames`` says), or from ``labels``: a list of LabelledFrames (or TuSimple
+    label dicts) matched by header stamp when they carry ``meta["stamp_ns"]``, else by frame
+    index. Problems that do not stop reading (truncation, a ground-truth topic of the wrong
+    type, undecodable messages, frames whose ground truth cannot be told apart) are appended to
+    ``problems``, a bag without ground truth to ``notes``; a bag with no readable image topic
+    raises BagError.
     """
 
     def __init__(self, path: str | Path, image_topic: str | None = None, gt_topic: str | None = DEFAULT_GT_TOPIC,
@@ -121,12 +119,6 @@ class BagReader:
                     self.gt_topic, self.gt_conns = gt_topic, cands
         for c in self.image_conns:
             self._ensure_type(c)
-        self.h_samples = None
-        if H_SAMPLES_KEY in self.custom:
-            try:
-                self.h_samples = np.asarray(json.loads(self.custom[H_SAMPLES_KEY]), dtype=np.float64)
-            except (ValueError, TypeError):
-                self.problems.append(f"custom data {H_SAMPLES_KEY} is not a JSON list; h_samples inferred")
 
     @staticmethod
     def _describe(topics: dict) -> str:
@@ -140,8 +132,9 @@ class BagReader:
         """Image messages according to the bag's metadata (0 when unknown, e.g. recovered bags)."""
         return int(self.source.counts.get(self.image_topic, 0))
 
-    def _read(self, conns: list[_Conn]) -> Iterator[tuple[int, Any, bytes]]:
-        """(timestamp, deserialised message, CDR bytes) for conns; records errors, stops at truncation."""
+    def _read(self, conns: list[_Conn], quiet: bool = False) -> Iterator[tuple[int, Any, bytes]]:
+        """(timestamp, deserialised message, CDR bytes) for conns; records errors (unless ``quiet``: a
+        second pass over the same messages), stops at truncation."""
         store = typestore()
         n = 0
         try:
@@ -149,61 +142,82 @@ class BagReader:
                 try:
                     msg = store.deserialize_cdr(data, conn.msgtype)
                 except Exception as exc:  # noqa: BLE001 - one bad message must not end the run
-                    self.problems.append(f"{conn.topic} message at t={timestamp}: cannot deserialise ({exc})")
+                    if not quiet:
+                        self.problems.append(f"{conn.topic} message at t={timestamp}: cannot deserialise ({exc})")
                     continue
                 n += 1
                 yield timestamp, msg, data
         except Exception as exc:  # noqa: BLE001 - truncated storage: keep what was read
-            topics = ", ".join(sorted({c.topic for c in conns}))
-            self.problems.append(f"{self.path}: reading {topics} stopped after {n} messages "
-                                 f"({type(exc).__name__}: {exc})")
+            if not quiet:
+                topics = ", ".join(sorted({c.topic for c in conns}))
+                self.problems.append(f"{self.path}: reading {topics} stopped after {n} messages "
+                                     f"({type(exc).__name__}: {exc})")
 
-    def _ground_truth_by_stamp(self) -> dict[int, LabelledFrame]:
-        gts: dict[int, LaneDetections] = {}
-        for _, msg, _ in self._read(self.gt_conns):
-            gts[stamp_to_ns(msg.header.stamp)] = lane_array_to_detections(msg)
-        h = self.h_samples
-        if h is None:
-            h = infer_h_samples(y for det in gts.values() for lane in det.lanes for y in lane.image_points[:, 1])
-        try:
-            categories = json.loads(self.custom.get(CATEGORIES_KEY, "{}"))
-        except ValueError:
-            categories = {}
-            self.problems.append(f"custom data {CATEGORIES_KEY} is not JSON; categories ignored")
-        out = {}
-        for stamp, det in gts.items():
-            meta = {"source": f"{self.path}:{self.gt_topic}"}
-            if str(stamp) in categories:
-                meta["category"] = categories[str(stamp)]
-            out[stamp] = LabelledFrame(image_path=None, image=None,
-                                       lanes=[lane.image_points for lane in det.lanes],
-                                       slots=[int(lane.slot) for lane in det.lanes], h_samples=h,
-                                       width=det.image_width, height=det.image_height, meta=meta)
-        return out
+    def image_keys(self) -> list[tuple[int, int]]:
+        """(bag time, header stamp) of every readable image message, in recording order (the frame
+        ``index`` of ``frames()``), without decoding the images."""
+        return [(timestamp, stamp_to_ns(msg.header.stamp)) for timestamp, msg, _ in self._read(self.image_conns, True)]
 
-    def _labels_lookup(self):
-        frames = [label_to_frame(l, None, f"label {i}") if isinstance(l, dict) else l
-                  for i, l in enumerate(self.labels)]
-        stamps = [f.meta.get("stamp_ns") if hasattr(f, "meta") else None for f in frames]
-        if all(s is not None for s in stamps) and frames:
-            by_stamp = {int(s): f for s, f in zip(stamps, frames, strict=True)}
-            return lambda index, stamp: by_stamp.get(stamp)
-        return lambda index, stamp: frames[index] if index < len(frames) else None
+    def _ground_truth(self) -> list[tuple[int, int, Any]]:
+        """(header stamp, bag time, LabelledFrame) of every ground-truth message, in recording order."""
+        msgs = [(stamp_to_ns(msg.header.stamp), timestamp, lane_array_to_detections(msg))
+                for timestamp, msg, _ in self._read(self.gt_conns)]
+        index = GroundTruthIndex.from_custom(self.custom, [m[0] for m in msgs], self.problems, self.notes)
+        source = f"{self.path}:{self.gt_topic}"
+        return [(stamp, timestamp, frame_from_ground_truth(det, index.h_samples(k), index.category(k), source))
+                for k, (stamp, timestamp, det) in enumerate(msgs)]
+
+    def ground_truth_for_frames(self) -> list[Any]:
+        """Per image message (recording order): its ground truth (LabelledFrame or label) or None.
+
+        From the ground-truth topic: paired as ``matching.match_frames`` does (unique header stamp,
+        else order of recording inside a tie, else bag time); what cannot be paired is reported in
+        ``problems`` and left unscored. From ``labels``: by header stamp when the labels carry
+        ``meta["stamp_ns"]``, else by frame index.
+        """
+        keys = self.image_keys()
+        if self.gt_topic is not None:
+            gts = self._ground_truth()
+            match = match_frames([k[1] for k in keys], [g[0] for g in gts], [k[0] for k in keys],
+                                 [g[1] for g in gts])
+            self.notes.extend(match.notes)
+            self.problems.extend(match.problems)
+            out = [None if g is None else gts[g][2] for g in match.gt_index]
+            if match.unmatched:
+                self.problems.append(f"{match.unmatched} frames have no matching ground truth")
+            return out
+        if self.labels is not None:
+            frames = [label_to_frame(l, None, f"label {i}") if isinstance(l, dict) else l
+                      for i, l in enumerate(self.labels)]
+            stamps = [f.meta.get("stamp_ns") if hasattr(f, "meta") else None for f in frames]
+            if all(s is not None for s in stamps) and frames:
+                match = match_frames([k[1] for k in keys], [int(s) for s in stamps])
+                self.notes.extend(match.notes)
+                self.problems.extend(match.problems)
+                out = [None if g is None else frames[g] for g in match.gt_index]
+            else:
+                out = [frames[i] if i < len(frames) else None for i in range(len(keys))]
+            missing = sum(g is None for g in out)
+            if missing:
+                self.problems.append(f"{missing} frames have no matching ground truth")
+            return out
+        return [None] * len(keys)
 
     def serialized_images(self) -> Iterator[tuple[int, int, bytes]]:
         """(bag time, header stamp, CDR bytes) of every readable image: what replay publishes unchanged."""
         for timestamp, msg, data in self._read(self.image_conns):
             yield timestamp, stamp_to_ns(msg.header.stamp), bytes(data)
 
-    def frames(self) -> Iterator[BagFrame]:
-        """Every readable image as a BagFrame; undecodable images are skipped and recorded."""
-        lookup = None
-        if self.gt_topic is not None:
-            by_stamp = self._ground_truth_by_stamp()
-            lookup = lambda index, stamp: by_stamp.get(stamp)  # noqa: E731
-        elif self.labels is not None:
-            lookup = self._labels_lookup()
-        missing_gt = 0
+    def frames(self, ground_truth: bool = True) -> Iterator[BagFrame]:
+        """Every readable image as a BagFrame, with its ground truth (``ground_truth_for_frames``) unless
+        ``ground_truth`` is False; undecodable images are skipped and recorded."""
+        for _, frame in self.indexed_frames(ground_truth):
+            yield frame
+
+    def indexed_frames(self, ground_truth: bool = True) -> Iterator[tuple[int, BagFrame]]:
+        """(index among the image messages in recording order, BagFrame), as ``frames()``."""
+
+        gts = self.ground_truth_for_frames() if ground_truth and self.has_ground_truth else None
         read = 0
         for index, (timestamp, msg, _) in enumerate(self._read(self.image_conns)):
             read += 1
@@ -213,12 +227,8 @@ class BagReader:
             except Exception as exc:  # noqa: BLE001 - ImageConversionError and decoder errors
                 self.problems.append(f"{self.image_topic} frame {index} (stamp {stamp}): {exc}")
                 continue
-            gt = lookup(index, stamp) if lookup else None
-            if lookup and gt is None:
-                missing_gt += 1
-            yield BagFrame(timestamp, bgr, stamp, str(msg.header.frame_id), gt)
-        if missing_gt:
-            self.problems.append(f"{missing_gt} frames have no matching ground truth")
+            gt = gts[index] if gts is not None and index < len(gts) else None
+            yield index, BagFrame(timestamp, bgr, stamp, str(msg.header.frame_id), gt)
         if self.expected_frames is not None and self.expected_frames > read:
             self.problems.append(f"{self.path}: only {read} of {self.expected_frames} image messages "
                                  f"on {self.image_topic} were readable")

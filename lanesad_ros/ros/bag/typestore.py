@@ -32,10 +32,19 @@ DEFAULT_IMAGE_TOPIC = "/image_raw"
 DEFAULT_GT_TOPIC = "/lanes_gt"
 
 
-H_SAMPLES_KEY = "lanesad_ros.h_samples"
+GROUND_TRUTH_KEY = "lanesad_ros.ground_truth"  # JSON: per ground-truth message h_samples and category (ground_truth.py)
 
 
-CATEGORIES_KEY = "lanesad_ros.categories"  # JSON {header stamp ns: CULane scene category}
+H_SAMPLES_KEY = "lanesad_ros.h_samples"  # older bags: one JSON list of h_samples for every frame
+
+
+CATEGORIES_KEY = "lanesad_ros.categories"  # older bags: JSON {header stamp ns: CULane scene category}
+
+
+TIMING_KEY = "lanesad_ros.timing"  # JSON: how the frame times were obtained (writer.write_frames)
+
+
+NOMINAL_RATE_HZ = 10.0  # frame rate given to sources without frame times (label sets, image sequences)
 
 
 STORAGES = ("mcap", "sqlite3")

@@ -1,12 +1,15 @@
 """Writing bags: Image / CompressedImage / LaneArray messages, ``BagWriter``, ``write_frames``, ``remove_bag``.
 
 Ground truth goes to a LaneArray topic (default ``/lanes_gt``) whose header stamps equal the
-images'; TuSimple h_samples and CULane scene categories go into the bag's custom metadata.
+images', stored as ``ground_truth`` describes (exact label points, empty lanes, per-frame h_samples
+and category). How the frame times were obtained (the source's own, or nominal) goes into the bag's
+custom metadata as ``lanesad_ros.timing``.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import struct
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,18 +19,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lanesad_ros.data.frames import assign_slots
+from lanesad_ros.ros.bag.ground_truth import GroundTruthIndex, ground_truth_lanes
 from lanesad_ros.ros.bag.typestore import (
-    CATEGORIES_KEY,
     COMPRESSED_TYPE,
     DEFAULT_GT_TOPIC,
     DEFAULT_IMAGE_TOPIC,
-    H_SAMPLES_KEY,
+    GROUND_TRUTH_KEY,
     IMAGE_TYPE,
     LANE_ARRAY_TYPE,
     LANE_TYPE,
+    NOMINAL_RATE_HZ,
     START_NS,
     STORAGES,
+    TIMING_KEY,
     BagError,
     typestore,
 )
@@ -61,7 +65,8 @@ def image_message(bgr: np.ndarray, stamp_ns: int, frame_id: str, compressed: boo
 
 def lane_array_message(lanes: Iterable[np.ndarray], slots: Iterable[int], stamp_ns: int, frame_id: str,
                        size: tuple[int, int], model_name: str = "ground_truth"):
-    """A rosbags LaneArray dataclass from (N, 2) point arrays (bottom -> top) and slots."""
+    """A rosbags LaneArray dataclass from (N, 2) point arrays and slots, lanes in the given order, each lane's
+    points bottom -> top (a lane may have no points: see ``ground_truth``)."""
     ts = typestore()
     lane_cls, p32 = ts.types[LANE_TYPE], ts.types["geometry_msgs/msg/Point32"]
     msgs = []
@@ -70,7 +75,6 @@ def lane_array_message(lanes: Iterable[np.ndarray], slots: Iterable[int], stamp_
         pts = pts[np.argsort(-pts[:, 1], kind="stable")]
         msgs.append(lane_cls(slot=int(slot), confidence=1.0,
                              image_points=[p32(x=float(x), y=float(y), z=0.0) for x, y in pts], ground_points=[]))
-    msgs.sort(key=lambda m: m.slot)
     return ts.types[LANE_ARRAY_TYPE](header=_header(stamp_ns, frame_id), image_width=int(size[0]),
                                      image_height=int(size[1]), ground_frame_id="", model_name=model_name,
                                      weights_name="", inference_latency_ms=0.0, lanes=msgs)
@@ -81,13 +85,14 @@ class BagWriter:
 
     ``with BagWriter(out, storage="mcap") as w: w.write(bgr, stamp_ns, ground_truth)``;
     ground truth is a LabelledFrame (or anything with ``lanes``/``slots``) and is written
-    to ``gt_topic`` with the image's stamp. The bag is finalised even when an exception
-    escapes, so whatever was written stays readable.
+    to ``gt_topic`` with the image's stamp, as ``ground_truth`` describes. ``timing``: how the
+    frame times were obtained, stored as ``lanesad_ros.timing`` (see ``write_frames``). The bag
+    is finalised even when an exception escapes, so whatever was written stays readable.
     """
 
     def __init__(self, path: str | Path, storage: str = "mcap", image_topic: str | None = None,
                  compressed: bool = False, gt_topic: str = DEFAULT_GT_TOPIC, frame_id: str = "camera",
-                 jpeg_quality: int = 90) -> None:
+                 jpeg_quality: int = 90, timing: dict | None = None) -> None:
         # Lazy: rosbags is an optional dependency (setup.py extra "eval"); only bag work needs it.
         from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -109,34 +114,33 @@ class BagWriter:
         self._image_type = COMPRESSED_TYPE if compressed else IMAGE_TYPE
         self._image_conn = self._writer.add_connection(self.image_topic, self._image_type, typestore=typestore())
         self._gt_conn = None
-        self._h_samples: list[int] | None = None
-        self._categories: dict[str, str] = {}
+        self._gt_index = GroundTruthIndex()
+        self.timing = timing
         self.frames = 0
 
-    def write(self, bgr: np.ndarray, stamp_ns: int, ground_truth: Any = None) -> None:
+    def write(self, bgr: np.ndarray, stamp_ns: int, ground_truth: Any = None, bag_time_ns: int | None = None) -> None:
+        """One image with header stamp ``stamp_ns`` (+ its ground truth), recorded at ``bag_time_ns``
+        (default: the stamp; a camera that leaves stamps empty still has real receive times)."""
         ts = typestore()
+        bag_time = stamp_ns if bag_time_ns is None else int(bag_time_ns)
         msg = image_message(bgr, stamp_ns, self.frame_id, self.compressed, self.quality)
-        self._writer.write(self._image_conn, stamp_ns, ts.serialize_cdr(msg, self._image_type))
+        self._writer.write(self._image_conn, bag_time, ts.serialize_cdr(msg, self._image_type))
         if ground_truth is not None:
             if self._gt_conn is None:
                 self._gt_conn = self._writer.add_connection(self.gt_topic, LANE_ARRAY_TYPE, typestore=ts)
-            lanes = [np.asarray(l, dtype=np.float32).reshape(-1, 2) for l in ground_truth.lanes]
-            slots = getattr(ground_truth, "slots", None) or assign_slots(lanes, bgr.shape[1])
-            gt = lane_array_message(lanes, slots, stamp_ns, self.frame_id, (bgr.shape[1], bgr.shape[0]))
-            self._writer.write(self._gt_conn, stamp_ns, ts.serialize_cdr(gt, LANE_ARRAY_TYPE))
-            h = getattr(ground_truth, "h_samples", None)
-            if h is not None and self._h_samples is None:
-                self._h_samples = [int(v) for v in np.asarray(h).reshape(-1)]
-            category = getattr(ground_truth, "meta", {}).get("category")
-            if category:
-                self._categories[str(stamp_ns)] = str(category)
+            lanes = ground_truth_lanes(ground_truth, bgr.shape[1])
+            gt = lane_array_message([p for p, _ in lanes], [s for _, s in lanes], stamp_ns, self.frame_id,
+                                    (bgr.shape[1], bgr.shape[0]))
+            self._writer.write(self._gt_conn, bag_time, ts.serialize_cdr(gt, LANE_ARRAY_TYPE))
+            self._gt_index.add(getattr(ground_truth, "h_samples", None),
+                               getattr(ground_truth, "meta", {}).get("category"))
         self.frames += 1
 
     def close(self) -> None:
-        if self._h_samples is not None:
-            self._writer.set_custom_data(H_SAMPLES_KEY, json.dumps(self._h_samples))
-        if self._categories:
-            self._writer.set_custom_data(CATEGORIES_KEY, json.dumps(self._categories))
+        if len(self._gt_index):
+            self._writer.set_custom_data(GROUND_TRUTH_KEY, self._gt_index.to_json())
+        if self.timing is not None:
+            self._writer.set_custom_data(TIMING_KEY, json.dumps(self.timing))
         self._writer.close()
 
     def __enter__(self) -> BagWriter:
@@ -150,17 +154,59 @@ def _progress(it, total: int | None, desc: str):
     return tqdm(it, total=total, desc=desc, unit="frame", file=sys.stderr, disable=not sys.stderr.isatty())
 
 
-def write_frames(out: str | Path, frames: Iterable[tuple[np.ndarray, Any]], storage: str = "mcap",
-                 compressed: bool = False, rate_hz: float = 10.0, image_topic: str | None = None,
-                 gt_topic: str = DEFAULT_GT_TOPIC, total: int | None = None, desc: str = "bag") -> int:
-    """Write (bgr, ground truth or None) pairs as a bag at ``rate_hz``; returns frames written."""
+def nominal_timing(rate_hz: float, reason: str) -> dict:
+    """``lanesad_ros.timing`` of a bag whose frame times are made up at ``rate_hz`` (the source has none)."""
+    return {"kind": "nominal", "rate_hz": float(rate_hz), "reason": reason}
+
+
+def timing_warning(timing_json: str | None) -> str | None:
+    """What to tell the user about a bag's ``lanesad_ros.timing``; None when times are the source's own."""
+    timing = json.loads(timing_json) if timing_json else {}
+    if timing.get("kind") == "nominal":
+        return (f"{timing.get('reason')}: frames stamped at a nominal {timing.get('rate_hz')} Hz "
+                f"(recorded in the bag as {TIMING_KEY})")
+    if timing.get("frames_timed_by_frame_rate"):
+        return (f"{timing['frames_timed_by_frame_rate']} frames had no usable time in the video: "
+                f"spaced by its frame rate (recorded in the bag as {TIMING_KEY})")
+    return None
+
+
+def write_frames(out: str | Path, frames: Iterable[tuple], storage: str = "mcap", compressed: bool = False,
+                 rate_hz: float = NOMINAL_RATE_HZ, image_topic: str | None = None, gt_topic: str = DEFAULT_GT_TOPIC,
+                 total: int | None = None, desc: str = "bag", timing: dict | None = None) -> int:
+    """Write (bgr, ground truth or None[, source time ns]) tuples as a bag; returns frames written.
+
+    A frame's header stamp and bag time are START_NS plus its source time (from the first frame's) when
+    given, else plus index / ``rate_hz``. ``timing`` (stored as ``lanesad_ros.timing``) says which:
+    {"kind": "source", ...} or ``nominal_timing(...)``; default: nominal at ``rate_hz``.
+    """
     if rate_hz <= 0:
         raise BagError(f"rate must be positive, got {rate_hz}")
     period = int(round(1e9 / rate_hz))
-    with BagWriter(out, storage=storage, image_topic=image_topic, compressed=compressed, gt_topic=gt_topic) as w:
-        for i, (bgr, gt) in enumerate(_progress(frames, total, desc)):
-            w.write(bgr, START_NS + i * period, gt)
+    timing = timing or nominal_timing(rate_hz, "the source gives no frame times")
+    with BagWriter(out, storage=storage, image_topic=image_topic, compressed=compressed, gt_topic=gt_topic,
+                   timing=timing) as w:
+        t0 = None
+        for i, item in enumerate(_progress(frames, total, desc)):
+            bgr, gt = item[0], item[1]
+            t = item[2] if len(item) > 2 else None
+            if t is not None:
+                t0 = t if t0 is None else t0
+                stamp = START_NS + int(t - t0)
+            else:
+                stamp = START_NS + i * period
+            w.write(bgr, stamp, gt)
         return w.frames
+
+
+def restamp_cdr(data: bytes, stamp_ns: int) -> bytes:
+    """CDR bytes of a message that starts with a std_msgs/Header (Image, CompressedImage, LaneArray)
+    with the header stamp replaced by ``stamp_ns``; the rest is unchanged."""
+    if len(data) < 12 or data[0] != 0 or data[1] not in (0, 1):
+        raise BagError("restamp: not a plain CDR message (unexpected encapsulation header)")
+    out = bytearray(data)
+    struct.pack_into("<iI" if data[1] == 1 else ">iI", out, 4, int(stamp_ns // 10**9), int(stamp_ns % 10**9))
+    return bytes(out)
 
 
 def remove_bag(path: Path) -> None:

@@ -9,8 +9,8 @@ none of these tells apart are not scored, and the reader reports them (never a s
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 
 @dataclass
