@@ -16,19 +16,19 @@ def plot_accuracy(runs: list[ModelRun], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    t0 = runs[0].results[0].stamp_ns if runs[0].results else 0
+    t0 = runs[0].results[0].time_ns if runs[0].results else 0
     for run in runs:
         scored = [r for r in run.results if r.tusimple is not None]
         if scored:
-            ax.plot([(r.stamp_ns - t0) / 1e9 for r in scored], [r.tusimple["accuracy"] for r in scored],
+            ax.plot([(r.time_ns - t0) / 1e9 for r in scored], [r.tusimple["accuracy"] for r in scored],
                     ".-", lw=1, label=f"{run.name} accuracy")
         else:
             answered = [r for r in run.results if r.lanes is not None]
-            ax.plot([(r.stamp_ns - t0) / 1e9 for r in answered], [len(r.lanes) for r in answered],
+            ax.plot([(r.time_ns - t0) / 1e9 for r in answered], [len(r.lanes) for r in answered],
                     ".-", lw=1, label=f"{run.name} lanes found")
         dropped = [r for r in run.results if r.lanes is None]
         if dropped:
-            ax.plot([(r.stamp_ns - t0) / 1e9 for r in dropped], [0] * len(dropped), "rx", label=f"{run.name} dropped")
+            ax.plot([(r.time_ns - t0) / 1e9 for r in dropped], [0] * len(dropped), "rx", label=f"{run.name} dropped")
     ax.set_xlabel("time in bag (s)")
     ax.set_ylabel("TuSimple accuracy" if any(r.tusimple for r in runs[0].results) else "lanes")
     ax.set_title("per-frame accuracy")

@@ -36,6 +36,12 @@ class FrameResult:
     culane: dict | None = None
     exist_prob: np.ndarray | None = None  # (L,) every slot's existence probability, when the detector gives it
     slot_present: np.ndarray | None = None  # (L,) bool: the ground truth has a lane in that slot
+    bag_time_ns: int | None = None  # when the frame was recorded (its stamp may be 0 or repeated)
+
+    @property
+    def time_ns(self) -> int:
+        """The frame's time for time axes and rates: its bag time, else its header stamp."""
+        return self.stamp_ns if self.bag_time_ns is None else self.bag_time_ns
 
 
 @dataclass
@@ -52,8 +58,10 @@ class ModelRun:
     errors: list[str] = field(default_factory=list)
 
     def add(self, index: int, stamp_ns: int, gt: Any, lanes: list[Lane] | None, latency_ms: float | None,
-            inference_ms: float | None = None, exist_prob: np.ndarray | None = None) -> FrameResult:
-        res = FrameResult(index, stamp_ns, lanes, latency_ms, inference_ms, exist_prob=exist_prob)
+            inference_ms: float | None = None, exist_prob: np.ndarray | None = None,
+            bag_time_ns: int | None = None) -> FrameResult:
+        res = FrameResult(index, stamp_ns, lanes, latency_ms, inference_ms, exist_prob=exist_prob,
+                          bag_time_ns=bag_time_ns)
         if gt is not None and exist_prob is not None:
             res.slot_present = slot_presence(gt.slots, len(exist_prob))
         if gt is not None:

@@ -175,7 +175,7 @@ def _scores_main(args: argparse.Namespace) -> int:
     metrics = build_metrics(args.mode, args, runs, context, problems)
     fps = 10.0
     if runs and len(runs[0].results) > 1:
-        span = (runs[0].results[-1].stamp_ns - runs[0].results[0].stamp_ns) / 1e9
+        span = (runs[0].results[-1].time_ns - runs[0].results[0].time_ns) / 1e9
         fps = max(1.0, min(60.0, (len(runs[0].results) - 1) / span)) if span > 0 else 10.0
     factory = (lambda: open_reader(args, labels)) if runs else None
     metrics = write_report(out, metrics, runs, factory, args.video, args.worst, fps)

@@ -78,10 +78,10 @@ def run_offline(args: argparse.Namespace, labels: list | None, problems: list[st
                     found = det.detect(frame.image)
                 except ValueError as exc:  # DetectorError: a bad image, keep going
                     run.errors.append(f"frame {index}: {exc}")
-                    run.add(index, frame.stamp_ns, frame.ground_truth, None, None)
+                    run.add(index, frame.stamp_ns, frame.ground_truth, None, None, bag_time_ns=frame.timestamp_ns)
                     continue
                 run.add(index, frame.stamp_ns, frame.ground_truth, found.lanes, found.latency_ms,
-                        exist_prob=found.exist_prob)
+                        exist_prob=found.exist_prob, bag_time_ns=frame.timestamp_ns)
             bar.update(1)
         problems.extend(reader.problems)
         context = {"notes": reader.notes + timing_notes(reader.custom), "image_topic": reader.image_topic,
@@ -208,7 +208,8 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
                 lanes, inference = det.lanes, det.latency_ms
                 run.info.setdefault("model", det.model_name)
                 run.info.setdefault("weights_name", det.weights_name)
-            run.add(index, frame.stamp_ns, frame.ground_truth, lanes, result.latency_ms(published[index]), inference)
+            run.add(index, frame.stamp_ns, frame.ground_truth, lanes, result.latency_ms(published[index]), inference,
+                    bag_time_ns=frame.timestamp_ns)
         has_gt = reader.has_ground_truth
         notes = reader.notes + ([restamped] if restamped else []) + timing_notes(reader.custom)
     if not args.weights and run.info.get("weights_name"):
