@@ -379,3 +379,37 @@ def test_live_replay_tells_zero_stamped_frames_apart(tmp_path, oracle, monkeypat
     assert m["received"] == 4 and m["tusimple"]["frames"] == 4 and m["tusimple"]["accuracy"] == 1.0
     assert any("published with their bag" in n for n in m["notes"])
     assert any("order of recording" in n for n in m["notes"])
+
+
+class _FixedDetector:
+    """Answers every frame with the same lanes (CULane pixels)."""
+
+    def __init__(self, lanes):
+        self.lanes = lanes
+        self.weights_name = self.model_name = "fixed"
+        self.weights_path = Path("fixed")
+        self.backend_name, self.device = "fake", "cpu"
+
+    def detect(self, bgr):
+        return LaneDetections([Lane(LaneSlot.UNKNOWN, 0.9, l) for l in self.lanes], 1640, 590, "fixed", "fixed",
+                              latency_ms=1.0)
+
+
+def test_culane_quirks_score_alike_from_bag_and_list(tmp_path, monkeypatch):
+    # Negative x, trailing spaces, a single-point lane flagged as existing: converted without abort, and
+    # the bag scores like the list file (and like the official counting).
+    root = _culane_clip(tmp_path, "-10.5 590 20.25 560 80 500 \n800 590 790 400 770 300\n1500.5 585 \n")
+    answer = [np.array([[-8.0, 590], [22, 560], [81, 500]]), np.array([[805.0, 590], [784, 440], [800, 290]])]
+    monkeypatch.setattr("lanesad_ros.detector.Detector.from_weights", lambda *a, **k: _FixedDetector(answer))
+    lst = root / "list" / "train_gt.txt"
+    assert bag_main(["from-culane", str(root), str(lst), str(tmp_path / "b")]) == 0
+    assert eval_main(["offline", str(tmp_path / "b"), "--out", str(tmp_path / "r_bag"), "--video", "none"]) == 0
+    assert eval_main(["offline", str(tmp_path / "b"), "--labels", str(lst), "--out", str(tmp_path / "r_lab"),
+                      "--video", "none"]) == 0
+    m_bag = json.loads((tmp_path / "r_bag" / "metrics.json").read_text())
+    m_lab = json.loads((tmp_path / "r_lab" / "metrics.json").read_text())
+    gt = read_culane_list(lst)[0].lanes
+    tp, fp, fn, _ = culane_metric.match_lanes(answer, gt)
+    assert (m_bag["culane"]["tp"], m_bag["culane"]["fp"], m_bag["culane"]["fn"]) == (tp, fp, fn)
+    assert m_bag["culane"] == m_lab["culane"] and fn >= 1  # the 1-point lane is always missed
+    assert m_bag["per_frame"] == m_lab["per_frame"]
