@@ -413,3 +413,23 @@ def test_culane_quirks_score_alike_from_bag_and_list(tmp_path, monkeypatch):
     assert (m_bag["culane"]["tp"], m_bag["culane"]["fp"], m_bag["culane"]["fn"]) == (tp, fp, fn)
     assert m_bag["culane"] == m_lab["culane"] and fn >= 1  # the 1-point lane is always missed
     assert m_bag["per_frame"] == m_lab["per_frame"]
+
+
+def test_bags_written_before_per_frame_metadata_still_read(tmp_path):
+    from lanesad_ros.ros.bag.ground_truth import GroundTruthIndex
+    from lanesad_ros.ros.bag.typestore import CATEGORIES_KEY, H_SAMPLES_KEY
+
+    frames = [label_to_frame(l, None) for l in LABELS]
+    frames[1].meta["category"] = "night"
+    writer = BagWriter(tmp_path / "old")
+    for i, f in enumerate(frames):
+        writer.write(np.zeros((8, 8, 3), np.uint8), START_NS + i, f)
+    writer._gt_index = GroundTruthIndex()  # the old writer kept the first h_samples and categories by stamp
+    writer._writer.set_custom_data(H_SAMPLES_KEY, json.dumps(H240))
+    writer._writer.set_custom_data(CATEGORIES_KEY, json.dumps({str(START_NS + 1): "night"}))
+    writer.close()
+    with BagReader(tmp_path / "old") as reader:
+        gts = reader.ground_truth_for_frames()
+        assert not reader.problems and any("convert it again" in n for n in reader.notes)
+    assert all(list(g.h_samples) == H240 for g in gts)
+    assert [g.meta.get("category") for g in gts] == [None, "night", None]
