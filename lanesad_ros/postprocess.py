@@ -1,5 +1,11 @@
 """Network probability maps -> lane polylines in source-image pixels.
 
+Per lane and sample row the decoder takes the column of the (box-smoothed) probability
+maximum, keeps rows whose maximum clears ``prob_threshold``, and fits the lane hyperbola of
+``lanefit`` to them (robust to rows whose maximum jumped to another blob, weighted by the
+peak probability). The polyline is that fit sampled between the highest and the lowest
+supporting row, so it bends one way only: no S-curve, loop or curl (see ``lanefit``).
+
 Only the rows that will be reported are read from the maps (a band of ``smooth_kernel[0]``
 rows around each), so the cost grows with the number of sample rows, not with the map
 size. ``LaneDecoder.band_index`` names those rows so a backend can take the softmax of
@@ -15,10 +21,11 @@ import cv2
 import numpy as np
 
 from lanesad_ros.existence import apply_calibration, as_calibration
+from lanesad_ros.lanefit import FitTables, fit_lanes, horizon_grid, make_tables
 from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, Lane, LaneSlot
 from lanesad_ros.preprocess import Preprocessor
 
-FITS = ("spline", "poly", "none")
+FITS = ("hyperbola", "none")
 
 
 @dataclass(frozen=True)
@@ -31,10 +38,11 @@ class PostprocessConfig:
     explicit sequence of source rows. Rows inside the cropped sky are never reported.
     ``smooth_kernel``: (rows, columns) of the box filter applied to each lane map before the
     per-row maximum; (1, 1) turns smoothing off.
-    ``fit``: "spline" (scipy smoothing spline), "poly" (robust polynomial of ``poly_degree``,
-    lowered for lanes with few points) or "none" (the raw per-row maxima). Both fits first
-    drop per-row maxima more than ``outlier_px`` map pixels off a robust polynomial. Fitted curves are only sampled between the highest
-    and the lowest row where the lane was seen.
+    ``fit``: "hyperbola" (the robust lane hyperbola of ``lanesad_ros.lanefit``; a straight
+    line for lanes with fewer than ``min_curve_points`` supporting rows) or "none" (the raw
+    per-row maxima). Rows whose maximum lies more than ``outlier_px`` map pixels (normal
+    distance) off the fit are outliers. Fitted curves are only sampled between the highest and
+    the lowest supporting row.
     ``exist_calibration``: (scale, bias) of the map ``logit(p') = scale * logit(p) + bias``
     applied to the network's existence probabilities before ``exist_threshold`` (Platt or
     temperature scaling fitted on validation frames, ``lanesad_ros.existence``); a mapping
@@ -47,9 +55,8 @@ class PostprocessConfig:
     min_points: int = 4
     rows: str | Sequence[float] = "tusimple"
     row_step: float = 10.0
-    fit: str = "poly"
-    poly_degree: int = 5
-    spline_smoothing: float = 1.0
+    fit: str = "hyperbola"
+    min_curve_points: int = 8
     outlier_px: float = 10.0
     subpixel: bool = True
     exist_calibration: tuple[float, float] = (1.0, 0.0)
@@ -77,8 +84,10 @@ class PostprocessConfig:
             raise ValueError(f"PostprocessConfig.min_points must be >= 2, got {self.min_points}")
         if self.row_step <= 0:
             raise ValueError(f"PostprocessConfig.row_step must be > 0, got {self.row_step}")
-        if self.poly_degree < 1:
-            raise ValueError(f"PostprocessConfig.poly_degree must be >= 1, got {self.poly_degree}")
+        if self.min_curve_points < 3:
+            raise ValueError(f"PostprocessConfig.min_curve_points must be >= 3, got {self.min_curve_points}")
+        if self.outlier_px <= 0:
+            raise ValueError(f"PostprocessConfig.outlier_px must be > 0, got {self.outlier_px}")
 
     def with_overrides(self, **overrides) -> "PostprocessConfig":
         """A copy with some fields replaced; unknown names raise a clear error."""
@@ -136,14 +145,10 @@ class LaneDecoder:
         ky = self.config.smooth_kernel[0]
         offsets = np.arange(ky) - ky // 2
         band = np.clip(offsets[:, None] + centre[None, :], 0, h - 1)
-        # Polynomials are fitted in t = (v - mid) / half-range, where high powers stay well conditioned.
         v_seen = centre.astype(np.float64)
-        mid = float(v_seen.mean()) if len(v_seen) else 0.0
-        half = max(float(np.ptp(v_seen)) / 2.0, 1.0) if len(v_seen) else 1.0
-        powers = np.arange(self.config.poly_degree + 1)
-        tables = _RowTables(ys=ys, v=v, band=band, v_seen=v_seen,
-                            vander_seen=((v_seen - mid) / half)[:, None] ** powers,
-                            vander_out=((v - mid) / half)[:, None] ** powers)
+        _, y_seen = self.preprocessor.to_source(np.zeros_like(v_seen), v_seen, key)
+        fit = make_tables(y_seen, ys, horizon_grid(key[1], self.preprocessor.crop_rows(key[1])), key[1])
+        tables = _RowTables(ys=ys, v=v, band=band, v_seen=v_seen, fit=fit)
         self._rows_cache[key] = tables
         return tables
 
@@ -175,7 +180,7 @@ class LaneDecoder:
         if src_w <= 0 or src_h <= 0:
             raise ValueError(f"source_size must be positive (width, height), got {source_size}")
         tables = self.row_tables((src_w, src_h))
-        ys, v, band, v_seen = tables.ys, tables.v, tables.band, tables.v_seen
+        ys, band = tables.ys, tables.band
         present = np.flatnonzero(exist_prob > cfg.exist_threshold)
         if present.size == 0 or ys.size == 0:
             return []
@@ -200,14 +205,12 @@ class LaneDecoder:
             curved = denom < -1e-6
             u += np.where(curved, 0.5 * (left - right) / np.where(curved, denom, -1.0), 0.0)
         seen = peak > cfg.prob_threshold
-        if cfg.fit != "none":
-            u_fit, seen = _robust_poly_fit(u, seen, tables, cfg)
-        if cfg.fit == "spline":
-            for k in range(len(present)):
-                if np.count_nonzero(seen[k]) >= cfg.min_points:
-                    u_fit[k] = _spline_eval(u[k, seen[k]], v_seen[seen[k]], v, cfg.spline_smoothing)
-        elif cfg.fit == "none":
-            u_fit = np.where(seen, u, np.nan)
+        sx = src_w / self.preprocessor.input_size[1]
+        x = (u + 0.5) * sx - 0.5  # map column -> source x (Preprocessor.to_source)
+        if cfg.fit == "hyperbola":
+            fit = fit_lanes(x, np.where(seen, peak, 0.0), tables.fit, inlier_px=cfg.outlier_px * sx,
+                            min_curve_points=cfg.min_curve_points)
+            x, seen = fit.x_out, fit.inliers
         lanes = []
         for k, lane_index in enumerate(present):
             ok = seen[k]
@@ -216,14 +219,13 @@ class LaneDecoder:
             if cfg.fit == "none":
                 sample = ok
             else:
-                seen_rows = v_seen[ok]
-                sample = (v >= seen_rows.min() - 0.5) & (v <= seen_rows.max() + 0.5)
-            x, _ = self.preprocessor.to_source(u_fit[k, sample], ys[sample], (src_w, src_h))
-            y = ys[sample]
-            on_image = (x >= -0.5) & (x <= src_w - 0.5)
+                rows = np.flatnonzero(ok)
+                sample = slice(rows[0], rows[-1] + 1)
+            xk, y = x[k, sample], ys[sample]
+            on_image = (xk >= -0.5) & (xk <= src_w - 0.5)
             if np.count_nonzero(on_image) < 2:
                 continue
-            points = np.stack([x[on_image], y[on_image]], axis=1)[::-1]  # rows ascend, so reverse: bottom first
+            points = np.stack([xk[on_image], y[on_image]], axis=1)[::-1]  # rows ascend, so reverse: bottom first
             lanes.append(Lane(slot=LaneSlot.from_index(int(lane_index), self.num_lanes or num_lanes),
                               confidence=float(exist_prob[lane_index]), image_points=points, index=int(lane_index)))
         return lanes
@@ -235,67 +237,14 @@ _ONE = np.ones(1, dtype=np.float32)
 @dataclass(frozen=True)
 class _RowTables:
     """Per source size: source rows ``ys`` (R,), their map rows ``v`` (float) and ``band``
-    (ky, R) indices, the map row read for each (``v_seen``), and Vandermonde matrices of the
-    normalised rows for fitting (``vander_seen``) and for sampling the fit (``vander_out``)."""
+    (ky, R) indices, the map row read for each (``v_seen``), and the lane-fit basis ``fit``
+    (points at the source rows of ``v_seen``, sampled at ``ys``)."""
 
     ys: np.ndarray
     v: np.ndarray
     band: np.ndarray
     v_seen: np.ndarray
-    vander_seen: np.ndarray
-    vander_out: np.ndarray
-
-
-def _lstsq_batched(vander: np.ndarray, u: np.ndarray, weight: np.ndarray, degree: np.ndarray) -> np.ndarray:
-    """Weighted least squares of u for every lane at once -> coefficients (n, D+1).
-
-    Lanes with fewer points get a lower ``degree``: their higher coefficients are pinned to 0.
-    """
-    used = (np.arange(vander.shape[1])[None, :] <= degree[:, None]).astype(np.float64)  # (n, D+1)
-    weighted = vander.T[None, :, :] * weight[:, None, :]  # (n, D+1, R)
-    normal = (weighted @ vander) * used[:, :, None] * used[:, None, :]
-    # Pinned coefficients get a unit diagonal; the tiny ridge keeps lanes with no points solvable.
-    normal += np.eye(vander.shape[1])[None] * ((1.0 - used) + 1e-9)[:, None, :]
-    rhs = (weighted @ u[:, :, None])[..., 0] * used
-    return np.linalg.solve(normal, rhs[..., None])[..., 0]
-
-
-def _robust_poly_fit(u: np.ndarray, seen: np.ndarray, tables: _RowTables,
-                     cfg: PostprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Robust polynomial x(v) for all lanes at once; returns (u at v_out (n, R), inlier mask).
-
-    Two passes of the same fit drop maxima that jumped to another blob (residual above
-    ``outlier_px`` map pixels or 2.5 x the lane's RMS residual); the final fit runs on the
-    inliers. Degree 5 is needed for the tight curves near the horizon of real TuSimple
-    lanes (degree 3 cost ~0.7 points of TuSimple accuracy on their label geometry).
-    """
-    u_safe = np.where(seen, u, 0.0)
-    inliers = seen
-    for _ in range(2):
-        count = inliers.sum(axis=1)
-        coef = _lstsq_batched(tables.vander_seen, u_safe, inliers.astype(np.float64), _degree_for(count, cfg.poly_degree))
-        resid = np.abs(coef @ tables.vander_seen.T - u_safe)
-        rms = np.sqrt((resid ** 2 * inliers).sum(axis=1) / np.maximum(count, 1))
-        inliers = seen & (resid <= np.maximum(cfg.outlier_px, 2.5 * rms)[:, None])
-    count = inliers.sum(axis=1)
-    coef = _lstsq_batched(tables.vander_seen, u_safe, inliers.astype(np.float64), _degree_for(count, cfg.poly_degree))
-    return coef @ tables.vander_out.T, inliers
-
-
-def _degree_for(n_points, degree: int):
-    """Keep at least three points per coefficient so short lanes do not wiggle."""
-    return np.clip(np.asarray(n_points) // 3 - 1, 1, degree)
-
-
-def _spline_eval(u: np.ndarray, v: np.ndarray, v_out: np.ndarray, smoothing: float) -> np.ndarray:
-    """Cubic smoothing spline through the inliers (rows sharing a map row are merged first)."""
-    from scipy.interpolate import UnivariateSpline
-
-    v, first = np.unique(v, return_index=True)
-    u = u[first]
-    k = min(3, len(u) - 1)
-    spline = UnivariateSpline(v, u, k=k, s=smoothing * len(u))
-    return spline(v_out)
+    fit: FitTables
 
 
 def lanes_from_maps(seg_prob: np.ndarray, exist_prob: np.ndarray, preprocessor: Preprocessor,

@@ -50,7 +50,7 @@ def max_error(lane, fn):
     return float(np.abs(pts[:, 0] - fn(pts[:, 1])).max())
 
 
-@pytest.mark.parametrize("fit", ["poly", "spline", "none"])
+@pytest.mark.parametrize("fit", ["hyperbola", "none"])
 def test_recovers_straight_and_curved_lanes(fit):
     pre = Preprocessor((288, 800), crop_top=0.3)
     maps = render(pre, SRC, LANES)
@@ -128,7 +128,7 @@ def test_robust_fit_ignores_a_spurious_blob():
     exist = np.array([0, 0.9, 0, 0], np.float32)
     raw = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit="none"))[0]
     assert max_error(raw, fns[1]) > 100  # the per-row maximum does jump to the blob
-    for fit in ("poly", "spline"):
+    for fit in ("hyperbola",):
         lane = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit=fit))[0]
         assert max_error(lane, fns[1]) < 2.0, fit
 
@@ -181,7 +181,7 @@ def test_other_lane_counts_have_unknown_slots():
 
 def test_bad_config_and_shapes_raise():
     with pytest.raises(ValueError, match="fit"):
-        PostprocessConfig(fit="cubic")
+        PostprocessConfig(fit="poly")
     with pytest.raises(ValueError, match="rows"):
         PostprocessConfig(rows="kitti")
     with pytest.raises(ValueError, match="smooth_kernel"):
