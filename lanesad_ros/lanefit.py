@@ -39,14 +39,13 @@ import numpy as np
 # Stratified row triples for RANSAC, as fractions of a lane's seen points (bottom to top
 # order does not matter): one from each third, on a fixed grid so decoding is deterministic.
 # The middle point cycles with the outer ones, so no single row is in every triple.
-_LOW = (0.0, 0.08, 0.16, 0.24, 0.32)
+_LOW = (0.0, 0.1, 0.2, 0.3)
 _MID = (0.4, 0.5, 0.6)
-_HIGH = (0.68, 0.76, 0.84, 0.92, 1.0)
+_HIGH = (0.7, 0.8, 0.9, 1.0)
 TRIPLES = np.array([(lo, _MID[(i + k) % 3], hi) for i, lo in enumerate(_LOW) for k, hi in enumerate(_HIGH)])
 # RANSAC horizons, as multiples of the lane's seen row span above its top row: a tight bend
 # near the horizon (0.03) to an almost straight lane (8).
 RANSAC_HORIZONS = np.array([0.03, 0.2, 2.0])
-_SLOPE_POWER = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,10 @@ class FitTables:
     sampled at. ``horizons`` (K,): candidate horizon rows, ascending. ``scale``: S above.
     ``phi_fit``/``dphi_fit``/``phi_out`` (K, R, 3): basis and its d/dy at the fit rows, basis at
     the output rows (rows at or above a horizon are clamped ``margin`` rows below it; a fit never
-    uses them). ``products`` (R, K * 9): outer products of ``phi_fit`` for the normal equations.
+    uses them). ``products`` (R, 6, K): the distinct entries of the outer products of
+    ``phi_fit`` (upper triangle, row by row) for the normal equations, ``basis_flat`` (R, 3, K)
+    ``phi_fit`` laid out alike; ``coarse`` indexes every third grid horizon (the first pass),
+    with its own ``products_coarse`` (R, 6 Kc) and ``basis_coarse`` (R, 3 Kc).
     """
 
     y_fit: np.ndarray
@@ -70,6 +72,9 @@ class FitTables:
     phi_out: np.ndarray
     products: np.ndarray
     basis_flat: np.ndarray
+    coarse: np.ndarray
+    products_coarse: np.ndarray
+    basis_coarse: np.ndarray
 
 
 def _basis(y: np.ndarray, horizon: np.ndarray, scale: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
@@ -90,11 +95,16 @@ def make_tables(y_fit: np.ndarray, y_out: np.ndarray, horizons: np.ndarray, imag
     margin = max(float(image_height) / 150.0, 1.0)
     phi_fit, dphi_fit = _basis(y_fit[None, :], horizons[:, None], scale, margin)
     phi_out, _ = _basis(y_out[None, :], horizons[:, None], scale, margin)
-    products = (phi_fit[..., :, None] * phi_fit[..., None, :]).transpose(1, 0, 2, 3).reshape(len(y_fit), -1)
-    basis_flat = phi_fit.transpose(1, 0, 2).reshape(len(y_fit), -1)
+    i, j = np.triu_indices(3)
+    products = (phi_fit[..., i] * phi_fit[..., j]).transpose(1, 2, 0)  # (R, 6, K): the 6 distinct entries
+    basis = phi_fit.transpose(1, 2, 0)  # (R, 3, K)
+    coarse = np.arange(0, len(horizons), 3)
+    rows = len(y_fit)
     return FitTables(y_fit=y_fit, y_out=y_out, horizons=horizons, scale=scale, margin=margin, phi_fit=phi_fit,
                      dphi_fit=dphi_fit, phi_out=phi_out, products=np.ascontiguousarray(products),
-                     basis_flat=np.ascontiguousarray(basis_flat))
+                     basis_flat=np.ascontiguousarray(basis), coarse=coarse,
+                     products_coarse=np.ascontiguousarray(products[..., coarse]).reshape(rows, -1),
+                     basis_coarse=np.ascontiguousarray(basis[..., coarse]).reshape(rows, -1))
 
 
 def horizon_grid(image_height: float, crop_row: float) -> np.ndarray:
@@ -141,9 +151,10 @@ def fit_lanes(x: np.ndarray, weight: np.ndarray, tables: FitTables, *, inlier_px
     coef = np.zeros((n, 3))
     k_lane = np.zeros(n, dtype=np.intp)
     curved = np.zeros(n, dtype=bool)
+    frame = None
     for _ in range(2):
-        w = weight * inliers / (1.0 + slope ** 2) ** _SLOPE_POWER
-        coef, k_lane, curved = _refit(x, w, inliers, tables, min_curve_points, min_curve_span, band)
+        w = weight * inliers / (1.0 + slope ** 2)
+        coef, k_lane, curved, frame = _refit(x, w, inliers, tables, min_curve_points, min_curve_span, band, frame)
         fitted = (tables.phi_fit[k_lane] @ coef[:, :, None])[..., 0]
         slope = (tables.dphi_fit[k_lane] @ coef[:, :, None])[..., 0]
         inliers = seen & (np.abs(x - fitted) <= inlier_px * np.sqrt(1.0 + slope ** 2))
@@ -199,52 +210,148 @@ def _extent(mask: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _solve_sym3(m: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Solve symmetric 3x3 systems (..., 3, 3) x = (..., 3) by cofactors -> (x, solvable mask).
+    """Solve symmetric 3x3 systems by cofactors -> (x (n, 3, K), solvable (n, K)).
 
-    Far cheaper than ``np.linalg.solve`` for hundreds of tiny systems; singular ones give x = 0.
+    ``m`` (n, 6, K): the upper triangle a b c / d e / f of each matrix; ``r`` (n, 3, K). Far
+    cheaper than ``np.linalg.solve`` for hundreds of tiny systems; singular ones give x = 0.
     """
-    a, b, c = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    d, e, f = m[..., 1, 1], m[..., 1, 2], m[..., 2, 2]
+    a, b, c, d, e, f = m[:, 0], m[:, 1], m[:, 2], m[:, 3], m[:, 4], m[:, 5]
     c00, c01, c02 = d * f - e * e, c * e - b * f, b * e - c * d
     c11, c12, c22 = a * f - c * c, b * c - a * e, a * d - b * b
     det = a * c00 + b * c01 + c * c02
-    scale = np.abs(a * d * f) + 1e-300
-    ok = np.abs(det) > 1e-10 * scale
+    ok = np.abs(det) > 1e-10 * (np.abs(a * d * f) + 1e-300)
     inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    r0, r1, r2 = r[..., 0], r[..., 1], r[..., 2]
-    x = np.stack([(c00 * r0 + c01 * r1 + c02 * r2) * inv,
-                  (c01 * r0 + c11 * r1 + c12 * r2) * inv,
-                  (c02 * r0 + c12 * r1 + c22 * r2) * inv], axis=-1)
+    r0, r1, r2 = r[:, 0], r[:, 1], r[:, 2]
+    x = np.stack([(c00 * r0 + c01 * r1 + c02 * r2),
+                  (c01 * r0 + c11 * r1 + c12 * r2),
+                  (c02 * r0 + c12 * r1 + c22 * r2)], axis=1)
+    x *= inv[:, None]
     return x, ok
 
 
 def _refit(x: np.ndarray, w: np.ndarray, inliers: np.ndarray, tables: FitTables, min_curve_points: int,
-           min_curve_span: float, band: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted least squares for every lane and every grid horizon, the frame's horizon,
-    each lane's best horizon near it -> (coef (n, 3), grid index (n,), curved (n,))."""
+           min_curve_span: float, band: float,
+           frame: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
+    """Weighted least squares of every lane for many horizons, then each lane's horizon ->
+    (coef (n, 3), grid index (n,), curved (n,), the frame's horizon row or None).
+
+    First pass (``frame`` None), on every third grid horizon: the frame's horizon is the one
+    with the least total error over the curved lanes. Second pass, on the same horizons plus
+    the whole grid within ``band`` of the frame's: each lane takes its best horizon in that
+    band whose fit turns back sideways no further than the lane's inliers do (+1 px; measured
+    on the first pass's inliers, so a lane whose far end really turns back keeps those rows).
+    """
     n = x.shape[0]
-    k_count = len(tables.horizons)
-    normal = (w @ tables.products).reshape(n, k_count, 3, 3)
-    rhs = ((w * x) @ tables.basis_flat).reshape(n, k_count, 3)
+    ks = tables.coarse
+    wx = w * x
+    normal = (w @ tables.products_coarse).reshape(n, 6, -1)
+    rhs = (wx @ tables.basis_coarse).reshape(n, 3, -1)
+    if frame is not None:
+        lo, hi = np.searchsorted(tables.horizons, [frame - band, frame + band + 1e-9])
+        ks = np.concatenate([ks, np.arange(lo, hi)])
+        normal = np.concatenate([normal, np.einsum("nr,rek->nek", w, tables.products[..., lo:hi])], axis=2)
+        rhs = np.concatenate([rhs, np.einsum("nr,rek->nek", wx, tables.basis_flat[..., lo:hi])], axis=2)
+    horizons = tables.horizons[ks]
     top, bottom = _extent(inliers, tables.y_fit)
     curved = (inliers.sum(axis=1) >= min_curve_points) & (bottom - top >= min_curve_span * 2.0 * tables.scale)
     # A straight lane pins the curvature coefficient to 0 (unit row/column in the normal equations).
     line = ~curved
-    normal[line, :, 2, :] = 0.0
-    normal[line, :, :, 2] = 0.0
-    normal[line, :, 2, 2] = 1.0
-    rhs[line, :, 2] = 0.0
-    coef, ok = _solve_sym3(normal, rhs)  # (n, K, 3)
-    sse = (w * x * x).sum(axis=1)[:, None] - (coef * rhs).sum(axis=-1)  # at the optimum c'Ac = c'r
-    valid = ok & (tables.horizons[None, :] <= (top - tables.margin)[:, None])
-    sse = np.where(valid, sse, np.inf)
-    if curved.any():
-        frame_cost = np.where(valid[curved], sse[curved], 1e30).sum(axis=0)
-        frame_k = int(frame_cost.argmin())
-        near = np.abs(tables.horizons - tables.horizons[frame_k]) <= band
-        allowed = valid & near[None, :]
-        none_near = ~allowed.any(axis=1)
-        allowed[none_near] = valid[none_near]
-        sse = np.where(allowed, sse, np.inf)
-    k_lane = sse.argmin(axis=1)
-    return coef[np.arange(n), k_lane], k_lane, curved
+    normal[line, 2] = 0.0
+    normal[line, 4] = 0.0
+    normal[line, 5] = 1.0
+    rhs[line, 2] = 0.0
+    coef, ok = _solve_sym3(normal, rhs)  # (n, 3, K)
+    sse = (wx * x).sum(axis=1)[:, None] - (coef * rhs).sum(axis=1)  # at the optimum c'Ac = c'r
+    valid = ok & (horizons[None, :] <= (top - tables.margin)[:, None])
+    fit_back = _turn_back(coef, horizons, tables, top, bottom)
+    if frame is None:
+        good = valid
+        if curved.any():
+            frame = float(horizons[np.where(valid[curved], sse[curved], 1e30).sum(axis=0).argmin()])
+    else:
+        good = valid & (fit_back <= turn_back(x, inliers)[:, None] + 1.0)
+    cost = np.where(good, sse, np.inf)
+    if frame is not None:
+        in_band = np.where(np.abs(horizons - frame)[None, :] <= band, cost, np.inf)
+        cost = np.where(np.isfinite(in_band).any(axis=1)[:, None], in_band, cost)
+    # A lane with no good horizon takes the one that turns back least (lines never do).
+    cost = np.where(np.isfinite(cost).any(axis=1)[:, None], cost, np.where(valid, fit_back, np.inf))
+    best = cost.argmin(axis=1)
+    return coef[np.arange(n), :, best], ks[best], curved, frame
+
+
+def _turn_back(coef: np.ndarray, horizons: np.ndarray, tables: FitTables, top: np.ndarray,
+               bottom: np.ndarray) -> np.ndarray:
+    """How far (px) each fit (n, 3, K) with ``horizons`` (K,) turns back sideways between rows ``top`` and ``bottom``
+    (n,): its slope b/S - c S/t^2 is monotone in t, so it changes sign at most once, at
+    t* = S sqrt(c / b); the amount is the smaller of the two sideways runs either side of t*."""
+    a, b, c = coef[:, 0], coef[:, 1], coef[:, 2]
+    s = tables.scale
+    t_top = np.maximum(top[:, None] - horizons[None, :], tables.margin)
+    t_bottom = np.maximum(bottom[:, None] - horizons[None, :], tables.margin)
+    ratio = np.where(b != 0, c / np.where(b != 0, b, 1.0), -1.0)
+    t_star = s * np.sqrt(np.maximum(ratio, 0.0))
+    inside = (ratio > 0) & (t_star > t_top) & (t_star < t_bottom)
+    t_star = np.where(inside, t_star, t_top)
+
+    def x_at(t):
+        return a + b * t / s + c * s / t
+
+    x_star = x_at(t_star)
+    back = np.minimum(np.abs(x_at(t_top) - x_star), np.abs(x_at(t_bottom) - x_star))
+    return np.where(inside, back, 0.0)
+
+
+def turn_back(x: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """How far (px) lanes turn back sideways: ``x`` (..., N) listed along each lane (``mask``
+    picks the points to use). The smaller of the largest drop below the running maximum and
+    the largest rise above the running minimum: 0 for a lane drifting one way, the size of
+    the smaller leg for one that bends past vertical (or zigzags)."""
+    x = np.asarray(x, dtype=np.float64)
+    mask = np.ones(x.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    high = np.maximum.accumulate(np.where(mask, x, -np.inf), axis=-1)
+    low = np.minimum.accumulate(np.where(mask, x, np.inf), axis=-1)
+    back = np.where(mask, high - x, 0.0).max(axis=-1, initial=0.0)
+    forth = np.where(mask, x - low, 0.0).max(axis=-1, initial=0.0)
+    return np.minimum(back, forth)
+
+
+def lateral_reversals(x: np.ndarray, hysteresis_px: float = 3.0) -> int:
+    """How often a lane's x, listed along the lane, turns back by more than ``hysteresis_px``
+    from its last extreme (a zigzag count: 0 for a lane that keeps drifting one way, 1 for a
+    bend past vertical, 2+ for an S-curve or a loop). Pixel quantisation stays below 3 px."""
+    return _zigzag(np.asarray(x, dtype=np.float64), hysteresis_px)
+
+
+def slope_reversals(x: np.ndarray, y: np.ndarray, chord_rows: float = 30.0, hysteresis: float = 0.1) -> int:
+    """How often the bend of a lane changes sign: reversals of its slope dx/dy, measured over
+    chords of about ``chord_rows`` rows, by more than ``hysteresis``. ``x``, ``y`` (N,) list the
+    lane's points in order along it. 0 for a lane bending one way (or straight)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < 2:
+        return 0
+    step = max(int(round(chord_rows / max(float(np.median(np.abs(np.diff(y)))), 1e-9))), 1)
+    if len(y) <= step + 1:
+        return 0
+    slope = (x[step:] - x[:-step]) / (y[step:] - y[:-step])
+    return _zigzag(slope, hysteresis)
+
+
+def _zigzag(values: np.ndarray, hysteresis: float) -> int:
+    count, direction = 0, 0
+    high = low = values[0] if len(values) else 0.0
+    for value in values[1:]:
+        if direction >= 0 and value > high:
+            high = value
+        if direction <= 0 and value < low:
+            low = value
+        if direction == 0:
+            if high - low > hysteresis:
+                direction = 1 if value == high else -1
+                high = low = value
+        elif direction == 1 and high - value > hysteresis:
+            count, direction, low = count + 1, -1, value
+        elif direction == -1 and value - low > hysteresis:
+            count, direction, high = count + 1, 1, value
+    return count

@@ -66,7 +66,8 @@ class PostprocessConfig:
         if self.fit not in FITS:
             raise ValueError(f"PostprocessConfig.fit must be one of {FITS}, got {self.fit!r}")
         if isinstance(self.rows, str) and self.rows not in ("tusimple", "culane", "uniform"):
-            raise ValueError(f"PostprocessConfig.rows must be 'tusimple', 'culane', 'uniform' or a list of rows, got {self.rows!r}")
+            raise ValueError("PostprocessConfig.rows must be 'tusimple', 'culane', 'uniform' or a list of rows, "
+                             f"got {self.rows!r}")
         if not isinstance(self.rows, str):
             object.__setattr__(self, "rows", tuple(float(r) for r in self.rows))
         kernel = self.smooth_kernel
@@ -74,7 +75,8 @@ class PostprocessConfig:
             kernel = (kernel, kernel)
         kernel = tuple(int(k) for k in kernel)
         if len(kernel) != 2 or min(kernel) < 1:
-            raise ValueError(f"PostprocessConfig.smooth_kernel must be one or two positive ints, got {self.smooth_kernel!r}")
+            raise ValueError(f"PostprocessConfig.smooth_kernel must be one or two positive ints, "
+                             f"got {self.smooth_kernel!r}")
         object.__setattr__(self, "smooth_kernel", kernel)
         for name in ("exist_threshold", "prob_threshold"):
             value = getattr(self, name)
@@ -89,11 +91,12 @@ class PostprocessConfig:
         if self.outlier_px <= 0:
             raise ValueError(f"PostprocessConfig.outlier_px must be > 0, got {self.outlier_px}")
 
-    def with_overrides(self, **overrides) -> "PostprocessConfig":
+    def with_overrides(self, **overrides) -> PostprocessConfig:
         """A copy with some fields replaced; unknown names raise a clear error."""
         unknown = set(overrides) - set(self.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown postprocess option(s): {sorted(unknown)}; known: {sorted(self.__dataclass_fields__)}")
+            raise ValueError(f"unknown postprocess option(s): {sorted(unknown)}; "
+                             f"known: {sorted(self.__dataclass_fields__)}")
         return replace(self, **overrides)
 
 
@@ -122,13 +125,14 @@ class LaneDecoder:
     keeps one size, so this is computed once).
     """
 
-    def __init__(self, preprocessor: Preprocessor, config: PostprocessConfig | None = None, num_lanes: int | None = None):
+    def __init__(self, preprocessor: Preprocessor, config: PostprocessConfig | None = None,
+                 num_lanes: int | None = None):
         self.preprocessor = preprocessor
         self.config = config or PostprocessConfig()
         self.num_lanes = num_lanes
         self._rows_cache: dict[tuple[int, int], _RowTables] = {}
 
-    def row_tables(self, source_size: tuple[int, int]) -> "_RowTables":
+    def row_tables(self, source_size: tuple[int, int]) -> _RowTables:
         """Sample rows and everything derived from them, for one source image size."""
         key = (int(source_size[0]), int(source_size[1]))
         cached = self._rows_cache.get(key)

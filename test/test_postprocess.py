@@ -6,11 +6,10 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
 
+from conftest import shared_path
 from lanesad_ros.lanes import LaneSlot
-from lanesad_ros.postprocess import (TUSIMPLE_H_SAMPLES, LaneDecoder, PostprocessConfig, lanes_from_maps,
-                                     sample_rows)
+from lanesad_ros.postprocess import TUSIMPLE_H_SAMPLES, LaneDecoder, PostprocessConfig, lanes_from_maps, sample_rows
 from lanesad_ros.preprocess import Preprocessor
 
 SRC = (1280, 720)
@@ -21,8 +20,10 @@ def straight(x_bottom, slope):
     return lambda y: x_bottom + (719.0 - y) * slope
 
 
-def curved(x_bottom, slope, bend):
-    return lambda y: x_bottom + (719.0 - y) * slope + bend * (719.0 - y) ** 2
+def curved(x_bottom, slope, bend, horizon=150.0):
+    """A lane on a road of constant curvature seen through a pinhole camera (the lane
+    hyperbola): ``bend`` px of x per unit of ((719 - horizon) / (y - horizon) - 1), 0 at the bottom row."""
+    return lambda y: x_bottom + (719.0 - y) * slope + bend * ((719.0 - horizon) / (y - horizon) - 1.0)
 
 
 def render(pre, source_size, lane_fns, sigma=2.0, amp=0.9, top_row=0.0):
@@ -42,7 +43,7 @@ def render(pre, source_size, lane_fns, sigma=2.0, amp=0.9, top_row=0.0):
     return maps
 
 
-LANES = [straight(200, 0.9), straight(520, 0.3), curved(800, -0.35, 0.0008), straight(1150, -1.0)]
+LANES = [straight(200, 0.9), straight(520, 0.3), curved(800, -0.35, 8.0), straight(1150, -1.0)]
 
 
 def max_error(lane, fn):
@@ -58,7 +59,7 @@ def test_recovers_straight_and_curved_lanes(fit):
     lanes = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit=fit))
     assert [lane.slot for lane in lanes] == [LaneSlot.LEFT_LEFT, LaneSlot.LEFT, LaneSlot.RIGHT, LaneSlot.RIGHT_RIGHT]
     assert [lane.confidence for lane in lanes] == pytest.approx([0.9, 0.8, 0.7, 0.6])
-    for lane, fn in zip(lanes, LANES):
+    for lane, fn in zip(lanes, LANES, strict=True):
         assert len(lane.image_points) >= 20
         assert max_error(lane, fn) < 2.0, (fit, lane.index)
         ys = lane.image_points[:, 1]
@@ -75,7 +76,7 @@ def test_smoothing_kernels_keep_positions(kernel):
     maps = render(pre, SRC, LANES) + rng.uniform(0, 0.1, (5, 288, 800)).astype(np.float32)
     lanes = lanes_from_maps(maps, np.full(4, 0.9, np.float32), pre, SRC, PostprocessConfig(smooth_kernel=kernel))
     assert len(lanes) == 4
-    for lane, fn in zip(lanes, LANES):
+    for lane, fn in zip(lanes, LANES, strict=True):
         assert max_error(lane, fn) < 2.0, (kernel, lane.index)
 
 
@@ -104,7 +105,7 @@ def test_crop_top_mapping_and_small_input():
         pre = Preprocessor((144, 400), crop_top=crop)
         lanes = lanes_from_maps(render(pre, SRC, fns), exist, pre, SRC)
         assert [lane.slot for lane in lanes] == [LaneSlot.LEFT, LaneSlot.RIGHT]
-        for lane, fn in zip(lanes, fns[1:3]):
+        for lane, fn in zip(lanes, fns[1:3], strict=True):
             assert lane.image_points[-1, 1] == first_row
             assert lane.image_points[0, 1] == 710.0
             assert max_error(lane, fn) < 2.0
@@ -144,7 +145,7 @@ def test_culane_rows_and_explicit_rows():
     ys = lanes[0].image_points[:, 1]
     assert ys[0] == 589.0 and np.all(ys[1:] % 10 == 0) and np.all(np.diff(ys[1:]) == -20)
     assert ys.min() >= 240
-    for lane, fn in zip(lanes, fns[1:3]):
+    for lane, fn in zip(lanes, fns[1:3], strict=True):
         assert max_error(lane, fn) < 2.0
     rows = [300.0, 400.0, 500.0, 550.0, 580.0]
     lanes = lanes_from_maps(render(pre, src, fns), exist, pre, src, PostprocessConfig(rows=rows))
@@ -167,7 +168,7 @@ def test_gathered_rows_give_the_same_lanes():
     full = decoder.decode(maps, exist, SRC)
     gathered = decoder.decode(maps[:, decoder.band_index(SRC), :], exist, SRC, gathered=True)
     assert len(full) == len(gathered) == 4
-    for a, b in zip(full, gathered):
+    for a, b in zip(full, gathered, strict=True):
         np.testing.assert_allclose(a.image_points, b.image_points, atol=1e-4)
 
 
