@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
+from lanesad_ros.lanefit import lateral_reversals, slope_reversals
 from lanesad_ros.lanes import LaneSlot
 from lanesad_ros.postprocess import TUSIMPLE_H_SAMPLES, LaneDecoder, PostprocessConfig, lanes_from_maps, sample_rows
 from lanesad_ros.preprocess import Preprocessor
@@ -132,6 +133,30 @@ def test_robust_fit_ignores_a_spurious_blob():
     for fit in ("hyperbola",):
         lane = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit=fit))[0]
         assert max_error(lane, fns[1]) < 2.0, fit
+
+
+def test_blobs_and_a_gap_give_no_s_curve_loop_or_curl():
+    """Blobs beside a lane on opposite sides near its two ends (the pattern that bends a
+    polynomial into an S, or curls its end) and a gap in the middle: the decoded lane keeps
+    one bend direction, never turns back, and stays on the true lane."""
+    pre = Preprocessor((288, 800), crop_top=0.3)
+    fns = [None, curved(560, 0.25, 4.0), None, None]
+    maps = render(pre, SRC, fns)
+    _, ys = pre.to_source(np.zeros(288), np.arange(288), SRC)
+    lane_u, _ = pre.to_input(fns[1](ys), ys, SRC)
+    for rows, shift in ((slice(20, 45), 40), (slice(240, 270), -45), (slice(200, 215), 60)):
+        cols = np.rint(lane_u[rows] + shift).astype(int)
+        maps[2, np.arange(288)[rows], cols] = 0.97  # brighter than the lane's own ridge
+    maps[2, 120:160] = 0.0  # a gap (worn paint, a car in front)
+    exist = np.array([0, 0.9, 0, 0], np.float32)
+    raw = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(fit="none", smooth_kernel=(1, 1)))[0]
+    assert max_error(raw, fns[1]) > 40  # the per-row maxima do jump to the blobs
+    assert lateral_reversals(raw.image_points[:, 0]) >= 2
+    lane = lanes_from_maps(maps, exist, pre, SRC, PostprocessConfig(smooth_kernel=(1, 1)))[0]
+    x, y = lane.image_points[:, 0], lane.image_points[:, 1]
+    assert max_error(lane, fns[1]) < 2.0
+    assert lateral_reversals(x) == 0 and slope_reversals(x, y) == 0
+    assert y.max() == 710.0 and y.min() <= 300.0  # bridged the gap, kept both ends
 
 
 def test_culane_rows_and_explicit_rows():
