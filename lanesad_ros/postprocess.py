@@ -24,6 +24,7 @@ from lanesad_ros.existence import apply_calibration, as_calibration
 from lanesad_ros.lanefit import FitTables, fit_lanes, horizon_grid, make_tables
 from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, Lane, LaneSlot
 from lanesad_ros.preprocess import Preprocessor
+from lanesad_ros.slots import resolve_slots
 
 FITS = ("hyperbola", "none")
 
@@ -43,6 +44,9 @@ class PostprocessConfig:
     per-row maxima). Rows whose maximum lies more than ``outlier_px`` map pixels (normal
     distance) off the fit are outliers. Fitted curves are only sampled between the highest and
     the lowest supporting row.
+    ``geometry``: enforce the slot rules of ``lanesad_ros.slots`` (no crossings, the ego pair
+    straddles the camera column, outer lanes only at a plausible spacing); off, slots are the
+    network's channels as they come.
     ``exist_calibration``: (scale, bias) of the map ``logit(p') = scale * logit(p) + bias``
     applied to the network's existence probabilities before ``exist_threshold`` (Platt or
     temperature scaling fitted on validation frames, ``lanesad_ros.existence``); a mapping
@@ -58,6 +62,7 @@ class PostprocessConfig:
     fit: str = "hyperbola"
     min_curve_points: int = 8
     outlier_px: float = 10.0
+    geometry: bool = True
     subpixel: bool = True
     exist_calibration: tuple[float, float] = (1.0, 0.0)
 
@@ -122,14 +127,16 @@ class LaneDecoder:
     """Precomputed row geometry for one (preprocessor, config); reused across frames.
 
     The row tables depend on the source image size, so they are cached per size (a camera
-    keeps one size, so this is computed once).
+    keeps one size, so this is computed once). ``camera_column``: the source column under the
+    camera (the principal point cx of its CameraInfo) for the slot rules; None = image centre.
     """
 
     def __init__(self, preprocessor: Preprocessor, config: PostprocessConfig | None = None,
-                 num_lanes: int | None = None):
+                 num_lanes: int | None = None, camera_column: float | None = None):
         self.preprocessor = preprocessor
         self.config = config or PostprocessConfig()
         self.num_lanes = num_lanes
+        self.camera_column = camera_column
         self._rows_cache: dict[tuple[int, int], _RowTables] = {}
 
     def row_tables(self, source_size: tuple[int, int]) -> _RowTables:
@@ -166,7 +173,8 @@ class LaneDecoder:
 
     def decode(self, maps: np.ndarray, exist_prob: np.ndarray, source_size: tuple[int, int],
                *, gathered: bool = False) -> list[Lane]:
-        """Softmax probability maps + existence -> lanes, ordered by lane index.
+        """Softmax probability maps + existence -> lanes, ordered by lane index, with slots
+        that obey ``lanesad_ros.slots`` (unless ``config.geometry`` is off).
 
         ``maps``: (L+1, h, w) softmax probabilities with channel 0 the background.
         ``gathered``: maps already reduced to the rows of ``band_index`` (L+1, ky * R, w),
@@ -214,24 +222,29 @@ class LaneDecoder:
         if cfg.fit == "hyperbola":
             fit = fit_lanes(x, np.where(seen, peak, 0.0), tables.fit, inlier_px=cfg.outlier_px * sx,
                             min_curve_points=cfg.min_curve_points)
-            x, seen = fit.x_out, fit.inliers
+            x, support = fit.x_out, fit.inliers
+            # Report the fit between the highest and the lowest supporting row.
+            first = support.argmax(axis=1)
+            last = n_rows - 1 - support[:, ::-1].argmax(axis=1)
+            index = np.arange(n_rows)
+            seen = (index >= first[:, None]) & (index <= last[:, None]) & support.any(axis=1)[:, None]
+            seen &= (support.sum(axis=1) >= cfg.min_points)[:, None]
+        seen &= (x >= -0.5) & (x <= src_w - 0.5)
+        seen &= (seen.sum(axis=1) >= cfg.min_points)[:, None]
+        x = np.where(seen, x, np.nan)
+        num_slots = self.num_lanes or num_lanes
+        if cfg.geometry:
+            x, slots = resolve_slots(x, ys, exist_prob[present], src_w, self.camera_column, num_slots)
+        else:
+            slots = np.array([int(LaneSlot.from_index(int(i), num_slots)) for i in present])
         lanes = []
         for k, lane_index in enumerate(present):
-            ok = seen[k]
+            ok = np.isfinite(x[k])
             if np.count_nonzero(ok) < cfg.min_points:
                 continue
-            if cfg.fit == "none":
-                sample = ok
-            else:
-                rows = np.flatnonzero(ok)
-                sample = slice(rows[0], rows[-1] + 1)
-            xk, y = x[k, sample], ys[sample]
-            on_image = (xk >= -0.5) & (xk <= src_w - 0.5)
-            if np.count_nonzero(on_image) < 2:
-                continue
-            points = np.stack([xk[on_image], y[on_image]], axis=1)[::-1]  # rows ascend, so reverse: bottom first
-            lanes.append(Lane(slot=LaneSlot.from_index(int(lane_index), self.num_lanes or num_lanes),
-                              confidence=float(exist_prob[lane_index]), image_points=points, index=int(lane_index)))
+            points = np.stack([x[k, ok], ys[ok]], axis=1)[::-1]  # rows ascend, so reverse: bottom first
+            lanes.append(Lane(slot=LaneSlot(int(slots[k])), confidence=float(exist_prob[lane_index]),
+                              image_points=points, index=int(lane_index)))
         return lanes
 
 

@@ -1,7 +1,9 @@
 """A labelled road frame as every loader returns it, and ego-relative lane slots.
 
 All loaders (TuSimple, CULane, BDD100K, the synthetic generator) produce ``LabelledFrame``
-so training, evaluation and tests see one shape of data whatever the source.
+so training, evaluation and tests see one shape of data whatever the source. The labelling
+rule for slots, ``assign_slots``, lives in ``lanesad_ros.slots`` beside the rules the decoder
+enforces on the network's lanes.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, LaneSlot, lane_x_at_rows  # noqa: F401 (TUSIMPLE_H_SAMPLES re-exported for the loaders)
+from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, lane_x_at_rows  # noqa: F401 (TUSIMPLE_H_SAMPLES re-exported for the loaders)
+from lanesad_ros.slots import assign_slots  # noqa: F401 (re-exported for the loaders)
 
 
 class DataError(ValueError):
@@ -73,45 +76,3 @@ def read_image(path: Path | str | None) -> np.ndarray:
     if image is None or image.size == 0:
         raise DataError(f"cannot decode image file (corrupt or not an image): {path}")
     return image
-
-
-def _x_at_row(lane: np.ndarray, row: float) -> float:
-    """x of a lane at ``row``, extrapolating linearly from its lowest points when it ends above."""
-    pts = lane[np.argsort(lane[:, 1], kind="stable")]
-    if len(pts) == 1:
-        return float(pts[0, 0])
-    if row <= pts[-1, 1]:
-        return float(np.interp(row, pts[:, 1], pts[:, 0]))
-    tail = pts[-min(len(pts), 4):]
-    dy = tail[-1, 1] - tail[0, 1]
-    if dy <= 0:
-        return float(tail[-1, 0])
-    slope = (tail[-1, 0] - tail[0, 0]) / dy
-    return float(tail[-1, 0] + slope * (row - tail[-1, 1]))
-
-
-def assign_slots(lanes: list[np.ndarray], image_width: int, num_slots: int = 4) -> list[int]:
-    """Ego-relative slot for each lane (in the given order).
-
-    Lanes are compared by their x at the lowest labelled row of the frame (extrapolated for
-    lanes that end higher). Of the lanes left of the image centre the nearest gets LEFT and
-    the next LEFT_LEFT; right of centre RIGHT, then RIGHT_RIGHT. Lanes beyond that (or empty
-    ones) get ``LaneSlot.UNKNOWN``. For ``num_slots`` other than 4 the same rule fills
-    ``num_slots // 2`` slots on each side, numbered left to right from 0.
-    """
-    slots = [int(LaneSlot.UNKNOWN)] * len(lanes)
-    arrays = [np.asarray(lane, dtype=np.float32).reshape(-1, 2) for lane in lanes]
-    usable = [i for i, lane in enumerate(arrays) if len(lane) > 0]
-    if not usable:
-        return slots
-    bottom = max(float(arrays[i][:, 1].max()) for i in usable)
-    xs = {i: _x_at_row(arrays[i], bottom) for i in usable}
-    centre = image_width / 2.0
-    per_side = num_slots // 2
-    left = sorted((i for i in usable if xs[i] < centre), key=lambda i: -xs[i])[:per_side]
-    right = sorted((i for i in usable if xs[i] >= centre), key=lambda i: xs[i])[:num_slots - per_side]
-    for rank, i in enumerate(left):
-        slots[i] = per_side - 1 - rank
-    for rank, i in enumerate(right):
-        slots[i] = per_side + rank
-    return slots

@@ -1,0 +1,178 @@
+"""Ego-relative lane slots (LEFT_LEFT, LEFT, RIGHT, RIGHT_RIGHT) that respect road geometry.
+
+What the network learns. One probability map and one existence probability per slot
+channel, trained on labels whose slots ``assign_slots`` gives by position: lanes are compared
+at the bottom image row (lanes that end higher are extended linearly), the nearest left of
+the image centre is LEFT, the next LEFT_LEFT, likewise on the right. The network is only
+shown examples of this rule; nothing in it forces its four lanes to be ordered, to straddle
+the camera or to lie a lane width apart, and on real frames it does put LEFT_LEFT on a
+concrete barrier and RIGHT_RIGHT across a vehicle.
+
+What the postprocessing enforces (``resolve_slots``, called by the decoder on every frame):
+
+1. Lanes ordered left to right never cross within the rows they are reported on. When two
+   lanes cross, the one with the lower existence probability gives way: if the pair is in
+   order at their lowest shared row (they converge and touch near the horizon) it loses
+   its rows from the crossing up; otherwise it is dropped.
+2. Slots follow the labelling rule: the ego pair straddles the image column under the camera
+   (the bottom-row x of LEFT < camera column < RIGHT; the camera column is the image centre
+   unless the principal point cx is known), and each side keeps at most its two nearest lanes.
+3. LEFT_LEFT / RIGHT_RIGHT are reported only where their spacing to the neighbouring ego lane,
+   as a ratio to the ego lane width at the same rows, lies in the range real lanes have, and
+   stays about constant along the rows (parallel lanes on the road keep a constant ratio in
+   the image). A barrier or a vehicle edge has an implausible spacing or shape and is dropped.
+   Outer lanes are checked only where both ego lanes are seen on at least ``MIN_SHARED_ROWS``
+   rows beside them; otherwise they are kept.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from lanesad_ros.lanes import LaneSlot
+
+# Plausible spacing of an outer lane to its neighbouring ego lane, as a ratio to the ego lane
+# width at the same rows: the 0.5th and 99.5th percentiles of the per-lane median ratio over
+# the 3,626 TuSimple training labels (tusimple-geometry; slots by assign_slots; rows where the
+# ego lane is at least EGO_WIDTH_MIN_FRACTION of the image wide, at least MIN_SHARED_ROWS of
+# them). LEFT_LEFT: 3,035 lanes, median 0.92; RIGHT_RIGHT: 3,154 lanes, median 1.05 (US
+# highways: wider lanes or shoulders on the right). test_slots.py re-measures them.
+LEFT_LEFT_SPACING = (0.57, 1.28)
+RIGHT_RIGHT_SPACING = (0.70, 1.84)
+# Largest max/min of that ratio along one lane: the 99.5th percentile over both sides (6,189 lanes).
+SPACING_SPREAD_MAX = 1.58
+# Rows where the ego lane is narrower than this share of the image width are not used for
+# the ratio: near the horizon a pixel of error is a large share of the spacing.
+EGO_WIDTH_MIN_FRACTION = 0.15
+MIN_SHARED_ROWS = 3
+
+
+def x_at_row(lane: np.ndarray, row: float) -> float:
+    """x of a lane polyline (N, 2) at ``row``, extended linearly from its lowest (up to 4)
+    points when the lane ends above the row (the labelling rule for slots)."""
+    pts = lane[np.argsort(lane[:, 1], kind="stable")]
+    if len(pts) == 1:
+        return float(pts[0, 0])
+    if row <= pts[-1, 1]:
+        return float(np.interp(row, pts[:, 1], pts[:, 0]))
+    tail = pts[-min(len(pts), 4):]
+    dy = tail[-1, 1] - tail[0, 1]
+    if dy <= 0:
+        return float(tail[-1, 0])
+    slope = (tail[-1, 0] - tail[0, 0]) / dy
+    return float(tail[-1, 0] + slope * (row - tail[-1, 1]))
+
+
+def slots_by_position(bottom_x: np.ndarray, camera_column: float, num_slots: int = 4) -> np.ndarray:
+    """Slot per lane from its x at the bottom row (NaN = no lane): the nearest lanes left of
+    ``camera_column`` get LEFT then LEFT_LEFT, right of it RIGHT then RIGHT_RIGHT; the rest
+    ``LaneSlot.UNKNOWN``. Other ``num_slots`` fill ``num_slots // 2`` per side, numbered left to right."""
+    bottom_x = np.asarray(bottom_x, dtype=np.float64)
+    slots = np.full(len(bottom_x), int(LaneSlot.UNKNOWN))
+    usable = np.flatnonzero(np.isfinite(bottom_x))
+    per_side = num_slots // 2
+    left = sorted((i for i in usable if bottom_x[i] < camera_column), key=lambda i: -bottom_x[i])[:per_side]
+    right = sorted((i for i in usable if bottom_x[i] >= camera_column), key=lambda i: bottom_x[i])
+    for rank, i in enumerate(left):
+        slots[i] = per_side - 1 - rank
+    for rank, i in enumerate(right[:num_slots - per_side]):
+        slots[i] = per_side + rank
+    return slots
+
+
+def assign_slots(lanes: list[np.ndarray], image_width: int, num_slots: int = 4) -> list[int]:
+    """Ego-relative slot for each labelled lane polyline (N, 2) x,y (in the given order).
+
+    Lanes are compared by their x at the lowest labelled row of the frame (``x_at_row``), on
+    either side of the image centre (``slots_by_position``). Empty lanes get ``LaneSlot.UNKNOWN``.
+    """
+    arrays = [np.asarray(lane, dtype=np.float32).reshape(-1, 2) for lane in lanes]
+    usable = [i for i, lane in enumerate(arrays) if len(lane) > 0]
+    if not usable:
+        return [int(LaneSlot.UNKNOWN)] * len(lanes)
+    bottom = max(float(arrays[i][:, 1].max()) for i in usable)
+    xs = np.full(len(arrays), np.nan)
+    for i in usable:
+        xs[i] = x_at_row(arrays[i], bottom)
+    return [int(s) for s in slots_by_position(xs, image_width / 2.0, num_slots)]
+
+
+def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_width: int,
+                  camera_column: float | None = None, num_slots: int | None = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the three rules of the module docstring to one frame's lanes.
+
+    ``x`` (n, R): each lane's x (source px) at ``rows`` (R,), NaN where it is not reported;
+    lanes are listed in the network's channel order (left to right). ``confidence`` (n,):
+    existence probabilities. ``camera_column``: source column under the camera (default the
+    image centre). ``num_slots``: the network's lane count; for anything but 4 only rule 1
+    applies (other counts have no ego-relative slots).
+
+    Returns (x with dropped lanes and trimmed rows set to NaN, slot per lane): dropped lanes
+    have all-NaN rows and slot ``LaneSlot.UNKNOWN``.
+    """
+    x = np.array(x, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.float64)
+    confidence = np.asarray(confidence, dtype=np.float64)
+    _uncross(x, confidence)
+    seen = np.isfinite(x)
+    bottom_x = np.full(len(x), np.nan)
+    for k in np.flatnonzero(seen.sum(axis=1) >= 2):
+        bottom_x[k] = x_at_row(np.stack([x[k, seen[k]], rows[seen[k]]], axis=1), float(rows.max()))
+    if num_slots != 4:
+        return x, np.full(len(x), int(LaneSlot.UNKNOWN))
+    column = image_width / 2.0 if camera_column is None else float(camera_column)
+    slots = slots_by_position(bottom_x, column, 4)
+    x[slots == int(LaneSlot.UNKNOWN)] = np.nan
+    by_slot = {int(s): k for k, s in enumerate(slots) if s != int(LaneSlot.UNKNOWN)}
+    left, right = by_slot.get(int(LaneSlot.LEFT)), by_slot.get(int(LaneSlot.RIGHT))
+    for outer, neighbour, bounds in ((LaneSlot.LEFT_LEFT, left, LEFT_LEFT_SPACING),
+                                     (LaneSlot.RIGHT_RIGHT, right, RIGHT_RIGHT_SPACING)):
+        k = by_slot.get(int(outer))
+        if k is None or left is None or right is None:
+            continue
+        ratio = spacing_ratio(x[k], x[neighbour], x[left], x[right], image_width)
+        if ratio is not None and not plausible_spacing(ratio, bounds):
+            x[k] = np.nan
+            slots[k] = int(LaneSlot.UNKNOWN)
+    return x, slots
+
+
+def spacing_ratio(outer: np.ndarray, neighbour: np.ndarray, left: np.ndarray, right: np.ndarray,
+                  image_width: int) -> np.ndarray | None:
+    """|outer - neighbour| / (right - left) at the rows where all four are seen and the ego
+    lane is at least ``EGO_WIDTH_MIN_FRACTION`` of the image wide; None below ``MIN_SHARED_ROWS`` rows."""
+    width = right - left
+    with np.errstate(invalid="ignore"):
+        shared = np.isfinite(outer) & np.isfinite(neighbour) & (width >= EGO_WIDTH_MIN_FRACTION * image_width)
+    if np.count_nonzero(shared) < MIN_SHARED_ROWS:
+        return None
+    return np.abs(outer[shared] - neighbour[shared]) / width[shared]
+
+
+def plausible_spacing(ratio: np.ndarray, bounds: tuple[float, float]) -> bool:
+    """Whether spacing ratios along one lane look like a lane: median within ``bounds`` and
+    max / min at most ``SPACING_SPREAD_MAX``."""
+    low, high = bounds
+    return bool(low <= np.median(ratio) <= high and ratio.max() <= SPACING_SPREAD_MAX * max(ratio.min(), 1e-9))
+
+
+def _uncross(x: np.ndarray, confidence: np.ndarray) -> None:
+    """Rule 1, in place: while two lanes (listed left to right) cross, the weaker gives way."""
+    for _ in range(len(x) * len(x)):
+        weakest = None
+        for i in range(len(x)):
+            for j in range(i + 1, len(x)):
+                with np.errstate(invalid="ignore"):
+                    crossing = x[i] >= x[j]  # NaN compares False: only rows both report
+                if crossing.any():
+                    k = i if confidence[i] < confidence[j] else j
+                    if weakest is None or confidence[k] < confidence[weakest[0]]:
+                        weakest = (k, i, j, crossing)
+        if weakest is None:
+            return
+        k, i, j, crossing = weakest
+        shared = np.flatnonzero(np.isfinite(x[i]) & np.isfinite(x[j]))
+        lowest = shared[-1]  # rows ascend, so the last shared row is the nearest
+        if not crossing[lowest]:
+            x[k, :np.flatnonzero(crossing)[-1] + 1] = np.nan  # in order near the camera: cut the far end
+        else:
+            x[k] = np.nan
