@@ -80,9 +80,15 @@ class FitTables:
 def _basis(y: np.ndarray, horizon: np.ndarray, scale: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """Basis [1, t/S, S/t] and its derivative d/dy, t = y - horizon clamped to >= margin; shapes (..., 3)."""
     t = np.maximum(y - horizon, margin)
-    ones = np.ones_like(t)
-    phi = np.stack([ones, t / scale, scale / t], axis=-1)
-    dphi = np.stack([0.0 * ones, ones / scale, -scale / t ** 2], axis=-1)
+    phi = np.empty(t.shape + (3,))
+    dphi = np.empty(t.shape + (3,))
+    phi[..., 0] = 1.0
+    np.multiply(t, 1.0 / scale, out=phi[..., 1])
+    np.divide(scale, t, out=phi[..., 2])
+    dphi[..., 0] = 0.0
+    dphi[..., 1] = 1.0 / scale
+    np.divide(phi[..., 2], t, out=dphi[..., 2])
+    dphi[..., 2] *= -1.0
     return phi, dphi
 
 
@@ -147,19 +153,30 @@ def fit_lanes(x: np.ndarray, weight: np.ndarray, tables: FitTables, *, inlier_px
     band = 0.03 * height if band_rows is None else float(band_rows)
     seen = weight > 0
     x = np.where(seen, x, 0.0)
-    inliers, slope = _ransac(x, seen, tables, inlier_px)
-    coef = np.zeros((n, 3))
-    k_lane = np.zeros(n, dtype=np.intp)
-    curved = np.zeros(n, dtype=bool)
-    frame = None
-    for _ in range(2):
+    # Least squares on every seen row first; a lane it leaves with a row beyond half the
+    # outlier distance (an outlier may have pulled the fit towards itself) starts over from RANSAC.
+    coef, k_lane, curved, frame = _refit(x, weight * seen, seen, tables, min_curve_points, min_curve_span, band, None)
+    fitted, slope = _evaluate(coef, k_lane, tables)
+    distance = np.abs(x - fitted) / np.sqrt(1.0 + slope ** 2)
+    inliers = seen & (distance <= inlier_px)
+    rough = (seen & (distance > 0.5 * inlier_px)).any(axis=1)
+    if rough.any():
+        inliers[rough], slope[rough] = _ransac(x[rough], seen[rough], tables, inlier_px)
         w = weight * inliers / (1.0 + slope ** 2)
-        coef, k_lane, curved, frame = _refit(x, w, inliers, tables, min_curve_points, min_curve_span, band, frame)
-        fitted = (tables.phi_fit[k_lane] @ coef[:, :, None])[..., 0]
-        slope = (tables.dphi_fit[k_lane] @ coef[:, :, None])[..., 0]
+        coef, k_lane, curved, frame = _refit(x, w, inliers, tables, min_curve_points, min_curve_span, band, None)
+        fitted, slope = _evaluate(coef, k_lane, tables)
         inliers = seen & (np.abs(x - fitted) <= inlier_px * np.sqrt(1.0 + slope ** 2))
+    w = weight * inliers / (1.0 + slope ** 2)
+    coef, k_lane, curved, frame = _refit(x, w, inliers, tables, min_curve_points, min_curve_span, band, frame)
+    fitted, slope = _evaluate(coef, k_lane, tables)
+    inliers = seen & (np.abs(x - fitted) <= inlier_px * np.sqrt(1.0 + slope ** 2))
     x_out = (tables.phi_out[k_lane] @ coef[:, :, None])[..., 0]
     return LaneFit(x_out=x_out, inliers=inliers, horizon=tables.horizons[k_lane], coef=coef, curved=curved)
+
+
+def _evaluate(coef: np.ndarray, k_lane: np.ndarray, tables: FitTables) -> tuple[np.ndarray, np.ndarray]:
+    """Fitted x and slope dx/dy (n, R) at the fit rows, for coefficients (n, 3) at grid horizons (n,)."""
+    return (tables.phi_fit[k_lane] @ coef[:, :, None])[..., 0], (tables.dphi_fit[k_lane] @ coef[:, :, None])[..., 0]
 
 
 def _ransac(x: np.ndarray, seen: np.ndarray, tables: FitTables, inlier_px: float) -> tuple[np.ndarray, np.ndarray]:
@@ -187,18 +204,19 @@ def _ransac(x: np.ndarray, seen: np.ndarray, tables: FitTables, inlier_px: float
     det = np.where(ok, det, 1.0)
     b = np.where(ok, (dx1 * dq2 - dx2 * dq1) / det, 0.0)
     c = np.where(ok, (dp1 * dx2 - dp2 * dx1) / det, 0.0)
-    a = xp[:, None, :, 0] - b * p[..., 0] - c * q[..., 0]
-    coef = np.stack([a, b, c], axis=-1)  # (n, Kc, M, 3)
+    coef = np.empty(b.shape + (3,))  # (n, Kc, M, 3)
+    coef[..., 0] = xp[:, None, :, 0] - b * p[..., 0] - c * q[..., 0]
+    coef[..., 1] = b
+    coef[..., 2] = c
     phi, dphi = _basis(y[None, None, :], horizon[:, :, None], tables.scale, tables.margin)  # (n, Kc, R, 3)
     pred = coef @ np.swapaxes(phi, -1, -2)  # (n, Kc, M, R)
     slope = coef @ np.swapaxes(dphi, -1, -2)
     dist2 = (x[:, None, None, :] - pred) ** 2 / (1.0 + slope ** 2)
-    cost = (np.minimum(dist2, inlier_px ** 2) @ seen[:, None, :, None].astype(np.float64))[..., 0]  # MSAC (n, Kc, M)
+    cost = (np.minimum(dist2, inlier_px ** 2) @ seen[:, None, :, None].astype(np.float64))[..., 0]  # MSAC
     best = cost.reshape(n, -1).argmin(axis=1)
     k, m = np.unravel_index(best, cost.shape[1:])
     lanes = np.arange(n)
-    inliers = seen & (dist2[lanes, k, m] <= inlier_px ** 2)
-    return inliers, slope[lanes, k, m]
+    return seen & (dist2[lanes, k, m] <= inlier_px ** 2), slope[lanes, k, m]
 
 
 def _extent(mask: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,9 +240,10 @@ def _solve_sym3(m: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ok = np.abs(det) > 1e-10 * (np.abs(a * d * f) + 1e-300)
     inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
     r0, r1, r2 = r[:, 0], r[:, 1], r[:, 2]
-    x = np.stack([(c00 * r0 + c01 * r1 + c02 * r2),
-                  (c01 * r0 + c11 * r1 + c12 * r2),
-                  (c02 * r0 + c12 * r1 + c22 * r2)], axis=1)
+    x = np.empty(r.shape)
+    x[:, 0] = c00 * r0 + c01 * r1 + c02 * r2
+    x[:, 1] = c01 * r0 + c11 * r1 + c12 * r2
+    x[:, 2] = c02 * r0 + c12 * r1 + c22 * r2
     x *= inv[:, None]
     return x, ok
 

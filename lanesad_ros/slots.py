@@ -116,7 +116,7 @@ def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image
     seen = np.isfinite(x)
     bottom_x = np.full(len(x), np.nan)
     for k in np.flatnonzero(seen.sum(axis=1) >= 2):
-        bottom_x[k] = x_at_row(np.stack([x[k, seen[k]], rows[seen[k]]], axis=1), float(rows.max()))
+        bottom_x[k] = _bottom_x(x[k], rows, np.flatnonzero(seen[k]))
     if num_slots != 4:
         return x, np.full(len(x), int(LaneSlot.UNKNOWN))
     column = image_width / 2.0 if camera_column is None else float(camera_column)
@@ -141,8 +141,7 @@ def spacing_ratio(outer: np.ndarray, neighbour: np.ndarray, left: np.ndarray, ri
     """|outer - neighbour| / (right - left) at the rows where all four are seen and the ego
     lane is at least ``EGO_WIDTH_MIN_FRACTION`` of the image wide; None below ``MIN_SHARED_ROWS`` rows."""
     width = right - left
-    with np.errstate(invalid="ignore"):
-        shared = np.isfinite(outer) & np.isfinite(neighbour) & (width >= EGO_WIDTH_MIN_FRACTION * image_width)
+    shared = np.isfinite(outer) & np.isfinite(neighbour) & (width >= EGO_WIDTH_MIN_FRACTION * image_width)
     if np.count_nonzero(shared) < MIN_SHARED_ROWS:
         return None
     return np.abs(outer[shared] - neighbour[shared]) / width[shared]
@@ -152,27 +151,42 @@ def plausible_spacing(ratio: np.ndarray, bounds: tuple[float, float]) -> bool:
     """Whether spacing ratios along one lane look like a lane: median within ``bounds`` and
     max / min at most ``SPACING_SPREAD_MAX``."""
     low, high = bounds
-    return bool(low <= np.median(ratio) <= high and ratio.max() <= SPACING_SPREAD_MAX * max(ratio.min(), 1e-9))
+    ratio = np.sort(ratio)
+    mid = len(ratio) // 2
+    median = ratio[mid] if len(ratio) % 2 else 0.5 * (ratio[mid - 1] + ratio[mid])
+    return bool(low <= median <= high and ratio[-1] <= SPACING_SPREAD_MAX * max(ratio[0], 1e-9))
+
+
+def _bottom_x(x: np.ndarray, rows: np.ndarray, seen: np.ndarray) -> float:
+    """``x_at_row`` at the last of ``rows`` for one lane of a row grid (``seen``: its indices)."""
+    last = seen[-1]
+    if last == len(rows) - 1:
+        return float(x[last])
+    first = seen[max(len(seen) - 4, 0)]
+    dy = rows[last] - rows[first]
+    slope = (x[last] - x[first]) / dy if dy > 0 else 0.0
+    return float(x[last] + slope * (rows[-1] - rows[last]))
+
+
+_LATER = np.triu(np.ones((8, 8), dtype=bool), 1)[:, :, None]  # pairs (i, j > i) of up to 8 lanes
 
 
 def _uncross(x: np.ndarray, confidence: np.ndarray) -> None:
-    """Rule 1, in place: while two lanes (listed left to right) cross, the weaker gives way."""
-    for _ in range(len(x) * len(x)):
-        weakest = None
-        for i in range(len(x)):
-            for j in range(i + 1, len(x)):
-                with np.errstate(invalid="ignore"):
-                    crossing = x[i] >= x[j]  # NaN compares False: only rows both report
-                if crossing.any():
-                    k = i if confidence[i] < confidence[j] else j
-                    if weakest is None or confidence[k] < confidence[weakest[0]]:
-                        weakest = (k, i, j, crossing)
-        if weakest is None:
+    """Rule 1, in place: while two lanes (listed left to right) cross, the weakest lane of a
+    crossing pair gives way."""
+    n = len(x)
+    later = _LATER[:n, :n] if n <= len(_LATER) else np.triu(np.ones((n, n), dtype=bool), 1)[:, :, None]
+    for _ in range(n * n):
+        crossing = (x[:, None, :] >= x[None, :, :]) & later  # NaN compares False: only rows both report
+        i, j = np.nonzero(crossing.any(axis=2))
+        if len(i) == 0:
             return
-        k, i, j, crossing = weakest
+        weaker = np.where(confidence[i] < confidence[j], i, j)
+        pick = int(np.argmin(confidence[weaker]))
+        k, i, j = weaker[pick], i[pick], j[pick]
         shared = np.flatnonzero(np.isfinite(x[i]) & np.isfinite(x[j]))
-        lowest = shared[-1]  # rows ascend, so the last shared row is the nearest
-        if not crossing[lowest]:
-            x[k, :np.flatnonzero(crossing)[-1] + 1] = np.nan  # in order near the camera: cut the far end
+        rows = crossing[i, j]
+        if not rows[shared[-1]]:  # rows ascend: in order at the nearest shared row, so cut the far end
+            x[k, :np.flatnonzero(rows)[-1] + 1] = np.nan
         else:
             x[k] = np.nan
