@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     for rows_name in ("tusimple", "culane"):
         decoder = LaneDecoder(pre, PostprocessConfig(rows=rows_name), num_lanes=4)
         lanes = decoder.decode(maps, exist, (src_w, src_h))
-        add(f"postprocess 4 lanes ({rows_name} rows, poly fit)", "numpy",
+        add(f"postprocess 4 lanes ({rows_name} rows, hyperbola fit, slot rules)", "numpy",
             timed(lambda d=decoder: d.decode(maps, exist, (src_w, src_h)), args.runs * 4, args.warmup),
             lanes=len(lanes))
     logits = torch.from_numpy(np.log(np.maximum(maps, 1e-6)))

@@ -282,19 +282,23 @@ def _refit(x: np.ndarray, w: np.ndarray, inliers: np.ndarray, tables: FitTables,
     coef, ok = _solve_sym3(normal, rhs)  # (n, 3, K)
     sse = (wx * x).sum(axis=1)[:, None] - (coef * rhs).sum(axis=1)  # at the optimum c'Ac = c'r
     valid = ok & (horizons[None, :] <= (top - tables.margin)[:, None])
-    fit_back = _turn_back(coef, horizons, tables, top, bottom)
+    fit_back = None
     if frame is None:
         good = valid
         if curved.any():
             frame = float(horizons[np.where(valid[curved], sse[curved], 1e30).sum(axis=0).argmin()])
     else:
+        fit_back = _turn_back(coef, horizons, tables, top, bottom)
         good = valid & (fit_back <= turn_back(x, inliers)[:, None] + 1.0)
     cost = np.where(good, sse, np.inf)
     if frame is not None:
         in_band = np.where(np.abs(horizons - frame)[None, :] <= band, cost, np.inf)
         cost = np.where(np.isfinite(in_band).any(axis=1)[:, None], in_band, cost)
     # A lane with no good horizon takes the one that turns back least (lines never do).
-    cost = np.where(np.isfinite(cost).any(axis=1)[:, None], cost, np.where(valid, fit_back, np.inf))
+    stuck = ~np.isfinite(cost).any(axis=1)
+    if stuck.any():
+        fit_back = _turn_back(coef, horizons, tables, top, bottom) if fit_back is None else fit_back
+        cost[stuck] = np.where(valid[stuck], fit_back[stuck], np.inf)
     best = cost.argmin(axis=1)
     return coef[np.arange(n), :, best], ks[best], curved, frame
 
