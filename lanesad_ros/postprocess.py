@@ -42,8 +42,12 @@ class PostprocessConfig:
     ``fit``: "hyperbola" (the robust lane hyperbola of ``lanesad_ros.lanefit``; a straight
     line for lanes with fewer than ``min_curve_points`` supporting rows) or "none" (the raw
     per-row maxima). Rows whose maximum lies more than ``outlier_px`` map pixels (normal
-    distance) off the fit are outliers. Fitted curves are only sampled between the highest and
-    the lowest supporting row.
+    distance) off the fit are outliers. Fitted curves are sampled from the highest supporting
+    row down to the lowest one, or, with ``extend_to_bottom``, on down to the bottom sample row
+    until the curve leaves the image: a lane boundary runs on towards the camera, while the
+    network's response fades near the image bottom, in shadows and behind vehicles (on the
+    validation clips the fade cost 0.04 TuSimple accuracy; TuSimple labels lanes down to the
+    image edge).
     ``geometry``: enforce the slot rules of ``lanesad_ros.slots`` (no crossings, the ego pair
     straddles the camera column, outer lanes only at a plausible spacing); off, slots are the
     network's channels as they come.
@@ -63,6 +67,7 @@ class PostprocessConfig:
     min_curve_points: int = 8
     outlier_px: float = 10.0
     geometry: bool = True
+    extend_to_bottom: bool = True
     subpixel: bool = True
     exist_calibration: tuple[float, float] = (1.0, 0.0)
 
@@ -223,11 +228,16 @@ class LaneDecoder:
             fit = fit_lanes(x, np.where(seen, peak, 0.0), tables.fit, inlier_px=cfg.outlier_px * sx,
                             min_curve_points=cfg.min_curve_points)
             x, support = fit.x_out, fit.inliers
-            # Report the fit between the highest and the lowest supporting row.
+            # Report the fit from the highest supporting row down to the lowest one, or on down
+            # to the bottom row while the curve stays inside the image (extend_to_bottom).
             first = support.argmax(axis=1)
             last = n_rows - 1 - support[:, ::-1].argmax(axis=1)
             index = np.arange(n_rows)
-            seen = (index >= first[:, None]) & (index <= last[:, None]) & support.any(axis=1)[:, None]
+            inside = (x >= -0.5) & (x <= src_w - 0.5)
+            below = index > last[:, None]
+            lowest = last[:, None] if not cfg.extend_to_bottom else np.where(
+                np.cumprod(~below | inside, axis=1, dtype=bool), n_rows - 1, -1)
+            seen = (index >= first[:, None]) & (index <= lowest) & support.any(axis=1)[:, None]
             seen &= (support.sum(axis=1) >= cfg.min_points)[:, None]
         seen &= (x >= -0.5) & (x <= src_w - 0.5)
         seen &= (seen.sum(axis=1) >= cfg.min_points)[:, None]

@@ -28,7 +28,7 @@ def curved(x_bottom, slope, bend, horizon=150.0):
     return lambda y: x_bottom + (719.0 - y) * slope + bend * ((719.0 - horizon) / (y - horizon) - 1.0)
 
 
-def render(pre, source_size, lane_fns, sigma=2.0, amp=0.9, top_row=0.0):
+def render(pre, source_size, lane_fns, sigma=2.0, amp=0.9, top_row=0.0, bottom_row=1e9):
     """Softmax-like maps (L+1, h, w): a Gaussian ridge per lane along its true curve."""
     h, w = pre.input_size
     _, ys = pre.to_source(np.zeros(h), np.arange(h), source_size)
@@ -39,7 +39,7 @@ def render(pre, source_size, lane_fns, sigma=2.0, amp=0.9, top_row=0.0):
             continue
         u, _ = pre.to_input(fn(ys), ys, source_size)
         ridge = amp * np.exp(-0.5 * ((cols[None, :] - u[:, None]) / sigma) ** 2)
-        ridge[ys < top_row] = 0.0
+        ridge[(ys < top_row) | (ys > bottom_row)] = 0.0
         maps[i + 1] = ridge
     maps[0] = 1.0 - maps[1:].sum(axis=0)
     return maps
@@ -121,6 +121,22 @@ def test_fit_covers_only_the_seen_extent():
     assert len(lanes) == 1
     assert lanes[0].image_points[:, 1].min() >= 440.0
     assert max_error(lanes[0], fns[1]) < 2.0
+
+
+def test_lanes_run_on_to_the_bottom_until_they_leave_the_image():
+    """A response that fades above the image bottom (shadow, a car ahead) is continued by the fit
+    down to the bottom row, and stops where the curve leaves the image; off, the seen extent only."""
+    pre = Preprocessor((288, 800), crop_top=0.3)
+    fns = [None, straight(520, 0.3), None, straight(1400, -1.5)]  # the right one leaves at y = 639
+    maps = render(pre, SRC, fns, bottom_row=560.0)
+    exist = np.array([0, 0.9, 0, 0.9], np.float32)
+    config = PostprocessConfig(geometry=False)
+    left, right = lanes_from_maps(maps, exist, pre, SRC, config)
+    assert left.image_points[:, 1].max() == 710.0 and max_error(left, fns[1]) < 3.0
+    assert 620.0 <= right.image_points[:, 1].max() < 640.0 and right.image_points[:, 0].max() < SRC[0]
+    assert max_error(right, fns[3]) < 3.0
+    seen_only = lanes_from_maps(maps, exist, pre, SRC, config.with_overrides(extend_to_bottom=False))
+    assert all(lane.image_points[:, 1].max() <= 570.0 for lane in seen_only)
 
 
 def test_robust_fit_ignores_a_spurious_blob():
