@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import torch
 
-from lanesad_ros.detector import pool_indices_as_arithmetic
+from lanesad_ros.model.export import pool_indices_as_arithmetic
 from lanesad_ros.model import build_model, list_models
 from lanesad_ros.model.export import export_onnx
 

@@ -34,6 +34,19 @@ class Preprocessor:
         if h <= 0 or w <= 0:
             raise ValueError(f"input_size must be positive (height, width), got {self.input_size}")
 
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "Preprocessor":
+        """The Preprocessor a weights file's metadata describes (``input_size``, ``crop_top``,
+        ``mean``, ``std``); ValueError/TypeError/KeyError on bad fields."""
+        mean = tuple(float(v) for v in metadata.get("mean", IMAGENET_MEAN))
+        std = tuple(float(v) for v in metadata.get("std", IMAGENET_STD))
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std values must be positive, got {std}")
+        height, width = (int(v) for v in metadata["input_size"])
+        return cls(input_size=(height, width), crop_top=float(metadata.get("crop_top", 0.0)), mean=mean, std=std)
+
     def crop_rows(self, source_height: int) -> int:
         """Number of rows removed from the top of a source image of this height."""
         return int(round(self.crop_top * source_height))

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 import warnings
 
@@ -9,7 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from lanesad_ros.detector import Detector, DetectorError, pool_indices_as_arithmetic
+from conftest import REPO_ROOT
+from lanesad_ros.backends import selection
+from lanesad_ros.backends.selection import CLEARLY_FASTER
+from lanesad_ros.detector import Detector, DetectorError
+from lanesad_ros.model.export import pool_indices_as_arithmetic
 from lanesad_ros.lanes import LaneDetections
 
 # Random weights give near-uniform maps: thresholds of 0 make every lane come out, so the
@@ -36,6 +43,11 @@ def torch_detector(random_weights):
 @pytest.fixture(scope="module")
 def ort_detector(random_weights):
     return Detector.from_weights(random_weights, device="cpu", backend="onnxruntime", **OPEN)
+
+
+def as_numpy(x) -> np.ndarray:
+    """A backend output (numpy, or a torch tensor from the torch backend) as a float32 host array."""
+    return x if isinstance(x, np.ndarray) else x.float().cpu().numpy()
 
 
 def road_image(width, height, seed=0):
@@ -70,8 +82,8 @@ def test_backends_agree(torch_detector, ort_detector):
     batch = np.random.default_rng(1).standard_normal((1, 3, 144, 400)).astype(np.float32)
     seg_t, exist_t = torch_detector._backend(batch.copy())
     seg_o, exist_o = ort_detector._backend(batch.copy())
-    np.testing.assert_allclose(seg_o.numpy(), seg_t.numpy(), atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(exist_o.numpy(), exist_t.numpy(), atol=1e-5)
+    np.testing.assert_allclose(as_numpy(seg_o), as_numpy(seg_t), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(as_numpy(exist_o), as_numpy(exist_t), atol=1e-5)
     image = road_image(1280, 720, seed=2)
     a, b = torch_detector.detect(image), ort_detector.detect(image)
     assert [lane.index for lane in a.lanes] == [lane.index for lane in b.lanes]
@@ -84,8 +96,83 @@ def test_auto_backend_times_the_candidates(random_weights):
     detector = Detector.from_weights(random_weights, device="cpu", backend="auto")
     expected = {"torch-cpu", "onnxruntime-cpu"} | ({"openvino-cpu"} if importlib.util.find_spec("openvino") else set())
     assert set(detector.backend_timings_ms) == expected
-    assert detector.backend_name == min(detector.backend_timings_ms, key=detector.backend_timings_ms.get)
     assert detector.device == "cpu"
+    # The first candidate in preference order is kept unless another is clearly faster.
+    timings = detector.backend_timings_ms
+    order = [name for name in ("openvino-cpu", "torch-cpu", "onnxruntime-cpu") if name in timings]
+    expected_choice = order[0]
+    for name in order[1:]:
+        if timings[name] * CLEARLY_FASTER <= timings[expected_choice]:
+            expected_choice = name
+    assert detector.backend_name == expected_choice
+    assert detector.backend_reason.startswith("measured (") and expected_choice in detector.backend_reason
+
+
+def test_auto_choice_is_remembered_per_weights_and_size(random_weights, tmp_path, monkeypatch):
+    """Issue 15 item 8: the same machine, weights and input size get the same backend without
+    re-timing; a re-measure happens only when asked (argument or environment) or for other weights."""
+    monkeypatch.setenv("LANESAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LANESAD_REMEASURE_BACKEND", raising=False)
+    first = Detector.from_weights(random_weights, device="cpu", backend="auto")
+    assert first.backend_reason.startswith("measured (no remembered choice")
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a remembered choice must not time the backends again")
+
+    monkeypatch.setattr(selection, "time_backend", no_timing)
+    for _ in range(2):
+        again = Detector.from_weights(random_weights, device="cpu", backend="auto")
+        assert again.backend_name == first.backend_name
+        assert again.backend_reason.startswith("remembered choice from")
+        assert again.backend_timings_ms == pytest.approx(first.backend_timings_ms)
+    with pytest.raises(AssertionError, match="must not time"):
+        Detector.from_weights(random_weights, device="cpu", backend="auto", remeasure=True)
+    monkeypatch.setenv("LANESAD_REMEASURE_BACKEND", "1")
+    with pytest.raises(AssertionError, match="must not time"):
+        Detector.from_weights(random_weights, device="cpu", backend="auto")
+    monkeypatch.delenv("LANESAD_REMEASURE_BACKEND")
+    other = tmp_path / "other.safetensors"  # same tensors, other metadata: another key
+    other.write_bytes(random_weights.read_bytes())
+    meta = json.loads(random_weights.with_suffix(".json").read_text())
+    other.with_suffix(".json").write_text(json.dumps(dict(meta, crop_top=0.25)))
+    with pytest.raises(AssertionError, match="must not time"):
+        Detector.from_weights(other, device="cpu", backend="auto")
+
+
+def test_background_choice_answers_on_torch_then_switches(random_weights, tmp_path, monkeypatch):
+    """The node's cold start: torch answers at once; the measured choice takes over and is remembered."""
+    monkeypatch.setenv("LANESAD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("LANESAD_REMEASURE_BACKEND", raising=False)
+    chosen = []
+    detector = Detector.from_weights(random_weights, device="cpu", backend="auto", background=True,
+                                     on_backend_chosen=chosen.append, **OPEN)
+    assert detector.backend_name == "torch-cpu" and "answers while the candidates are measured" in detector.backend_reason
+    image = road_image(1280, 720, seed=3)
+    early = detector.detect(image)  # while the thread measures
+    detector.backend_choice_thread.join(timeout=120)
+    assert chosen == [detector] and detector.backend_reason.endswith("(measured in the background)")
+    assert detector.backend_name in detector.backend_timings_ms
+    late = detector.detect(image)
+    assert [lane.index for lane in late.lanes] == [lane.index for lane in early.lanes]
+    again = Detector.from_weights(random_weights, device="cpu", backend="auto", background=True)
+    assert again.backend_choice_thread is None and again.backend_name == detector.backend_name
+    assert again.backend_reason.startswith("remembered choice from")
+
+
+def test_cached_cpu_start_up_skips_torch(random_weights, tmp_path):
+    """With the graph and the choice cached, a CPU start-up neither imports torch nor rebuilds the network."""
+    env = dict(os.environ, LANESAD_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO_ROOT))
+    script = ("import sys; from lanesad_ros.detector import Detector; "
+              f"d = Detector.from_weights({str(random_weights)!r}, device='cpu', backend='onnxruntime'); "
+              "d.detect(__import__('numpy').zeros((720, 1280, 3), 'uint8')); "
+              "print(d.backend_name, 'torch' in sys.modules, sorted(d.startup_phases_ms))")
+    runs = [subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+            for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[-1].stderr[-2000:]
+    assert runs[0].stdout.split()[:2] == ["onnxruntime-cpu", "True"]  # cold: loads and exports
+    assert "onnx_export" in runs[0].stdout
+    assert runs[1].stdout.split()[:2] == ["onnxruntime-cpu", "False"], runs[1].stdout
+    assert "load_weights" not in runs[1].stdout and "onnx_export" not in runs[1].stdout
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +187,8 @@ def test_openvino_agrees_with_torch(torch_detector, ov_detector):
     batch = np.random.default_rng(11).standard_normal((1, 3, 144, 400)).astype(np.float32)
     seg_t, exist_t = torch_detector._backend(batch.copy())
     seg_v, exist_v = ov_detector._backend(batch.copy())
-    np.testing.assert_allclose(seg_v.numpy(), seg_t.numpy(), atol=1e-4, rtol=1e-4)
-    np.testing.assert_allclose(exist_v.numpy(), exist_t.numpy(), atol=1e-5)
+    np.testing.assert_allclose(as_numpy(seg_v), as_numpy(seg_t), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(as_numpy(exist_v), as_numpy(exist_t), atol=1e-5)
     images = [road_image(1280, 720, seed=12), road_image(1640, 590, seed=13)]
     for image, got in zip(images, ov_detector.detect_batch(images)):  # batch 2: a second compiled shape
         expected = torch_detector.detect(image)

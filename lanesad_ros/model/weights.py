@@ -124,14 +124,7 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 def metadata_preprocessor(metadata: dict) -> Preprocessor:
     """The Preprocessor a weights file was trained with (input size, crop, normalisation)."""
-    mean = tuple(float(v) for v in metadata.get("mean", IMAGENET_MEAN))
-    std = tuple(float(v) for v in metadata.get("std", IMAGENET_STD))
-    if len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"mean and std need 3 values (RGB), got {mean} and {std}")
-    if any(s <= 0 for s in std):
-        raise ValueError(f"std values must be positive, got {std}")
-    height, width = (int(v) for v in metadata["input_size"])
-    return Preprocessor(input_size=(height, width), crop_top=float(metadata.get("crop_top", 0.0)), mean=mean, std=std)
+    return Preprocessor.from_metadata(metadata)
 
 
 def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cpu",

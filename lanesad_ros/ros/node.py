@@ -17,13 +17,14 @@ or lost in transport), errors and errors.<kind> (unsupported_encoding, zero_size
 bad_layout, corrupt_image, too_large, detector, internal), median and max over the last
 second of inference_latency_ms, e2e_receive_to_publish_ms (callback -> /lanes published)
 and e2e_stamp_to_publish_ms (image header stamp -> /lanes published; "nan" in a second
-without frames; frames whose stamp is no time on the node's clock -- 0, ahead of it or over
+ without frames; frames whose stamp is no time on the node's clock -- 0, ahead of it or over
 60 s old -- are left out and counted in frames_without_stamp_latency), device,
-requested_device, backend, model, weights, input_size.
+requested_device, backend, backend_reason, model, weights, input_size.
 """
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import sys
 import threading
@@ -81,8 +82,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("weights", "", "Weights file (.safetensors with its .json metadata); empty = the shipped default weights."),
     ParamSpec("device", "auto", "Inference device; cuda falls back to cpu with a warning when CUDA is absent.",
               choices=("auto", "cuda", "cpu")),
-    ParamSpec("backend", "auto", "Inference backend; auto times the available ones at start-up and keeps the fastest.",
-              choices=("auto", "torch", "onnxruntime", "openvino")),
+    ParamSpec("backend", "auto", "Inference backend; auto runs the choice remembered for this machine, weights and "
+              "input size, or times the candidates once and remembers (LANESAD_REMEASURE_BACKEND=1 re-times).",
+              choices=("auto", "torch", "onnxruntime", "openvino", "openvino-int8")),
     ParamSpec("exist_threshold", -1.0, "Lane existence probability above which a lane is reported; -1 = the "
               "weights' recommended value (metadata), else 0.5.", read_only=False, range=(-1.0, 1.0)),
     ParamSpec("prob_threshold", -1.0, "Per-row lane probability above which a row contributes a point; -1 = the "
@@ -122,6 +124,16 @@ PARAMETERS: tuple[ParamSpec, ...] = (
 SPECS = {spec.name: spec for spec in PARAMETERS}
 THRESHOLDS = ("exist_threshold", "prob_threshold")  # -1 = the weights' recommendation
 _DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
+
+
+def process_age_ms() -> float:
+    """Milliseconds since this process started, from /proc/self/stat (Linux); nan elsewhere."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return (time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")) * 1e3
+    except (OSError, ValueError, IndexError, AttributeError):
+        return math.nan
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -287,11 +299,10 @@ class LaneDetectorNode(Node):
         self.stats = FrameStats()
         self._last_warned: dict[str, float] = {}
         self._sequences: dict[bytes, int] = {}  # last publication sequence number per image publisher
+        self._answered_once = False
         self.requested_device = self.params["device"]
-        self.detector = self._load_detector()
-        self._set_tracking(self.params["tracking"])
-        self._configure_camera_from_parameters()
-
+        # Publishers and subscriptions first: DDS discovery and the large-data connections are
+        # made while the detector loads (frames that arrive meanwhile wait in the depth-1 queue).
         self._lanes_pub = self.create_publisher(LaneArray, "lanes", 10)
         self._debug_pub = self.create_publisher(Image, "lanes/debug_image", qos_profile_sensor_data)
         self._markers_pub = self.create_publisher(MarkerArray, "lanes/markers", 10)
@@ -311,6 +322,17 @@ class LaneDetectorNode(Node):
         if self.params["camera_info_topic"]:
             self.create_subscription(CameraInfo, self.params["camera_info_topic"], self._on_camera_info, image_qos)
 
+        log = self.get_logger()
+        log.info(f"start-up: process start to node {process_age_ms():.0f} ms (interpreter, imports); loading the detector "
+                 f"(backend {self.params['backend']}, device {self.params['device']})")
+        start = time.perf_counter()
+        self.detector = self._load_detector()
+        phases = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.detector.startup_phases_ms.items())
+        log.info(f"start-up: detector {(time.perf_counter() - start) * 1e3:.0f} ms ({phases}); "
+                 f"backend {self.detector.backend_name}: {self.detector.backend_reason}")
+        self._set_tracking(self.params["tracking"])
+        self._configure_camera_from_parameters()
+
         self._inbox = LatestMailbox()
         self._debug_inbox = LatestMailbox()
         self._workers = [threading.Thread(target=self._inference_loop, name="lane_inference", daemon=True),
@@ -319,6 +341,7 @@ class LaneDetectorNode(Node):
             worker.start()
         self.create_timer(1.0, self._publish_diagnostics)
         self.get_logger().info(
+            f"start-up: ready {process_age_ms():.0f} ms after process start; "
             f"listening on {self.input_topic}; model {self.detector.model_name} "
             f"({self.detector.weights_name}, input {self.detector.preprocessor.input_size[1]}x"
             f"{self.detector.preprocessor.input_size[0]}) on {self.detector.backend_name}")
@@ -327,7 +350,7 @@ class LaneDetectorNode(Node):
     def _load_detector(self) -> Detector:
         """Detector from the weights parameter; a CUDA request without CUDA falls back to CPU."""
         path = self.params["weights"] or str(default_weights_path())
-        options = dict(backend=self.params["backend"],
+        options = dict(backend=self.params["backend"], background=True, on_backend_chosen=self._on_backend_chosen,
                        **{name: self.params[name] for name in THRESHOLDS if self.params[name] >= 0.0})
         self.device_note = ""
         try:
@@ -342,6 +365,12 @@ class LaneDetectorNode(Node):
             detector.preprocessor = replace(detector.preprocessor, crop_top=self.params["crop_top"])
             detector.set_postprocess()  # rebuild the row tables for the new crop
         return detector
+
+    def _on_backend_chosen(self, detector: Detector) -> None:
+        """Called from the detector's background measurement (first start-up on a machine)."""
+        self.get_logger().info(f"start-up: backend {detector.backend_name} after measuring "
+                               f"{detector.startup_phases_ms.get('background_choice', math.nan):.0f} ms in the "
+                               f"background: {detector.backend_reason}")
 
     def _configure_camera_from_parameters(self) -> None:
         """Intrinsics from parameters (unless a CameraInfo topic provides them) and the mounting."""
@@ -464,6 +493,11 @@ class LaneDetectorNode(Node):
         frame = self.params["ground_frame_id"]
         self._lanes_pub.publish(detections_to_lane_array(det, msg.header, frame))
         published = time.monotonic()
+        if not self._answered_once:
+            self._answered_once = True
+            self.get_logger().info(f"start-up: first LaneArray {process_age_ms():.0f} ms after process start "
+                                   f"(frame waited {(published - received) * 1e3:.0f} ms in the node, "
+                                   f"detect {det.latency_ms:.0f} ms)")
         self.stats.on_published(det.latency_ms, (published - received) * 1e3,
                                 stamp_latency_ms(stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds))
         if self.params["publish_debug_image"] or self._debug_pub.get_subscription_count() > 0:
@@ -519,6 +553,7 @@ class LaneDetectorNode(Node):
             "requested_device": self.requested_device,
             "device_note": self.device_note,
             "backend": self.detector.backend_name,
+            "backend_reason": self.detector.backend_reason,
             "model": self.detector.model_name,
             "weights": str(self.detector.weights_path or self.detector.weights_name),
             "input_size": "x".join(str(v) for v in self.detector.preprocessor.input_size[::-1]),

@@ -1,0 +1,161 @@
+"""The on-disk cache of derived inference artefacts and of the remembered backend choice.
+
+Everything here is derived, never authoritative: deleting the directory only costs the next
+start-up its exports and measurements. Names carry what the content depends on (a hash of the
+weights and metadata files, input size, exporter/runtime versions), so a stale entry is never
+served; every write is atomic (:mod:`lanesad_ros.fileio`), so concurrent start-ups on the same
+machine at worst both write the same file.
+
+Layout under :func:`cache_dir`::
+
+    onnx/<stem>-<source>-<H>x<W>-opset<N>-torch<V>-e<E>[-poolarith].onnx   exported graphs
+    openvino/                                                             OpenVINO CACHE_DIR (compiled blobs)
+    choice/<key>.json                                                     remembered backend choices
+    int8/<stem>-<source>-<H>x<W>/                                         quantised model + its guard record
+
+This module imports neither torch nor a runtime: a start-up that finds what it needs here
+can skip them.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lanesad_ros.fileio import write_text_atomic
+
+ONNX_OPSET = 17
+# Bumped whenever the exported or rewritten graph changes for the same weights, so that no
+# cache entry made by older code is served.
+EXPORT_VERSION = 2
+# Packages whose versions change what an artefact or a timing means.
+VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf")
+
+
+class BackendUnavailable(ValueError):
+    """A backend cannot run here (missing package, provider or device); the message says why."""
+
+
+def cache_dir() -> Path:
+    """$LANESAD_CACHE_DIR, else $XDG_CACHE_HOME/lanesad_ros, else ~/.cache/lanesad_ros."""
+    if os.environ.get("LANESAD_CACHE_DIR"):
+        return Path(os.environ["LANESAD_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lanesad_ros"
+
+
+def package_version(name: str) -> str:
+    """Installed version of a distribution without importing it ('' when absent)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def file_hash(*paths: Path) -> str:
+    """sha256 over the bytes of the files, in order (hex)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def state_hash(model) -> str:
+    """sha256 over an in-memory model's state_dict (names and fp32 values), for models without a file."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def artefact_stem(stem: str, source: str, input_size: tuple[int, int]) -> str:
+    """Common part of the artefact names of one weights source at one input size."""
+    return f"{stem}-{source[:16]}-{input_size[0]}x{input_size[1]}"
+
+
+def onnx_path(base: str, rewritten: bool, root: Path | None = None) -> Path:
+    """Exported graph for ``artefact_stem(...)``; ``rewritten``: the poolarith rewrite."""
+    torch_version = package_version("torch").replace("+", "_")
+    name = f"{base}-opset{ONNX_OPSET}-torch{torch_version}-e{EXPORT_VERSION}{'-poolarith' if rewritten else ''}.onnx"
+    return (root or cache_dir()) / "onnx" / name
+
+
+def int8_dir(base: str, root: Path | None = None) -> Path:
+    """Folder of the INT8 model of ``artefact_stem(...)``: model.xml/.bin and guard.json."""
+    return (root or cache_dir()) / "int8" / base
+
+
+def read_guard(folder: Path) -> dict | None:
+    """The accuracy-guard record next to an INT8 model (``guard.json``), or None when there is
+    no readable one or the model files are missing. ``passed`` says whether it may be offered."""
+    try:
+        record = json.loads((folder / "guard.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or not (folder / "model.xml").is_file() or not (folder / "model.bin").is_file():
+        return None
+    return record
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_id() -> dict:
+    """What makes timings on one machine comparable: host, CPU model and count, NVIDIA devices."""
+    return {"host": socket.gethostname(), "cpu": cpu_name(), "cpus": os.cpu_count(),
+            "nvidia": sorted(p.name for p in Path("/dev").glob("nvidia[0-9]*"))}
+
+
+def cuda_impossible() -> bool:
+    """True when this Linux machine has no NVIDIA (or WSL GPU) device node, so CUDA cannot be
+    available whatever torch says; lets a CPU start-up skip importing torch to ask."""
+    return sys.platform.startswith("linux") and not (Path("/dev/nvidiactl").exists() or Path("/dev/dxg").exists())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ChoiceStore:
+    """Remembered backend choices, one JSON file per key (machine, weights, input size, device,
+    threads, candidates, versions). See :mod:`lanesad_ros.backends.selection`."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = (root or cache_dir()) / "choice"
+
+    @staticmethod
+    def key(fields: dict) -> str:
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
+
+    def load(self, fields: dict) -> dict | None:
+        """The remembered record for these fields, or None (absent, unreadable, or for other fields)."""
+        path = self.root / f"{self.key(fields)}.json"
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("fields") != fields or not isinstance(record.get("backend"), str):
+            return None
+        return record
+
+    def save(self, fields: dict, record: dict) -> Path:
+        path = self.root / f"{self.key(fields)}.json"
+        write_text_atomic(path, json.dumps(dict(record, fields=fields), indent=1, sort_keys=True) + "\n")
+        return path
