@@ -296,8 +296,9 @@ class Detector:
         return OrtBackend(self._onnx_path(pooling_indices=self.device != "cpu"), self.device, self.threads)
 
     def _make_openvino(self):
-        backend = OpenVinoBackend(self._onnx_path(pooling_indices=False), self.threads,
-                                  cache_dir=cache.cache_dir() / "openvino")
+        graph = self._onnx_path(pooling_indices=False)
+        backend = OpenVinoBackend(graph, self.threads, cache_dir=cache.cache_dir() / "openvino",
+                                  static_ir=graph.with_name(graph.stem + "-b1.xml"))
         backend.prepare(self._input.shape)
         return backend
 
@@ -309,7 +310,7 @@ class Detector:
             raise BackendUnavailable(f"backend 'openvino-int8' unavailable: {why} ({folder}; "
                                      f"make one with python -m lanesad_ros.backends.quantize)")
         backend = OpenVinoBackend(folder / "model.xml", self.threads, cache_dir=cache.cache_dir() / "openvino",
-                                  name="openvino-int8")
+                                  name="openvino-int8", static_ir=folder / "model-b1.xml")
         backend.prepare(self._input.shape)
         return backend
 
