@@ -262,7 +262,8 @@ class Detector:
         return backend == "onnxruntime" and ort_has_cuda()
 
     # ----- backends ---------------------------------------------------------------------
-    def _source_hash(self) -> str:
+    def source_hash(self) -> str:
+        """sha256 of the weights and metadata files (of the state_dict for an in-memory model)."""
         if self._source is None:
             if self.weights_path is not None:
                 self._source = cache.file_hash(self.weights_path, self.weights_path.with_suffix(".json"))
@@ -270,14 +271,15 @@ class Detector:
                 self._source = cache.state_hash(self._model)
         return self._source
 
-    def _artefact_base(self) -> str:
+    def artefact_base(self) -> str:
+        """Name stem of this model's cached artefacts (weights stem, source hash, input size)."""
         stem = self.weights_path.stem if self.weights_path is not None else self.model_name
-        return cache.artefact_stem(stem, self._source_hash(), self.preprocessor.input_size)
+        return cache.artefact_stem(stem, self.source_hash(), self.preprocessor.input_size)
 
-    def _onnx_path(self, pooling_indices: bool = True) -> Path:
+    def onnx_path(self, pooling_indices: bool = True) -> Path:
         """Exported ONNX graph of this model, from the cache when these weights were exported before.
         ``pooling_indices=False``: the graph rewritten by ``pool_indices_as_arithmetic``."""
-        base = self._artefact_base()
+        base = self.artefact_base()
         plain, rewritten = cache.onnx_path(base, rewritten=False), cache.onnx_path(base, rewritten=True)
         wanted = plain if pooling_indices else rewritten
         if not wanted.is_file():
@@ -286,6 +288,18 @@ class Detector:
             self.startup_phases_ms["onnx_export"] = (time.perf_counter() - start) * 1e3
         return wanted
 
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(1, 3, H, W): the network input of one frame."""
+        return tuple(self._input.shape)
+
+    def use_backend(self, backend, reason: str) -> None:
+        """Run ``detect`` on ``backend`` from now on (one attribute assignment: a detect() in flight
+        finishes on the backend it started with). Used by the background choice and the INT8 guard."""
+        self._backend = backend
+        self.backend_name = backend.name
+        self.backend_reason = reason
+
     def _make_torch(self):
         if self.threads is not None:
             _torch().set_num_threads(self.threads)
@@ -293,17 +307,17 @@ class Detector:
 
     def _make_ort(self):
         # On the CPU, ONNX Runtime too is faster without indices-returning pools (same outputs).
-        return OrtBackend(self._onnx_path(pooling_indices=self.device != "cpu"), self.device, self.threads)
+        return OrtBackend(self.onnx_path(pooling_indices=self.device != "cpu"), self.device, self.threads)
 
     def _make_openvino(self):
-        graph = self._onnx_path(pooling_indices=False)
+        graph = self.onnx_path(pooling_indices=False)
         backend = OpenVinoBackend(graph, self.threads, cache_dir=cache.cache_dir() / "openvino",
                                   static_ir=graph.with_name(graph.stem + "-b1.xml"))
         backend.prepare(self._input.shape)
         return backend
 
     def _make_openvino_int8(self):
-        folder = cache.int8_dir(self._artefact_base())
+        folder = cache.int8_dir(self.artefact_base())
         guard = cache.read_guard(folder)
         if guard is None or not guard.get("passed"):
             why = "no INT8 model for these weights" if guard is None else f"its accuracy guard failed: {guard.get('verdict')}"
@@ -328,14 +342,14 @@ class Detector:
         if backend in ("auto", "onnxruntime"):
             makers.append(Candidate("onnxruntime", self._make_ort))
         if backend == "openvino-int8" or (backend == "auto" and openvino_ok and self.weights_path is not None
-                                          and cache.read_guard(cache.int8_dir(self._artefact_base())) is not None):
+                                          and cache.read_guard(cache.int8_dir(self.artefact_base())) is not None):
             makers.append(Candidate("openvino-int8", self._make_openvino_int8))
         if not makers:
             raise DetectorError(f"backend {backend!r} cannot run on device {self.device!r} here")
         return makers
 
     def _choice_fields(self, candidates: list[Candidate]) -> dict:
-        return {"machine": cache.machine_id(), "source": self._source_hash(),
+        return {"machine": cache.machine_id(), "source": self.source_hash(),
                 "input_size": list(self.preprocessor.input_size), "device": self.device, "threads": self.threads,
                 "candidates": [c.kind for c in candidates], "export": cache.EXPORT_VERSION,
                 "versions": {name: cache.package_version(name) for name in cache.VERSIONED_PACKAGES}}
@@ -381,9 +395,7 @@ class Detector:
             self.backend_reason += f"; measurement failed ({type(exc).__name__}: {exc}), staying on {self.backend_name}"
         else:
             self.backend_timings_ms = choice.timings_ms
-            self.backend_reason = choice.reason + " (measured in the background)"
-            self._backend = choice.backend
-            self.backend_name = choice.backend.name
+            self.use_backend(choice.backend, choice.reason + " (measured in the background)")
         self.startup_phases_ms["background_choice"] = (time.perf_counter() - start) * 1e3
         if self.on_backend_chosen is not None:
             self.on_backend_chosen(self)
