@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["LANESAD_CACHE_DIR"] = str(Path(tmp) / "cache")
         rows.append(compare(None, (1280, 720), args.labels, split, args))
         rows.append(compare(random_weights(Path(tmp), (288, 800)), (1640, 590), None, None, args))
-    print(f"# OpenVINO fp32 vs INT8\n\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | "
+    print(f"# OpenVINO fp32 vs INT8\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC | "
           f"{platform.machine()}, {os.cpu_count()} CPUs | {args.threads} inference threads | "
           f"command: `bench_int8.py {' '.join(argv if argv is not None else sys.argv[1:])}`\n")
     print("| input | weights | forward fp32 ms | forward int8 ms | speed-up | detect() fp32 ms (FPS) | "
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{accuracy} | {shift} | {'passed' if g['passed'] else 'not passed'} | "
               f"{r['load_before']:.2f} -> {r['load_after']:.2f} |")
     guard = rows[0]["guard"]
-    print(f"\nguard: {guard['verdict']}\nvalidation: {guard.get('validation')}\ncalibration: {guard.get('calibration')}")
+    print(f"\nguard: {guard['verdict']}\nvalidation: {guard.get('validation')}\n"
+          f"calibration: {guard.get('calibration')}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
     return 0

@@ -26,7 +26,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -87,7 +87,8 @@ class Client:
 
 def start_once(frame_msg, cache: Path, args, domain_id: int, wait_for_choice: bool) -> dict:
     """One node process from spawn to the first LaneArray; returns seconds and its start-up log."""
-    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), FASTDDS_BUILTIN_TRANSPORTS=os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"),
+    transports = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id), FASTDDS_BUILTIN_TRANSPORTS=transports,
                LANESAD_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-m", "lanesad_ros.ros.node", "--ros-args", "--params-file", str(PARAMS_FILE),
            "-p", f"backend:={args.backend}"]
@@ -153,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     frame_msg = bgr_to_image_msg(test_frame(), Header(frame_id="camera"), "bgr8")
     results = {"cold": [], "warm": []}
     domain_id = 100 + os.getpid() % 90
-    print(f"# Start-up benchmark\n\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC | {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs | backend {args.backend} | load average {load_average():.2f} at the start\n")
+    print(f"# Start-up benchmark\n\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC | "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs | backend {args.backend} | "
+          f"load average {load_average():.2f} at the start\n")
     print(f"command: `{' '.join(['bench_startup.py'] + (argv if argv is not None else sys.argv[1:]))}`\n")
     print("| round | kind | first LaneArray (s) | subscription matched (s) | load before | load after |\n"
           "| ---: | --- | ---: | ---: | ---: | ---: |")

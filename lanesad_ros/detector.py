@@ -165,7 +165,7 @@ class Detector:
     @classmethod
     def from_weights(cls, path: str | os.PathLike | None = None, device: str = "auto", backend: str = "auto",
                      num_lanes: int | None = None, threads: int | None = None, remeasure: bool = False,
-                     background: bool = False, on_backend_chosen=None, **postprocess_overrides) -> "Detector":
+                     background: bool = False, on_backend_chosen=None, **postprocess_overrides) -> Detector:
         """Load a weights file (default: the shipped weights). ``num_lanes``: the count the
         caller needs; other weights raise DetectorError naming the file.
 
@@ -214,7 +214,7 @@ class Detector:
 
     @classmethod
     def from_model(cls, model, metadata: dict | None = None, device: str = "auto",
-                   backend: str = "torch", **postprocess_overrides) -> "Detector":
+                   backend: str = "torch", **postprocess_overrides) -> Detector:
         """Wrap an in-memory model (training validation). The model is not modified: it stays on
         its device, in its dtype and training mode (eval is switched on only during a forward)."""
         meta = {"model": model.name, "num_lanes": int(model.num_lanes), "input_size": list(model.input_size),
@@ -320,7 +320,8 @@ class Detector:
         folder = cache.int8_dir(self.artefact_base())
         guard = cache.read_guard(folder)
         if guard is None or not guard.get("passed"):
-            why = "no INT8 model for these weights" if guard is None else f"its accuracy guard failed: {guard.get('verdict')}"
+            why = ("no INT8 model for these weights" if guard is None
+                   else f"its accuracy guard failed: {guard.get('verdict')}")
             raise BackendUnavailable(f"backend 'openvino-int8' unavailable: {why} ({folder}; "
                                      f"make one with python -m lanesad_ros.backends.quantize)")
         backend = OpenVinoBackend(folder / "model.xml", self.threads, cache_dir=cache.cache_dir() / "openvino",

@@ -16,8 +16,8 @@ from conftest import REPO_ROOT
 from lanesad_ros.backends import selection
 from lanesad_ros.backends.selection import CLEARLY_FASTER
 from lanesad_ros.detector import Detector, DetectorError
-from lanesad_ros.model.export import pool_indices_as_arithmetic
 from lanesad_ros.lanes import LaneDetections
+from lanesad_ros.model.export import pool_indices_as_arithmetic
 
 # Random weights give near-uniform maps: thresholds of 0 make every lane come out, so the
 # plumbing (sizes, rows, mapping to source pixels) is exercised.
@@ -87,7 +87,7 @@ def test_backends_agree(torch_detector, ort_detector):
     image = road_image(1280, 720, seed=2)
     a, b = torch_detector.detect(image), ort_detector.detect(image)
     assert [lane.index for lane in a.lanes] == [lane.index for lane in b.lanes]
-    for la, lb in zip(a.lanes, b.lanes):
+    for la, lb in zip(a.lanes, b.lanes, strict=True):
         assert la.confidence == pytest.approx(lb.confidence, abs=1e-5)
         np.testing.assert_allclose(la.image_points, lb.image_points, atol=0.5)
 
@@ -146,7 +146,8 @@ def test_background_choice_answers_on_torch_then_switches(random_weights, tmp_pa
     chosen = []
     detector = Detector.from_weights(random_weights, device="cpu", backend="auto", background=True,
                                      on_backend_chosen=chosen.append, **OPEN)
-    assert detector.backend_name == "torch-cpu" and "answers while the candidates are measured" in detector.backend_reason
+    assert detector.backend_name == "torch-cpu"
+    assert "answers while the candidates are measured" in detector.backend_reason
     image = road_image(1280, 720, seed=3)
     early = detector.detect(image)  # while the thread measures
     detector.backend_choice_thread.join(timeout=120)
@@ -190,10 +191,10 @@ def test_openvino_agrees_with_torch(torch_detector, ov_detector):
     np.testing.assert_allclose(as_numpy(seg_v), as_numpy(seg_t), atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(as_numpy(exist_v), as_numpy(exist_t), atol=1e-5)
     images = [road_image(1280, 720, seed=12), road_image(1640, 590, seed=13)]
-    for image, got in zip(images, ov_detector.detect_batch(images)):  # batch 2: a second compiled shape
+    for image, got in zip(images, ov_detector.detect_batch(images), strict=True):  # batch 2: a second compiled shape
         expected = torch_detector.detect(image)
         assert [lane.index for lane in got.lanes] == [lane.index for lane in expected.lanes]
-        for a, b in zip(got.lanes, expected.lanes):
+        for a, b in zip(got.lanes, expected.lanes, strict=True):
             assert a.confidence == pytest.approx(b.confidence, abs=1e-5)
             np.testing.assert_allclose(a.image_points, b.image_points, atol=0.5)
 
@@ -235,7 +236,7 @@ def test_pool_indices_rewrite_gives_the_same_indices(tmp_path):
     expected_pooled, expected_indices = _PoolWithIndices()(x)
     np.testing.assert_array_equal(indices, expected_indices.numpy())
     np.testing.assert_array_equal(pooled, expected_pooled.numpy())
-    for got, want in zip(fast.run(None, {"x": x[:1].numpy()}), original.run(None, {"x": x[:1].numpy()})):
+    for got, want in zip(fast.run(None, {"x": x[:1].numpy()}), original.run(None, {"x": x[:1].numpy()}), strict=True):
         np.testing.assert_array_equal(got, want)
 
 
@@ -265,17 +266,17 @@ def test_huge_and_non_contiguous_images(torch_detector):
     expected = torch_detector.detect(np.ascontiguousarray(flipped))
     got = torch_detector.detect(flipped)
     assert [lane.index for lane in got.lanes] == [lane.index for lane in expected.lanes]
-    for a, b in zip(got.lanes, expected.lanes):
+    for a, b in zip(got.lanes, expected.lanes, strict=True):
         np.testing.assert_array_equal(a.image_points, b.image_points)
 
 
 def test_detect_batch_matches_single_frames(torch_detector):
     images = [road_image(1280, 720, seed=4), road_image(1640, 590, seed=5)]
     batch = torch_detector.detect_batch(images)
-    for image, det in zip(images, batch):
+    for image, det in zip(images, batch, strict=True):
         single = torch_detector.detect(image)
         assert (det.image_width, det.image_height) == (image.shape[1], image.shape[0])
-        for a, b in zip(det.lanes, single.lanes):
+        for a, b in zip(det.lanes, single.lanes, strict=True):
             np.testing.assert_allclose(a.image_points, b.image_points, atol=0.5)
     assert torch_detector.detect_batch([]) == []
 
@@ -312,7 +313,7 @@ def test_from_model_leaves_the_training_model_alone(random_weights, torch_detect
     got, expected = detector.detect(image), torch_detector.detect(image)
     assert model.training and next(model.parameters()).dtype == torch.float32
     assert [lane.index for lane in got.lanes] == [lane.index for lane in expected.lanes]
-    for a, b in zip(got.lanes, expected.lanes):
+    for a, b in zip(got.lanes, expected.lanes, strict=True):
         np.testing.assert_allclose(a.image_points, b.image_points, atol=1e-3)
     assert Detector.from_model(model, metadata, device="cpu").device == "cpu"
     with pytest.raises(DetectorError, match="does not match the model"):

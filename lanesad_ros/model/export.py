@@ -96,7 +96,7 @@ def pool_indices_as_arithmetic(model):
         prefix = f"{node.name or y}/indices"
         k = window[0][0]
 
-        def op(op_type, inputs, name, **kwargs):
+        def op(op_type, inputs, name, prefix=prefix, **kwargs):
             nodes.append(helper.make_node(op_type, inputs, [f"{prefix}/{name}"], name=f"{prefix}/{name}", **kwargs))
             return f"{prefix}/{name}"
 

@@ -323,8 +323,8 @@ class LaneDetectorNode(Node):
             self.create_subscription(CameraInfo, self.params["camera_info_topic"], self._on_camera_info, image_qos)
 
         log = self.get_logger()
-        log.info(f"start-up: process start to node {process_age_ms():.0f} ms (interpreter, imports); loading the detector "
-                 f"(backend {self.params['backend']}, device {self.params['device']})")
+        log.info(f"start-up: process start to node {process_age_ms():.0f} ms (interpreter, imports); "
+                 f"loading the detector (backend {self.params['backend']}, device {self.params['device']})")
         start = time.perf_counter()
         self.detector = self._load_detector()
         phases = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.detector.startup_phases_ms.items())
