@@ -343,7 +343,8 @@ class Detector:
         if backend in ("auto", "onnxruntime"):
             makers.append(Candidate("onnxruntime", self._make_ort))
         if backend == "openvino-int8" or (backend == "auto" and openvino_ok and self.weights_path is not None
-                                          and cache.read_guard(cache.int8_dir(self.artefact_base())) is not None):
+                                          and (cache.read_guard(cache.int8_dir(self.artefact_base())) or {}).get(
+                                              "passed") is True):
             makers.append(Candidate("openvino-int8", self._make_openvino_int8))
         if not makers:
             raise DetectorError(f"backend {backend!r} cannot run on device {self.device!r} here")
