@@ -12,6 +12,7 @@ after each script; run the full set on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -94,6 +95,10 @@ def plan(args, json_dir: Path) -> list[dict]:
     add("ros_e2e", "End to end through ROS 2", "bench_ros_e2e.py",
         ["--seconds", "2", "--rates", "10,30", "--sizes", "1640x590"] if quick else [],
         json_flag=_has_json_flag("bench_ros_e2e.py"))
+    add("startup", "Start-up to the first LaneArray (issue 13)", "bench_startup.py", ["--runs", "1" if quick else "3"])
+    if importlib.util.find_spec("nncf") is not None:  # the quantisation tool's optional dependency
+        add("int8", "OpenVINO fp32 vs INT8 (issue 13)", "bench_int8.py",
+            ["--rounds", "1", "--runs", "3", "--frames", "20", *threads] if quick else [*threads])
     add("train", "Training throughput", "bench_train.py",
         ["--steps", "2", "--batch", "2", *threads] if quick else [*threads],
         json_flag=_has_json_flag("bench_train.py"))

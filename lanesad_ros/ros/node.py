@@ -17,7 +17,7 @@ or lost in transport), errors and errors.<kind> (unsupported_encoding, zero_size
 bad_layout, corrupt_image, too_large, detector, internal), median and max over the last
 second of inference_latency_ms, e2e_receive_to_publish_ms (callback -> /lanes published)
 and e2e_stamp_to_publish_ms (image header stamp -> /lanes published; "nan" in a second
- without frames; frames whose stamp is no time on the node's clock -- 0, ahead of it or over
+without frames; frames whose stamp is no time on the node's clock -- 0, ahead of it or over
 60 s old -- are left out and counted in frames_without_stamp_latency), device,
 requested_device, backend, backend_reason, model, weights, input_size.
 """
