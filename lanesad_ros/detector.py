@@ -107,12 +107,14 @@ class Detector:
     ``background``: with ``backend="auto"`` and no remembered choice, answer at once on the torch
     backend while a thread (``backend_choice_thread``) exports, compiles and measures the
     candidates, then switches to the chosen one and calls ``on_backend_chosen(detector)``.
+    ``startup_phases_ms``: phases already spent before construction (loading), listed first.
     """
 
     def __init__(self, model, metadata: dict, *, device: str = "auto", backend: str = "auto",
                  weights_path: Path | None = None, own_model: bool = True, threads: int | None = None,
                  remeasure: bool = False, background: bool = False, on_backend_chosen=None,
-                 postprocess: PostprocessConfig | None = None, **postprocess_overrides):
+                 startup_phases_ms: dict[str, float] | None = None, postprocess: PostprocessConfig | None = None,
+                 **postprocess_overrides):
         if not isinstance(device, str) or not (device in DEVICES or re.fullmatch(r"cuda:\d+", device)):
             raise DetectorError(f"device must be one of {DEVICES} or 'cuda:N', got {device!r}")
         if backend not in BACKENDS:
@@ -121,7 +123,7 @@ class Detector:
             raise DetectorError(f"threads must be a positive int or None, got {threads!r}")
         if model is None and weights_path is None:
             raise DetectorError("a Detector needs a model or a weights file")
-        self.startup_phases_ms: dict[str, float] = getattr(self, "startup_phases_ms", {})
+        self.startup_phases_ms: dict[str, float] = dict(startup_phases_ms or {})
         self.threads = threads
         self.metadata = dict(metadata)
         self.weights_path = weights_path
@@ -185,12 +187,9 @@ class Detector:
             start = time.perf_counter()
             model, metadata = _load_weights(path, num_lanes)
             phases["load_weights"] = (time.perf_counter() - start) * 1e3
-        detector = cls.__new__(cls)
-        detector.startup_phases_ms = phases
-        detector.__init__(model, metadata, device=device, backend=backend, weights_path=path, own_model=True,
-                          threads=threads, remeasure=remeasure, background=background,
-                          on_backend_chosen=on_backend_chosen, **postprocess_overrides)
-        return detector
+        return cls(model, metadata, device=device, backend=backend, weights_path=path, own_model=True,
+                   threads=threads, remeasure=remeasure, background=background, on_backend_chosen=on_backend_chosen,
+                   startup_phases_ms=phases, **postprocess_overrides)
 
     @staticmethod
     def _cached_metadata(path: Path, num_lanes: int | None, device: str, backend: str, remeasure: bool) -> dict | None:
