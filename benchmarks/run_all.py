@@ -92,6 +92,8 @@ def plan(args, json_dir: Path) -> list[dict]:
             [*runs(50, 8), *warmup, *threads])
     add("pipeline_288x800", "Detection pipeline, ENet-SAD at 288x800 (issue #7 target size)", "bench_pipeline.py",
         ["--random", "--input-size", "288", "800", *runs(50, 8), *warmup, *threads])
+    add("input_size", "detect() by input size (README model card)", "bench_input_size.py",
+        [*runs(40, 5), *warmup, *threads])
     add("ros_e2e", "End to end through ROS 2", "bench_ros_e2e.py",
         ["--seconds", "2", "--rates", "10,30", "--sizes", "1640x590"] if quick else [],
         json_flag=_has_json_flag("bench_ros_e2e.py"))
