@@ -157,7 +157,10 @@ def test_real_jpeg_frames_decode_like_opencv():
 
 @pytest.mark.parametrize("msg,problem,kind", [
     (raw_msg("xyz", bytes(12), 2, 2, 6), "unsupported encoding 'xyz'", "unsupported_encoding"),
-    (raw_msg("mono16", bytes(8), 2, 2, 4), "unsupported encoding 'mono16'", "unsupported_encoding"),
+    (raw_msg("16UC1", bytes(8), 2, 2, 4), "unsupported encoding '16UC1': a depth or float image",
+     "unsupported_encoding"),
+    (raw_msg("32FC1", bytes(16), 2, 2, 8), "unsupported encoding '32FC1': a depth or float image",
+     "unsupported_encoding"),
     (raw_msg("bgr8", b"", 0, 0, 0), "zero-size image", "zero_size"),
     (raw_msg("rgb8", bytes(0), 4, 0, 0), "zero-size image", "zero_size"),
     (raw_msg("bgr8", bytes(100), 10, 10, 30), "data shorter than height*step (got 100 bytes, need 300", "bad_layout"),
@@ -193,8 +196,8 @@ def _jpeg_bytes() -> bytes:
     ("jpeg", b"not a jpeg at all, just text" * 10, "corrupt JPEG: data (280 bytes) does not start with a JPEG",
      "corrupt_image"),
     ("jpeg", b"\xff\xd8" + bytes(200) + b"\xff\xd9", "corrupt JPEG: no image size in the JPEG header", "corrupt_image"),
-    ("jpeg", _jpeg_bytes()[:200] + bytes(300) + b"\xff\xd9", "corrupt JPEG: OpenCV could not decode 502 bytes",
-     "corrupt_image"),
+    ("jpeg", _jpeg_bytes()[:200] + bytes(300) + b"\xff\xd9", "corrupt JPEG: truncated, no end-of-image marker "
+     "after the scan data in 502 bytes", "corrupt_image"),  # cut inside the header tables: no scan at all
     ("png", b"\x89PNG\r\n\x1a\n" + bytes(50), "corrupt PNG: no image size in the PNG header", "corrupt_image"),
     ("png", bytes(bgr_to_compressed_msg(smooth_bgr(), HEADER, "png").data)[:40] + bytes(30),
      "corrupt PNG: OpenCV could not decode 70 bytes", "corrupt_image"),
@@ -209,6 +212,69 @@ def test_compressed_errors_name_the_problem(fmt, data, problem, kind):
         image_msg_to_bgr(CompressedImage(header=HEADER, format=fmt, data=data))
     assert problem in str(info.value)
     assert info.value.kind == kind
+
+
+# The 2x2 colour filter pattern each ROS Bayer encoding names, top-left pixel first (row-major).
+BAYER_PATTERNS = {"bayer_rggb": "RGGB", "bayer_bggr": "BGGR", "bayer_gbrg": "GBRG", "bayer_grbg": "GRBG"}
+
+
+@pytest.mark.parametrize("name", sorted(BAYER_PATTERNS))
+@pytest.mark.parametrize("bits", [8, 16])
+def test_bayer_frames_are_demosaiced_to_their_colour(name, bits):
+    """A flat colour seen through the named filter pattern comes back as that colour (cv_bridge's mapping)."""
+    bgr = np.array([30, 120, 220], np.float64)  # blue, green, red
+    channel = {"B": 0, "G": 1, "R": 2}
+    pattern = BAYER_PATTERNS[name]
+    height, width = 8, 12
+    mosaic = np.empty((height, width), np.float64)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            mosaic[dy::2, dx::2] = bgr[channel[pattern[2 * dy + dx]]]
+    scale, dtype = (1, "<u1") if bits == 8 else (65535 / 255, "<u2")
+    data = np.round(mosaic * scale).astype(dtype).tobytes()
+    msg = raw_msg(f"{name}{bits}", data, height, width, width * bits // 8)
+    out = image_msg_to_bgr(msg)
+    assert out.shape == (height, width, 3) and out.dtype == np.uint8
+    np.testing.assert_allclose(out[2:-2, 2:-2].reshape(-1, 3).mean(axis=0), bgr, atol=1.0)
+
+
+def test_16_bit_frames_are_scaled_to_8_bit_as_cv_bridge_does():
+    rng = np.random.default_rng(3)
+    values = rng.integers(0, 65536, (6, 10, 3)).astype(np.uint16)
+    values[0, :4, 0] = (0, 128, 32767, 65535)
+    expected = np.clip(np.round(values.astype(np.float64) * 255 / 65535), 0, 255).astype(np.uint8)
+    for encoding, pixels, to_bgr in (("bgr16", values, expected), ("rgb16", values, expected[:, :, ::-1]),
+                                     ("mono16", values[:, :, 0], np.repeat(expected[:, :, :1], 3, axis=2))):
+        for bigendian in (0, 1):
+            raw = pixels.astype(">u2" if bigendian else "<u2").tobytes()
+            row = pixels[0].size * 2
+            msg = raw_msg(encoding, raw, 6, 10, row)
+            msg.is_bigendian = bigendian
+            np.testing.assert_array_equal(image_msg_to_bgr(msg), to_bgr, err_msg=f"{encoding} bigendian={bigendian}")
+    assert image_msg_to_bgr(raw_msg("mono16", bytes([0x80, 0x00]) * 4, 2, 2, 4))[0, 0, 0] == 0  # 128 -> 0.5 -> 0
+
+
+@pytest.mark.parametrize("gray", [True, False])
+def test_16_bit_png_is_scaled_to_8_bit_as_cv_bridge_does(gray):
+    values = np.random.default_rng(5).integers(0, 65536, (9, 7) if gray else (9, 7, 3)).astype(np.uint16)
+    ok, png = cv2.imencode(".png", values)
+    assert ok
+    scaled = np.clip(np.round(values.astype(np.float64) * 255 / 65535), 0, 255).astype(np.uint8)
+    expected = np.repeat(scaled[:, :, None], 3, axis=2) if gray else scaled
+    msg = CompressedImage(header=HEADER, format="mono16; png compressed mono16" if gray else "png", data=png.tobytes())
+    np.testing.assert_array_equal(image_msg_to_bgr(msg), expected)
+
+
+def test_jpeg_with_bytes_after_its_end_marker_decodes_completely():
+    jpeg = _jpeg_bytes()
+    expected = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    for tail in (bytes(512), b"\xff" * 100, b"garbage after the image"):  # MJPEG camera padding and worse
+        msg = CompressedImage(header=HEADER, format="jpeg", data=jpeg + tail)
+        np.testing.assert_array_equal(image_msg_to_bgr(msg), expected)
+    cut = jpeg[: len(jpeg) - 300] + bytes(512)  # cut inside the scan data, then padded: still cut
+    with pytest.raises(ImageConversionError, match="corrupt JPEG: truncated") as info:
+        image_msg_to_bgr(CompressedImage(header=HEADER, format="jpeg", data=cut))
+    assert info.value.kind == "corrupt_image"
 
 
 def test_output_encoder_rejects_bad_input():

@@ -15,7 +15,7 @@ also work where only ``rosbags`` is installed.
 from __future__ import annotations
 
 import functools
-
+import re
 from typing import Any
 
 import cv2
@@ -54,7 +54,31 @@ _ENCODINGS: dict[str, tuple[int, int | None, int | None]] = {
     "yuv422_yuy2": (2, cv2.COLOR_YUV2BGR_YUY2, cv2.COLOR_BGR2YUV_YUY2),
     "yuyv": (2, cv2.COLOR_YUV2BGR_YUY2, cv2.COLOR_BGR2YUV_YUY2),
 }
-SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+# Input-only encodings, converted as cv_bridge's cvtColor(msg, "bgr8") does (vision_opencv
+# cv_bridge/src/cv_bridge.cpp, getConversionCodes / toCvCopyImpl): the colour conversion first,
+# at the source depth, then 16-bit values scaled to 8 bits by 255/65535 (rounded, saturated).
+# cv_bridge's Bayer mapping: ROS names the 2x2 pattern from the top-left pixel, OpenCV from the
+# second row's second and third pixels, so bayer_rggb -> COLOR_BayerBG2BGR and so on.
+# encoding -> (channels, bytes per channel, OpenCV code to BGR or None)
+_INPUT_ONLY: dict[str, tuple[int, int, int | None]] = {
+    "bayer_rggb8": (1, 1, cv2.COLOR_BayerBG2BGR),
+    "bayer_bggr8": (1, 1, cv2.COLOR_BayerRG2BGR),
+    "bayer_gbrg8": (1, 1, cv2.COLOR_BayerGR2BGR),
+    "bayer_grbg8": (1, 1, cv2.COLOR_BayerGB2BGR),
+    "bayer_rggb16": (1, 2, cv2.COLOR_BayerBG2BGR),
+    "bayer_bggr16": (1, 2, cv2.COLOR_BayerRG2BGR),
+    "bayer_gbrg16": (1, 2, cv2.COLOR_BayerGR2BGR),
+    "bayer_grbg16": (1, 2, cv2.COLOR_BayerGB2BGR),
+    "mono16": (1, 2, cv2.COLOR_GRAY2BGR),
+    "bgr16": (3, 2, None),
+    "rgb16": (3, 2, cv2.COLOR_RGB2BGR),
+    "bgra16": (4, 2, cv2.COLOR_BGRA2BGR),
+    "rgba16": (4, 2, cv2.COLOR_RGBA2BGR),
+}
+SUPPORTED_ENCODINGS = tuple(_ENCODINGS) + tuple(_INPUT_ONLY)
+# Generic OpenCV-type encodings other than 8UC1/3/4 are depth maps, disparities or float
+# images (sensor_msgs/image_encodings.h: 16UC1 and 32FC1 are the depth encodings): refused by name.
+_DEPTH_OR_FLOAT = re.compile(r"^(8s|16u|16s|32s|32f|64f)c[1-4]$")
 
 _JPEG_SOI = b"\xff\xd8"
 _JPEG_EOI = b"\xff\xd9"
@@ -100,24 +124,42 @@ def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
             "too_large")
 
 
+def _raw_layout(encoding: str) -> tuple[int, int, int | None]:
+    """(channels, bytes per channel, OpenCV code to BGR) of a raw encoding, or a named refusal."""
+    key = encoding.strip().lower()
+    if key in _ENCODINGS:
+        bpp, to_bgr, _ = _ENCODINGS[key]
+        return (2, 1, to_bgr) if bpp == 2 else (bpp, 1, to_bgr)  # YUV 4:2:2: two bytes per pixel, one plane
+    if key in _INPUT_ONLY:
+        return _INPUT_ONLY[key]
+    if _DEPTH_OR_FLOAT.match(key):
+        raise ImageConversionError(
+            f"unsupported encoding {encoding!r}: a depth or float image (16UC1/32FC1 are depth maps), "
+            f"not a camera frame", "unsupported_encoding")
+    raise ImageConversionError(
+        f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})",
+        "unsupported_encoding")
+
+
+def _scale_16_to_8(pixels: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 as cv_bridge does (convertTo with scale 255/65535: rounded, saturated)."""
+    return cv2.convertScaleAbs(pixels, alpha=255.0 / 65535.0)
+
+
 def _raw_to_bgr(msg: Any, max_pixels: int | None) -> np.ndarray:
     encoding = str(msg.encoding)
-    try:
-        bpp, to_bgr, _ = _ENCODINGS[encoding.strip().lower()]
-    except KeyError:
-        raise ImageConversionError(
-            f"unsupported encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})",
-            "unsupported_encoding") from None
+    channels, depth, to_bgr = _raw_layout(encoding)
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise ImageConversionError(f"zero-size image ({width}x{height}, encoding {encoding!r})", "zero_size")
     _check_pixels(width, height, max_pixels)
+    bpp = channels * depth
     row_bytes = width * bpp
     if step < row_bytes:
         raise ImageConversionError(
             f"step {step} is smaller than width*bytes per pixel ({width}*{bpp} = {row_bytes}) for {encoding!r}",
             "bad_layout")
-    if bpp == 2 and width % 2:
+    if to_bgr in (cv2.COLOR_YUV2BGR_UYVY, cv2.COLOR_YUV2BGR_YUY2) and width % 2:
         raise ImageConversionError(f"{encoding!r} needs an even width, got {width}", "bad_layout")
     data = _as_bytes_array(msg.data)
     need = height * step
@@ -126,10 +168,12 @@ def _raw_to_bgr(msg: Any, max_pixels: int | None) -> np.ndarray:
             f"data shorter than height*step (got {data.size} bytes, need {need} = {height}*{step})",
             "bad_layout")
     rows = data[:need].reshape(height, step)[:, :row_bytes]
-    pixels = rows if bpp == 1 else rows.reshape(height, width, bpp)
-    if to_bgr is None:
-        return np.ascontiguousarray(pixels)
-    return cv2.cvtColor(pixels, to_bgr)
+    if depth == 2:
+        dtype = ">u2" if int(getattr(msg, "is_bigendian", 0)) else "<u2"
+        rows = np.ascontiguousarray(rows).view(dtype).astype(np.uint16, copy=False)
+    pixels = rows if channels == 1 else rows.reshape(height, width, channels)
+    bgr = np.ascontiguousarray(pixels) if to_bgr is None else cv2.cvtColor(np.ascontiguousarray(pixels), to_bgr)
+    return _scale_16_to_8(bgr) if depth == 2 else bgr
 
 
 def _compression(fmt: str) -> str | None:
@@ -147,6 +191,20 @@ def _compression(fmt: str) -> str | None:
     raise ImageConversionError(f"unsupported compressed format {fmt!r} (supported: jpeg, png)", "unsupported_encoding")
 
 
+def _jpeg_segments(data: np.ndarray):
+    """(offset, marker) of each JPEG header segment up to and including the first start of scan (SOS)."""
+    i, n = 2, data.size
+    while i + 3 < n and data[i] == 0xFF:
+        marker = int(data[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        yield i, marker
+        if marker == 0xDA:
+            return
+        i += 2 + (int(data[i + 2]) << 8 | int(data[i + 3]))
+
+
 def _encoded_size(data: np.ndarray, kind: str) -> tuple[int, int] | None:
     """(width, height) from a PNG IHDR or a JPEG SOF header, read before decoding anything."""
     if kind == "png":
@@ -154,16 +212,39 @@ def _encoded_size(data: np.ndarray, kind: str) -> tuple[int, int] | None:
         if len(head) < 24 or head[12:16] != b"IHDR":
             return None
         return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    i, n = 2, data.size
-    while i + 9 < n and data[i] == 0xFF:
-        marker = int(data[i + 1])
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+    for i, marker in _jpeg_segments(data):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 < data.size:  # start of frame
             return int(data[i + 7]) << 8 | int(data[i + 8]), int(data[i + 5]) << 8 | int(data[i + 6])
-        i += 2 + (int(data[i + 2]) << 8 | int(data[i + 3]))
     return None
+
+
+def _jpeg_end(data: np.ndarray) -> int | None:
+    """Length of the JPEG up to its end-of-image marker, or None when it has none (cut short).
+
+    The EOI is searched after the first start of scan: inside entropy-coded data a 0xFF byte
+    is always followed by 0x00 or a restart marker, so the first FF D9 there is the real end
+    (an EXIF thumbnail's EOI sits in an APP segment before the scan and is skipped). Bytes
+    after it (MJPEG cameras pad frames, e.g. with zeros) are not part of the image.
+    """
+    scan = None
+    for i, marker in _jpeg_segments(data):
+        if marker == 0xDA:
+            scan = i
+    if scan is None:
+        return None
+    end = data.tobytes().find(_JPEG_EOI, scan)
+    return None if end < 0 else end + 2
+
+
+def _decoded_to_bgr8(image: np.ndarray) -> np.ndarray:
+    """An IMREAD_UNCHANGED PNG (gray/BGR/BGRA, 8 or 16 bit) -> BGR uint8, 16-bit scaled as cv_bridge does."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.shape[2] == 2:  # gray + alpha
+        image = cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2BGR)
+    return _scale_16_to_8(image) if image.dtype == np.uint16 else image
 
 
 def _compressed_to_bgr(msg: Any, max_pixels: int | None) -> np.ndarray:
@@ -182,14 +263,19 @@ def _compressed_to_bgr(msg: Any, max_pixels: int | None) -> np.ndarray:
     if actual != kind:
         raise ImageConversionError(f"corrupt {name}: data ({data.size} bytes) does not start with a {name} signature",
                                    "corrupt_image")
-    if kind == "jpeg" and _JPEG_EOI not in data[-64:].tobytes():
-        raise ImageConversionError(f"corrupt JPEG: truncated, no end-of-image marker in {data.size} bytes",
-                                   "corrupt_image")
     size = _encoded_size(data, kind)
     if size is None:
         raise ImageConversionError(f"corrupt {name}: no image size in the {name} header", "corrupt_image")
     _check_pixels(*size, max_pixels)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if kind == "jpeg":
+        end = _jpeg_end(data)
+        if end is None:  # libjpeg would "decode" the missing part as grey without an error
+            raise ImageConversionError(f"corrupt JPEG: truncated, no end-of-image marker after the scan data "
+                                       f"in {data.size} bytes", "corrupt_image")
+        bgr = cv2.imdecode(data[:end], cv2.IMREAD_COLOR)
+    else:  # 16-bit PNGs keep their depth here and are scaled to 8 bits as cv_bridge does
+        bgr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        bgr = None if bgr is None or bgr.size == 0 else _decoded_to_bgr8(bgr)
     if bgr is None or bgr.size == 0:
         raise ImageConversionError(f"corrupt {name}: OpenCV could not decode {data.size} bytes", "corrupt_image")
     return bgr
