@@ -41,7 +41,8 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from lanesad_ros.msg import LaneArray  # noqa: E402
 from lanesad_ros.ros.convert import bgr_to_image_msg, point_cloud_to_xyz  # noqa: E402
-from lanesad_ros.ros.node import PARAMETERS, LatestMailbox, validate_parameter  # noqa: E402
+from lanesad_ros.ros.parameters import PARAMETERS, validate_parameter  # noqa: E402
+from lanesad_ros.ros.worker import LatestMailbox  # noqa: E402
 
 PARAMS_FILE = REPO_ROOT / "config" / "lane_detector.yaml"
 DIAG_NAME = "lane_detector: lane detection"
