@@ -447,7 +447,7 @@ class Detector:
             row_probs = self._row_probs(seg[i], size)
             lanes = self._decoder.decode(row_probs, exist[i], size, gathered=True)
             if self.tracker is not None:
-                lanes = self.tracker.update(lanes)
+                lanes = self.tracker.update(lanes, image_size=size)
             if self.camera is not None:
                 for lane in lanes:
                     lane.ground_points = self.camera.image_to_ground(lane.image_points)

@@ -6,6 +6,8 @@ exponential smoothing with a gain set by ``process_noise_px`` / ``measurement_no
 A detection far from its track (a lane change, a slot swap) restarts the track instead of
 being blended in, so real changes are followed at once. A slot missing for up to
 ``hold_frames`` frames keeps its last curve with a decaying confidence, then is dropped.
+Tracks live in source-image pixels: a frame of another size (a camera that switches
+resolution) restarts every track, so no lane of the old geometry reaches the new frames.
 """
 from __future__ import annotations
 
@@ -56,6 +58,7 @@ class LaneTracker:
     hold_frames: int = 3
     hold_decay: float = 0.7
     tracks: dict[int, _Track] = field(default_factory=dict)
+    image_size: tuple[int, int] | None = None  # (width, height) the tracks are in
 
     def __post_init__(self) -> None:
         for name in ("process_noise_px", "measurement_noise_px", "gate_px"):
@@ -67,13 +70,23 @@ class LaneTracker:
 
     def reset(self) -> None:
         self.tracks.clear()
+        self.image_size = None
 
     def _noise(self, scale_px: float) -> np.ndarray:
         # The same pixel-scale noise on each coefficient's contribution over a typical t range (~0.5).
         return (scale_px ** 2) * np.array([1.0, 4.0, 16.0])
 
-    def update(self, lanes: list[Lane]) -> list[Lane]:
-        """Feed one frame's detections; returns the smoothed lanes ordered by lane index."""
+    def update(self, lanes: list[Lane], image_size: tuple[int, int] | None = None) -> list[Lane]:
+        """Feed one frame's detections; returns the smoothed lanes ordered by lane index.
+
+        ``image_size`` (width, height) of the frame: when it differs from the previous
+        frame's, all tracks restart (their pixels belong to the old geometry).
+        """
+        if image_size is not None:
+            image_size = (int(image_size[0]), int(image_size[1]))
+            if self.image_size is not None and image_size != self.image_size:
+                self.tracks.clear()
+            self.image_size = image_size
         seen = set()
         for lane in lanes:
             if len(lane.image_points) < 2:

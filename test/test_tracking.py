@@ -68,3 +68,22 @@ def test_bad_settings_raise():
         LaneTracker(gate_px=0)
     with pytest.raises(ValueError, match="hold"):
         LaneTracker(hold_frames=-1)
+
+
+def test_a_new_image_size_restarts_every_track():
+    """1920x1080 frames, then 640x480: no lane of the old geometry (held or blended) reaches the new frames."""
+    big_rows = np.arange(1070.0, 500.0, -20.0)
+    big = [Lane(slot=slot, confidence=0.9, image_points=np.stack([np.full_like(big_rows, x), big_rows], axis=1))
+           for slot, x in ((LaneSlot.LEFT, 700.0), (LaneSlot.RIGHT, 1864.0))]
+    small_rows = np.arange(470.0, 220.0, -10.0)
+    small = [Lane(slot=LaneSlot.LEFT, confidence=0.9,
+                  image_points=np.stack([np.full_like(small_rows, 250.0), small_rows], axis=1))]
+    tracker = LaneTracker()
+    for _ in range(5):
+        tracker.update(big, image_size=(1920, 1080))
+    for _ in range(3):
+        out = tracker.update(small, image_size=(640, 480))
+        points = np.concatenate([lane.image_points for lane in out])
+        assert len(out) == 1 and (points[:, 0] <= 640).all() and (points[:, 1] <= 480).all()
+        np.testing.assert_allclose(out[0].image_points[:, 0], 250.0)  # not blended with x = 700
+    assert tracker.update([], image_size=(640, 480))  # the same size: held as before
