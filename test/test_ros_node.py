@@ -1,250 +1,58 @@
 """The lane detector node end to end over real DDS: raw sensor_msgs/Image input.
 
-The node runs as its own process (``python -m lanesad_ros.ros.node --ros-args ...``) in a
-DDS domain of its own; this test process publishes camera frames and listens to /lanes,
-/lanes/debug_image, /lanes/markers, /lanes/points and /diagnostics. The node loads an
-untrained network (``random_weights``), so these tests check the plumbing, not lane quality
-(test_ros_node_compressed.py checks lanes with the shipped weights when they exist).
-
-The harness here (NodeProcess, RosClient, frames) is also used by test_ros_node_compressed.py.
+The node runs as its own process (``python -m lanesad_ros.ros.entry lane_detector --ros-args
+...``, as the console script starts it) in a DDS domain of its own; this test process
+publishes camera frames and listens to /lanes, /lanes/debug_image, /lanes/markers,
+/lanes/points and /diagnostics. The node loads an untrained network (``random_weights``), so
+these tests check the plumbing, not lane quality (test_ros_node_compressed.py checks lanes
+with the shipped weights when they exist). The harness lives in node_harness.py.
 """
 from __future__ import annotations
 
-import json
 import math
 import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, SHARED_DATA
+from conftest import SHARED_DATA
 from rosutil import require_ros_messages, ros_env
 
 require_ros_messages()
 
 import cv2  # noqa: E402
-import rclpy  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
-from rclpy.qos import QoSProfile, qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 
 from lanesad_ros.msg import LaneArray  # noqa: E402
-from lanesad_ros.ros.convert import bgr_to_image_msg, point_cloud_to_xyz  # noqa: E402
+from lanesad_ros.ros.convert import point_cloud_to_xyz  # noqa: E402
 from lanesad_ros.ros.parameters import PARAMETERS, validate_parameter  # noqa: E402
-from lanesad_ros.ros.worker import LatestMailbox  # noqa: E402
-
-PARAMS_FILE = REPO_ROOT / "config" / "lane_detector.yaml"
-DIAG_NAME = "lane_detector: lane detection"
-STARTUP_TIMEOUT = 90.0  # torch import + model load on a busy 2-core CI machine
-# An untrained network reports lanes only with near-zero thresholds; with them every frame
-# has lanes, so ground points, markers and overlays carry real content.
-LOW_THRESHOLDS = ("exist_threshold:=0.05", "prob_threshold:=0.05")
-
-
-def level_value(level) -> int:
-    """DiagnosticStatus levels are bytes in rclpy."""
-    return level[0] if isinstance(level, bytes) else int(level)
-
-
-def stamp_key(stamp) -> tuple[int, int]:
-    return stamp.sec, stamp.nanosec
-
-
-def real_frame_paths() -> list[Path]:
-    """Real road frames from ../shared/data (TuSimple clips + Udacity test images); [] when absent."""
-    tusimple = sorted((SHARED_DATA / "tusimple" / "clips").glob("*/*/*.jpg"))
-    udacity = sorted((SHARED_DATA / "udacity" / "test_images").glob("*.jpg"))
-    return tusimple + udacity
-
-
-def synthetic_frames(n: int, width: int = 1280, height: int = 720) -> list[np.ndarray]:
-    from lanesad_ros.data.synthetic import SceneGenerator
-
-    generator = SceneGenerator(seed=11, width=width, height=height)
-    return [generator.frame(i).image for i in range(n)]
-
-
-class NodeProcess:
-    """The lane_detector node as a child process, its output captured in a log file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path, *overrides: str):
-        cmd = [sys.executable, "-m", "lanesad_ros.ros.node", "--ros-args", "--params-file", str(PARAMS_FILE)]
-        for override in overrides:
-            cmd += ["-p", override]
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        finally:
-            self._log.close()
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
-        """Signal the node and wait for it to exit; kill it (and fail) if it hangs."""
-        if self.alive():
-            self.proc.send_signal(sig)
-        try:
-            return self.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"node did not exit {timeout} s after signal {sig}:\n{self.log()[-3000:]}")
-
-
-class RosClient:
-    """This test's side of the wire: publishes frames, collects what the node publishes.
-
-    Its own rclpy context (own domain id) spins on a background thread; callbacks store
-    messages and wake up waiters.
-    """
-
-    def __init__(self, domain_id: int, image_topic: str, compressed: bool = False, namespace: str = ""):
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("lane_detector_test_client", context=self.context)
-        self.cond = threading.Condition()
-        self.lanes: list[tuple[float, LaneArray]] = []
-        self.diagnostics: list[tuple[float, dict[str, str], int]] = []
-        self.debug_images: list[Image] = []
-        self.points: list[PointCloud2] = []
-        self.markers: list[MarkerArray] = []
-        reliable = QoSProfile(depth=1000)
-        self.node.create_subscription(LaneArray, f"{namespace}/lanes", self._store(self.lanes, timed=True), reliable)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, reliable)
-        self.node.create_subscription(PointCloud2, f"{namespace}/lanes/points", self._store(self.points), reliable)
-        self.node.create_subscription(MarkerArray, f"{namespace}/lanes/markers", self._store(self.markers), reliable)
-        topic = image_topic + "/compressed" if compressed else image_topic
-        self.publisher = self.node.create_publisher(CompressedImage if compressed else Image, topic,
-                                                    qos_profile_sensor_data)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
-
-    def _store(self, into: list, timed: bool = False):
-        def callback(msg) -> None:
-            with self.cond:
-                into.append((time.time(), msg) if timed else msg)
-                self.cond.notify_all()
-        return callback
-
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == DIAG_NAME:
-                with self.cond:
-                    self.diagnostics.append((time.monotonic(), {kv.key: kv.value for kv in status.values},
-                                             level_value(status.level)))
-                    self.cond.notify_all()
-
-    def subscribe_debug_images(self) -> None:
-        self.node.create_subscription(Image, "/lanes/debug_image", self._store(self.debug_images),
-                                      qos_profile_sensor_data)
-
-    def wait_for(self, predicate, timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(predicate, timeout)
-
-    def wait_ready(self, node: NodeProcess, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Until the node's image subscription and /lanes publisher are matched with ours."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.publisher.get_subscription_count() > 0 and self.node.count_publishers("/lanes") > 0:
-                return
-            if not node.alive():
-                raise AssertionError(f"node exited with {node.proc.returncode}:\n{node.log()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"node not ready after {timeout} s:\n{node.log()[-3000:]}")
-
-    def stamp(self):
-        return self.node.get_clock().now().to_msg()
-
-    def answers(self, key: tuple[int, int]) -> list[LaneArray]:
-        return [msg for _, msg in self.lanes if stamp_key(msg.header.stamp) == key]
-
-    def request(self, msg, timeout: float = 20.0, resend_every: float = 2.0) -> LaneArray:
-        """Publish ``msg`` (fresh stamp) until its LaneArray comes back; best effort may lose one."""
-        msg.header.stamp = self.stamp()
-        key = stamp_key(msg.header.stamp)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.publisher.publish(msg)
-            if self.wait_for(lambda: self.answers(key), min(resend_every, max(deadline - time.monotonic(), 0))):
-                return self.answers(key)[0]
-        raise AssertionError(f"no LaneArray for frame {key} within {timeout} s")
-
-    def diagnostics_after(self, since: float, predicate=lambda values: True, timeout: float = 10.0) -> dict[str, str]:
-        """First diagnostics (our node's status) received after monotonic ``since`` that satisfies predicate."""
-        found: list[dict[str, str]] = []
-
-        def match() -> bool:
-            found[:] = [v for t, v, _ in self.diagnostics if t > since and predicate(v)]
-            return bool(found)
-
-        assert self.wait_for(match, timeout), f"no matching diagnostics within {timeout} s: {self.diagnostics[-1:]}"
-        return found[0]
-
-    def close(self) -> None:
-        rclpy.shutdown(context=self.context)
-        self._thread.join(timeout=10)
-
-
-def image_message(bgr: np.ndarray, encoding: str = "bgr8", frame_id: str = "camera", pad: int = 0) -> Image:
-    msg = bgr_to_image_msg(bgr, Header(frame_id=frame_id), encoding)
-    if pad:
-        rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
-        padded = np.concatenate([rows, np.zeros((msg.height, pad), np.uint8)], axis=1)
-        msg.step += pad
-        msg.data = padded.tobytes()
-    return msg
-
-
-def raw_message(encoding: str, height: int, width: int, step: int, data: bytes) -> Image:
-    msg = Image(height=height, width=width, encoding=encoding, step=step, data=data)
-    msg.header.frame_id = "camera"
-    return msg
-
-
-def check_answer(answer: LaneArray, msg, width: int, height: int, weights_name: str) -> None:
-    assert answer.header.frame_id == msg.header.frame_id
-    assert stamp_key(answer.header.stamp) == stamp_key(msg.header.stamp)
-    assert (answer.image_width, answer.image_height) == (width, height)
-    assert answer.model_name == "enet_sad" and answer.weights_name == weights_name
-    assert answer.inference_latency_ms > 0
-    for lane in answer.lanes:
-        assert lane.slot in (0, 1, 2, 3, 255) and 0.0 <= lane.confidence <= 1.0
-        xy = np.array([(p.x, p.y) for p in lane.image_points])
-        assert len(xy) >= 2 and (xy[:, 1] <= height).all()
-
+from lanesad_ros.ros.worker import InferenceWorker, LatestMailbox  # noqa: E402
+from node_harness import (  # noqa: E402
+    LOW_THRESHOLDS,
+    PARAMS_FILE,
+    NodeProcess,
+    RosClient,
+    check_answer,
+    image_message,
+    level_value,
+    raw_message,
+    real_frame_paths,
+    stamp_key,
+    synthetic_frames,
+)
 
 # ----- without DDS --------------------------------------------------------------------------
 
 def test_yaml_lists_every_parameter_with_its_default():
-    values = yaml.safe_load(PARAMS_FILE.read_text())["lane_detector"]["ros__parameters"]
+    values = yaml.safe_load(PARAMS_FILE.read_text())["/**/lane_detector"]["ros__parameters"]
     assert set(values) == {spec.name for spec in PARAMETERS}
     for spec in PARAMETERS:
         assert values[spec.name] == spec.default and type(values[spec.name]) is type(spec.default), spec.name
@@ -273,6 +81,39 @@ def test_mailbox_keeps_only_the_newest_item():
     box.close()
     reader.join(timeout=5)
     assert got == [4, 5, None]
+
+
+def test_worker_applies_queued_changes_between_frames():
+    """A change queued while a frame runs is applied after that frame and before the next one."""
+    class FakeDetector:
+        tracker = None
+
+    seen, errors = [], []
+    running, release = threading.Event(), threading.Event()
+
+    def handle(detector, item):
+        seen.append((item, detector.tracker))
+        if item == 1:
+            running.set()
+            assert release.wait(5)
+
+    def broken_change(detector):
+        raise RuntimeError("bad change")
+
+    worker = InferenceWorker(FakeDetector(), handle, lambda item, exc: errors.append((item, str(exc))))
+    worker.submit(1)
+    assert running.wait(5)
+    worker.change(lambda detector: setattr(detector, "tracker", "on"))
+    worker.change(broken_change)
+    time.sleep(0.05)
+    assert worker.detector.tracker is None, "not applied in the middle of a frame"
+    assert worker.submit(2) is False
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.close()
+    assert seen == [(1, None), (2, "on")] and errors == [(None, "bad change")]
 
 
 # ----- one node process for the rest of the module ------------------------------------------
@@ -471,10 +312,92 @@ def test_flood_of_500_frames_keeps_latency_bounded(node, client):
     assert delta["frames_dropped"] + delta["frames_missed"] > 0
 
 
+OUTPUT_TOPICS = {"/lanes": LaneArray, "/lanes/debug_image": Image, "/lanes/markers": MarkerArray,
+                 "/lanes/points": PointCloud2}
+
+
+def test_every_output_reaches_reliable_and_best_effort_subscribers(node, client):
+    """REP 2003: outputs go out reliable, so RViz / image_view / rosbag2 defaults (reliable) get them too."""
+    received = {(topic, policy.name): client.listen(topic, msg_type, QoSProfile(depth=5, reliability=policy))
+                for topic, msg_type in OUTPUT_TOPICS.items()
+                for policy in (ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT)}
+    bgr = synthetic_frames(1, 640, 360)[0]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(received.values()):
+        client.request(image_message(bgr))
+        client.wait_for(lambda: all(received.values()), 1.0)
+    assert all(received.values()), f"no message on {[key for key, got in received.items() if not got]}"
+
+
+def test_tracking_follows_a_change_of_image_size(node, client, random_weights):
+    """With tracking on, the first frames after 1920x1080 -> 640x480 carry no lane of the old geometry."""
+    assert all(result.successful for result in client.set_parameters(tracking=True))
+    try:
+        big = image_message(synthetic_frames(1, 1920, 1080)[0])
+        assert any(client.request(big).lanes for _ in range(3)), "low thresholds: lanes on the big frames"
+        small = synthetic_frames(1, 640, 480)[0]
+        for _ in range(3):
+            msg = image_message(small)
+            answer = client.request(msg)
+            check_answer(answer, msg, 640, 480, random_weights.name)
+            for lane in answer.lanes:
+                xy = np.array([(p.x, p.y) for p in lane.image_points])
+                assert (xy[:, 0] >= 0).all() and (xy[:, 0] <= 640).all() and (xy[:, 1] <= 480).all(), xy.max(axis=0)
+    finally:
+        assert all(result.successful for result in client.set_parameters(tracking=False))
+
+
+def test_missing_or_nonsense_stamps_give_no_latency_figure(node, client):
+    started = time.monotonic()
+    bgr = synthetic_frames(1, 640, 360)[0]
+    now = client.node.get_clock().now().nanoseconds
+    for frame_id, stamp_ns in (("no_stamp", 0), ("day_old_stamp", now - 86_400 * 10**9)):
+        msg = image_message(bgr, frame_id=frame_id)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        client.request_as_is(msg)
+
+    def says_why(values):
+        return "zero header stamp" in values["stamp_note"] and "behind the node clock" in values["stamp_note"]
+
+    values = client.diagnostics_after(started, says_why)
+    assert int(values["frames_bad_stamp"]) >= 2
+    latency = float(values["e2e_stamp_to_publish_ms_max"])
+    assert math.isnan(latency) or latency < 60_000.0, values
+
+
+def test_parameter_flips_during_a_frame_stream_fail_no_frame(node, client):
+    """tracking and thresholds flipped 60 times while frames stream: every change is applied between frames."""
+    before = client.diagnostics_after(time.monotonic())
+    stop = threading.Event()
+
+    def stream():
+        msg = image_message(synthetic_frames(1, 640, 360)[0])
+        while not stop.is_set():
+            msg.header.stamp = client.stamp()
+            client.publisher.publish(msg)
+            time.sleep(0.005)
+
+    streamer = threading.Thread(target=stream, daemon=True)
+    streamer.start()
+    try:
+        for i in range(60):
+            results = client.set_parameters(tracking=i % 2 == 0, exist_threshold=0.05 + 0.01 * (i % 3))
+            assert all(result.successful for result in results)
+    finally:
+        stop.set()
+        streamer.join(timeout=5)
+    client.set_parameters(tracking=False, exist_threshold=0.05)
+    time.sleep(1.0)
+    after = client.diagnostics_after(time.monotonic())
+    assert int(after["errors"]) == int(before["errors"]), (before, after)
+    assert int(after["frames_processed"]) - int(before["frames_processed"]) >= 10
+    assert node.alive() and "Traceback" not in node.log()
+
+
 def test_diagnostics_fields(node, client, random_weights):
     values = client.diagnostics_after(time.monotonic())
     for key in ("input_rate_hz", "output_rate_hz", "frames_received", "frames_processed", "frames_dropped",
-                "frames_missed", "errors",
+                "frames_missed", "frames_bad_stamp", "stamp_note", "errors",
                 "inference_latency_ms", "e2e_receive_to_publish_ms", "e2e_stamp_to_publish_ms", "device",
                 "requested_device", "backend", "model", "weights", "input_size", "input_topic"):
         assert key in values, key
@@ -490,78 +413,3 @@ def test_sigterm_shuts_the_node_down_cleanly(node, client):
     assert "Traceback" not in node.log()
 
 
-# ----- start-up failures: each must exit non-zero with a clear message ------------------------
-
-@pytest.fixture(scope="module")
-def startup_failures(random_weights, tmp_path_factory):
-    """Start every failing configuration at once (they load nothing heavy before failing)."""
-    folder = tmp_path_factory.mktemp("bad_weights")
-    corrupt = folder / "corrupt.safetensors"
-    corrupt.write_bytes(b"\x00garbage, not a safetensors file" * 10)
-    (folder / "corrupt.json").write_text(random_weights.with_suffix(".json").read_text())
-    six_lanes = folder / "six_lanes.safetensors"
-    six_lanes.write_bytes(random_weights.read_bytes())
-    meta = json.loads(random_weights.with_suffix(".json").read_text())
-    meta["num_lanes"] = 6
-    (folder / "six_lanes.json").write_text(json.dumps(meta))
-    cases = {
-        "missing_weights": ([f"weights:={folder / 'no_such_weights.safetensors'}"], ["no_such_weights.safetensors"]),
-        "corrupt_weights": ([f"weights:={corrupt}"], ["corrupt.safetensors"]),
-        "other_lane_count": ([f"weights:={six_lanes}"], ["six_lanes"]),
-        "wrong_parameter_type": ([f"weights:={random_weights}", "exist_threshold:=abc"],
-                                 ["invalid parameter", "exist_threshold", "DOUBLE"]),
-        "bad_device": ([f"weights:={random_weights}", "device:=gpu"], ["device must be one of auto, cuda, cpu"]),
-    }
-    env = ros_env()
-    procs = {name: NodeProcess(env, folder / f"{name}.log", *overrides) for name, (overrides, _) in cases.items()}
-    results = {}
-    for name, proc in procs.items():
-        try:
-            code = proc.wait(STARTUP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.proc.kill()
-            proc.proc.wait()
-            code = None
-        results[name] = (code, proc.log(), cases[name][1])
-    return results
-
-
-@pytest.mark.parametrize("case", ["missing_weights", "corrupt_weights", "other_lane_count", "wrong_parameter_type",
-                                  "bad_device"])
-def test_startup_failure_exits_with_a_clear_message(startup_failures, case):
-    code, log, expected = startup_failures[case]
-    assert code not in (0, None), f"{case}: exit code {code}\n{log[-2000:]}"
-    for text in expected:
-        assert text in log, f"{case}: {text!r} not in\n{log[-2000:]}"
-    assert "Traceback" not in log, log[-3000:]
-
-
-# ----- launch file (runs only where launch_ros exists; its contents are checked everywhere) ----
-
-LAUNCH_FILE = REPO_ROOT / "launch" / "lane_detector.launch.py"
-
-
-def test_launch_file_compiles_and_names_real_parameters():
-    import ast
-
-    tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
-    compile(tree, str(LAUNCH_FILE), "exec")
-    assigned = {node.targets[0].id: node.value for node in tree.body
-                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
-    arguments = ast.literal_eval(assigned["PARAMETER_ARGUMENTS"])
-    declared = {spec.name: spec for spec in PARAMETERS}
-    assert set(arguments) <= set(declared), set(arguments) - set(declared)
-    for name in ast.literal_eval(assigned["BOOLEAN_PARAMETERS"]):
-        assert isinstance(declared[name].default, bool), name
-
-
-def test_launch_description_builds():
-    pytest.importorskip("launch_ros", reason="launch_ros comes with ROS 2 distributions, not from PyPI")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lane_detector_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    description = module.generate_launch_description()
-    names = {entity.name for entity in description.entities if hasattr(entity, "default_value")}
-    assert {"image_topic", "params_file", "weights", "device", "use_sim_time", "namespace"} <= names

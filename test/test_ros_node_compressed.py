@@ -26,7 +26,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from lanesad_ros.ros.convert import bgr_to_compressed_msg  # noqa: E402
 from lanesad_ros.weights import default_weights_path  # noqa: E402
-from test_ros_node import (  # noqa: E402
+from node_harness import (  # noqa: E402
     LOW_THRESHOLDS,
     NodeProcess,
     RosClient,
