@@ -29,7 +29,8 @@ setup(
             "lanesad-train = lanesad_ros.training.cli:main",
             "lanesad-eval = lanesad_ros.ros.eval_cli:main",
             "lanesad-bag = lanesad_ros.ros.bag.cli:main",
-            "lane_detector = lanesad_ros.ros.node:main",
+            "lane_detector = lanesad_ros.ros.entry:lane_detector",
+            "lane_detector_lifecycle = lanesad_ros.ros.entry:lane_detector_lifecycle",
         ]
     },
 )

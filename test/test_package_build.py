@@ -75,7 +75,7 @@ def test_install_prefix_serves_messages_and_core_from_one_tree(install_prefix):
 
 def test_install_prefix_has_ros2_run_executables_and_share_files(install_prefix):
     lib = install_prefix / "lib" / "lanesad_ros"
-    for name in ("lane_detector", "lanesad-train", "lanesad-eval", "lanesad-bag"):
+    for name in ("lane_detector", "lane_detector_lifecycle", "lanesad-train", "lanesad-eval", "lanesad-bag"):
         assert os.access(lib / name, os.X_OK), f"{name} not installed as an executable in {lib}"
     share = install_prefix / "share" / "lanesad_ros"
     assert (share / "launch" / "lane_detector.launch.py").exists()

@@ -23,7 +23,6 @@ and best-effort subscribers match as well); ``/diagnostics`` (see
 from __future__ import annotations
 
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from lanesad_ros.ros.convert import (
     stamp_to_ns,
 )
 from lanesad_ros.ros.diagnostics import FrameStats, build_status
+from lanesad_ros.ros.entry import install_quiet_signal_handlers
 from lanesad_ros.ros.ground import GroundModels
 from lanesad_ros.ros.parameters import PARAMETERS, THRESHOLDS, descriptor, validate_parameter
 from lanesad_ros.ros.worker import InferenceWorker, error_kind
@@ -309,17 +309,6 @@ class LaneDetectorNode(LaneDetectorCore, Node):
             self._deactivate()
         self._cleanup()
         self.destroy_node()
-
-
-def _quiet_exit(signum: int, frame: Any) -> None:
-    """Signal handler until rclpy takes over: leave at once, without a traceback."""
-    raise SystemExit(0)
-
-
-def install_quiet_signal_handlers() -> None:
-    """SIGINT/SIGTERM end the process quietly with status 0 until rclpy.init installs its own handlers."""
-    signal.signal(signal.SIGINT, _quiet_exit)
-    signal.signal(signal.SIGTERM, _quiet_exit)
 
 
 def run(build: Callable[[], Node], argv: list[str] | None, logger_name: str = NODE_NAME) -> int:
