@@ -1,0 +1,121 @@
+"""The launch file's arguments and what they turn into, without the launch libraries.
+
+``launch/lane_detector.launch.py`` declares these arguments and hands the given values to
+:func:`parameter_overrides` and :func:`output_remappings`; :func:`ros_arguments` turns the
+same values into the node's ``--ros-args`` for the pip path (no launch_ros), so both start
+the same node the same way and the tests can check the mapping where launch_ros is absent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lanesad_ros.ros.parameters import SPECS
+
+BOOLEAN_CHOICES = ("true", "false")
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """One launch argument: ``parameter`` arguments override that node parameter only when given
+    (empty default: the params file decides); ``choices`` are enforced by launch itself."""
+
+    name: str
+    description: str
+    default: str = ""
+    choices: tuple[str, ...] | None = None
+    parameter: bool = False
+
+
+def _parameter_argument(name: str, description: str) -> LaunchArgument:
+    spec = SPECS[name]
+    if isinstance(spec.default, bool):
+        choices = ("",) + BOOLEAN_CHOICES
+        description = f"{description} ({' | '.join(BOOLEAN_CHOICES)}; empty: the params file decides)"
+    elif spec.choices:
+        choices = ("",) + spec.choices
+        description = f"{description} ({' | '.join(spec.choices)}; empty: the params file decides)"
+    else:
+        choices = None
+    return LaunchArgument(name, description, choices=choices, parameter=True)
+
+
+ARGUMENTS: tuple[LaunchArgument, ...] = (
+    LaunchArgument("params_file", "node parameters, YAML keyed /**/lane_detector: ros__parameters: (applies in "
+                   "any namespace); default: the installed config/lane_detector.yaml"),
+    LaunchArgument("use_sim_time", "use /clock (bag replay)", default="false", choices=BOOLEAN_CHOICES),
+    LaunchArgument("namespace", "namespace of the node and its relative topics"),
+    LaunchArgument("lifecycle", "true: run lane_detector_lifecycle (managed node, starts unconfigured)",
+                   default="false", choices=BOOLEAN_CHOICES),
+    LaunchArgument("lanes_topic", "base name of the outputs: <lanes_topic>, <lanes_topic>/debug_image, "
+                   "<lanes_topic>/markers, <lanes_topic>/points move together", default="lanes"),
+    _parameter_argument("image_topic", "camera topic, sensor_msgs/Image (with input_compressed: "
+                        "<image_topic>/compressed)"),
+    _parameter_argument("input_compressed", "true: subscribe to <image_topic>/compressed"),
+    _parameter_argument("weights", "weights .safetensors file (the shipped default when the params file leaves "
+                        "it empty)"),
+    _parameter_argument("device", "inference device"),
+    _parameter_argument("backend", "inference backend"),
+    _parameter_argument("publish_debug_image", "true: always publish <lanes_topic>/debug_image (else only while "
+                        "subscribed)"),
+)
+ARGUMENT_NAMES = tuple(argument.name for argument in ARGUMENTS)
+OUTPUT_SUFFIXES = ("", "/debug_image", "/markers", "/points")  # node topics: lanes, lanes/debug_image, ...
+
+
+def parse_boolean(name: str, value: str) -> bool:
+    """'true' / 'false' (any case) -> bool; anything else is an error naming the argument."""
+    text = value.strip().lower()
+    if text not in BOOLEAN_CHOICES:
+        raise ValueError(f"launch argument {name}:={value!r} must be one of: {', '.join(BOOLEAN_CHOICES)}")
+    return text == "true"
+
+
+def parameter_overrides(values: dict[str, str]) -> dict[str, object]:
+    """Node parameters from the given launch argument values (empty values left to the params file).
+
+    Raises ValueError naming the argument for a boolean that is not true/false or a value
+    outside a parameter's choices (launch's own ``choices`` check catches these first).
+    """
+    overrides: dict[str, object] = {}
+    for argument in ARGUMENTS:
+        value = values.get(argument.name, "")
+        if argument.name == "use_sim_time":
+            overrides["use_sim_time"] = parse_boolean("use_sim_time", value or argument.default)
+        if not argument.parameter or value == "":
+            continue
+        if isinstance(SPECS[argument.name].default, bool):
+            overrides[argument.name] = parse_boolean(argument.name, value)
+        elif argument.choices and value not in argument.choices:
+            raise ValueError(f"launch argument {argument.name}:={value!r} must be one of: "
+                             f"{', '.join(c for c in argument.choices if c)}")
+        else:
+            overrides[argument.name] = value
+    return overrides
+
+
+def executable(values: dict[str, str]) -> str:
+    """The node executable these launch argument values start."""
+    return "lane_detector_lifecycle" if parse_boolean("lifecycle", values.get("lifecycle") or "false") \
+        else "lane_detector"
+
+
+def output_remappings(lanes_topic: str) -> list[tuple[str, str]]:
+    """Remap rules moving every output to the base name ``lanes_topic`` (none for the default 'lanes')."""
+    base = lanes_topic.rstrip("/") or "lanes"
+    if base == "lanes":
+        return []
+    return [("lanes" + suffix, base + suffix) for suffix in OUTPUT_SUFFIXES]
+
+
+def ros_arguments(values: dict[str, str]) -> list[str]:
+    """The node's command-line ROS arguments for these launch argument values (the pip-path equivalent)."""
+    args = ["--ros-args"]
+    if values.get("params_file"):
+        args += ["--params-file", values["params_file"]]
+    if values.get("namespace"):
+        args += ["-r", f"__ns:=/{values['namespace'].strip('/')}"]
+    for source, target in output_remappings(values.get("lanes_topic", "lanes")):
+        args += ["-r", f"{source}:={target}"]
+    for name, value in parameter_overrides(values).items():
+        args += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
+    return args

@@ -1,0 +1,236 @@
+"""The lane_detector node's start-up and shut-down, each as its own process: params files under a
+namespace, failures with clear messages, signals at any moment of start-up, the launch file.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+from rosutil import require_ros_messages, ros_env
+
+require_ros_messages()
+
+from rclpy.qos import QoSProfile  # noqa: E402
+from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from lanesad_ros.msg import LaneArray  # noqa: E402
+from lanesad_ros.ros.launch_args import (  # noqa: E402
+    ARGUMENTS,
+    executable,
+    output_remappings,
+    parameter_overrides,
+    ros_arguments,
+)
+from lanesad_ros.ros.parameters import PARAMETERS  # noqa: E402
+from node_harness import (  # noqa: E402
+    PARAMS_FILE,
+    STARTUP_TIMEOUT,
+    NodeProcess,
+    RosClient,
+    image_message,
+    synthetic_frames,
+)
+
+
+# ----- a user's params file under a namespace -------------------------------------------------
+
+def test_edited_params_file_applies_under_a_namespace(domain_id, random_weights, tmp_path):
+    """The shipped file's key matches the node in any namespace, so a user's edited copy is not dropped;
+    the launch file's lanes_topic moves every output (the node gets the launch file's own mapping)."""
+    config = yaml.safe_load(PARAMS_FILE.read_text())
+    (key,) = config
+    config[key]["ros__parameters"].update(image_topic="/edited_camera/image_raw", weights=str(random_weights),
+                                          device="cpu", backend="torch", exist_threshold=0.05, prob_threshold=0.05,
+                                          fx=1000.0, cx=320.0, cy=180.0, pitch=0.08)
+    edited = tmp_path / "my_lane_detector.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    args = ros_arguments({"params_file": str(edited), "namespace": "car1", "lanes_topic": "perception/lanes",
+                          "publish_debug_image": "true"})
+    node = NodeProcess(ros_env(domain_id), tmp_path / "node.log", params_file=None, ros_args=tuple(args[1:]))
+    client = RosClient(domain_id, "/edited_camera/image_raw")
+    outputs = {topic: client.listen(f"/car1/perception/lanes{suffix}", msg_type, QoSProfile(depth=5))
+               for topic, suffix, msg_type in (("lanes", "", LaneArray), ("debug", "/debug_image", Image),
+                                               ("markers", "/markers", MarkerArray), ("points", "/points",
+                                                                                       PointCloud2))}
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while client.publisher.get_subscription_count() == 0:
+            assert node.alive() and time.monotonic() < deadline, node.log()[-3000:]
+            time.sleep(0.2)
+        values = client.diagnostics_after(0.0)
+        assert values["input_topic"] == "/edited_camera/image_raw" and values["weights"] == str(random_weights)
+        assert values["backend"] == "torch-cpu" and values["ground_points"] == "true"
+        results = client.set_parameters("/car1/lane_detector", exist_threshold=0.05)  # the node lives in /car1
+        assert results[0].successful
+        msg = image_message(synthetic_frames(1, 640, 360)[0])
+        deadline = time.monotonic() + 20
+        while not all(outputs.values()) and time.monotonic() < deadline:
+            msg.header.stamp = client.stamp()
+            client.publisher.publish(msg)
+            client.wait_for(lambda: all(outputs.values()), 1.0)
+        assert all(outputs.values()), {topic: len(got) for topic, got in outputs.items()}
+        assert not client.lanes and client.node.count_publishers("/car1/lanes") == 0, "nothing left behind"
+    finally:
+        client.close()
+        assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
+
+
+# ----- Ctrl-C / launch shutdown at any moment of start-up -------------------------------------
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_at_any_moment_of_start_up_ends_quietly(random_weights, tmp_path, sig):
+    """Signals while Python imports, while rclpy initialises, while the Detector loads, once spinning."""
+    delays = (0.3, 1.5, 3.0, 4.5, 7.0)
+    env = ros_env()
+    procs = [NodeProcess(env, tmp_path / f"node_{delay}.log", f"weights:={random_weights}", "device:=cpu",
+                         "backend:=torch") for delay in delays]
+    started = time.monotonic()
+    for delay, proc in zip(delays, procs, strict=True):
+        time.sleep(max(0.0, started + delay - time.monotonic()))
+        proc.proc.send_signal(sig)
+    for delay, proc in zip(delays, procs, strict=True):
+        code = proc.stop(sig, timeout=30)
+        log = proc.log()
+        assert code == 0 and "Traceback" not in log and "RCLError" not in log, f"{delay} s: exit {code}\n{log[-3000:]}"
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_signal_while_the_node_is_being_built_ends_quietly(random_weights, sig):
+    """The signal lands after rclpy.init, inside the node constructor (the 'context is invalid' window)."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from lanesad_ros.ros.node import LaneDetectorNode, run\n"
+        "def build():\n"
+        f"    os.kill(os.getpid(), signal.{sig})\n"
+        "    time.sleep(0.2)\n"
+        "    return LaneDetectorNode()\n"
+        f"sys.exit(run(build, ['lane_detector', '--ros-args', '-p', 'weights:={random_weights}', "
+        "'-p', 'backend:=torch', '-p', 'device:=cpu']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=ros_env(), capture_output=True, text=True,
+                            timeout=STARTUP_TIMEOUT, cwd=REPO_ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "Traceback" not in output, output[-3000:]
+
+
+# ----- start-up failures: each must exit non-zero with a clear message ------------------------
+
+@pytest.fixture(scope="module")
+def startup_failures(random_weights, tmp_path_factory):
+    """Start every failing configuration at once (they load nothing heavy before failing)."""
+    folder = tmp_path_factory.mktemp("bad_weights")
+    corrupt = folder / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00garbage, not a safetensors file" * 10)
+    (folder / "corrupt.json").write_text(random_weights.with_suffix(".json").read_text())
+    six_lanes = folder / "six_lanes.safetensors"
+    six_lanes.write_bytes(random_weights.read_bytes())
+    meta = json.loads(random_weights.with_suffix(".json").read_text())
+    meta["num_lanes"] = 6
+    (folder / "six_lanes.json").write_text(json.dumps(meta))
+    cases = {
+        "missing_weights": ([f"weights:={folder / 'no_such_weights.safetensors'}"], ["no_such_weights.safetensors"]),
+        "corrupt_weights": ([f"weights:={corrupt}"], ["corrupt.safetensors"]),
+        "other_lane_count": ([f"weights:={six_lanes}"], ["six_lanes"]),
+        "wrong_parameter_type": ([f"weights:={random_weights}", "exist_threshold:=abc"],
+                                 ["invalid parameter", "exist_threshold", "DOUBLE"]),
+        "bad_device": ([f"weights:={random_weights}", "device:=gpu"], ["device must be one of auto, cuda, cpu"]),
+    }
+    env = ros_env()
+    procs = {name: NodeProcess(env, folder / f"{name}.log", *overrides) for name, (overrides, _) in cases.items()}
+    results = {}
+    for name, proc in procs.items():
+        try:
+            code = proc.wait(STARTUP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.proc.kill()
+            proc.proc.wait()
+            code = None
+        results[name] = (code, proc.log(), cases[name][1])
+    return results
+
+
+@pytest.mark.parametrize("case", ["missing_weights", "corrupt_weights", "other_lane_count", "wrong_parameter_type",
+                                  "bad_device"])
+def test_startup_failure_exits_with_a_clear_message(startup_failures, case):
+    code, log, expected = startup_failures[case]
+    assert code not in (0, None), f"{case}: exit code {code}\n{log[-2000:]}"
+    for text in expected:
+        assert text in log, f"{case}: {text!r} not in\n{log[-2000:]}"
+    assert "Traceback" not in log, log[-3000:]
+
+
+# ----- launch file (runs only where launch_ros exists; its contents are checked everywhere) ----
+
+LAUNCH_FILE = REPO_ROOT / "launch" / "lane_detector.launch.py"
+
+
+def test_launch_file_compiles_and_takes_its_arguments_from_the_shared_table():
+    import ast
+
+    tree = ast.parse(LAUNCH_FILE.read_text(), filename=str(LAUNCH_FILE))
+    compile(tree, str(LAUNCH_FILE), "exec")
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                and node.module == "lanesad_ros.ros.launch_args" for alias in node.names}
+    assert {"ARGUMENTS", "executable", "output_remappings", "parameter_overrides"} <= imported
+    assert "choices=" in LAUNCH_FILE.read_text(), "launch itself validates the choices"
+
+
+def test_launch_arguments_match_the_node_and_the_readme():
+    specs = {spec.name: spec for spec in PARAMETERS}
+    arguments = {argument.name: argument for argument in ARGUMENTS}
+    for argument in ARGUMENTS:
+        if argument.parameter:
+            spec = specs[argument.name]
+            if isinstance(spec.default, bool):
+                assert argument.choices == ("", "true", "false"), argument
+            if spec.choices:
+                assert set(argument.choices) == {""} | set(spec.choices), argument
+    assert "openvino" in arguments["backend"].choices and "openvino" in arguments["backend"].description
+    assert arguments["use_sim_time"].choices == arguments["lifecycle"].choices == ("true", "false")
+    readme = (REPO_ROOT / "README.md").read_text()
+    listed = readme[readme.index("Launch arguments:"):].split("\n\n")[0]
+    for name in arguments:
+        assert f"`{name}`" in listed, f"README's launch argument list lacks {name}"
+
+
+@pytest.mark.parametrize("values,problem", [
+    ({"input_compressed": "maybe"}, "input_compressed:='maybe' must be one of: true, false"),
+    ({"publish_debug_image": "yes"}, "publish_debug_image:='yes' must be one of: true, false"),
+    ({"use_sim_time": "1"}, "use_sim_time:='1' must be one of: true, false"),
+    ({"backend": "tensorrt"}, "backend:='tensorrt' must be one of: auto, torch, onnxruntime, openvino"),
+])
+def test_launch_arguments_reject_words_they_do_not_know(values, problem):
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        parameter_overrides(values)
+    with pytest.raises(ValueError, match="lifecycle:='maybe' must be one of: true, false"):
+        executable({"lifecycle": "maybe"})
+    assert parameter_overrides({"input_compressed": "True", "use_sim_time": "false"}) == {
+        "input_compressed": True, "use_sim_time": False}
+
+
+def test_output_remappings_move_every_output_together():
+    assert output_remappings("lanes") == []
+    assert output_remappings("/perception/lanes/") == [
+        ("lanes", "/perception/lanes"), ("lanes/debug_image", "/perception/lanes/debug_image"),
+        ("lanes/markers", "/perception/lanes/markers"), ("lanes/points", "/perception/lanes/points")]
+
+
+def test_launch_description_builds():
+    pytest.importorskip("launch_ros", reason="launch_ros comes with ROS 2 distributions, not from PyPI")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lane_detector_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    names = {entity.name for entity in description.entities if hasattr(entity, "default_value")}
+    assert {argument.name for argument in ARGUMENTS} <= names
