@@ -173,8 +173,49 @@ def test_cli_reports_config_errors(tmp_path, capsys):
 def test_resume_rejects_a_different_data_order(tmp_path):
     trainer = Trainer(tiny_config(tmp_path, iterations=1))
     trainer.run()
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match=r"train\.seed 3 -> 4"):
         Trainer(tiny_config(tmp_path, iterations=2, seed=4), resume=tmp_path / "run" / "last.pt")
+
+
+@pytest.fixture(scope="module")
+def one_iteration_run(tmp_path_factory):
+    """A tiny run stopped after one iteration: (its config file, its last.pt)."""
+    folder = tmp_path_factory.mktemp("resume")
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(folder, iterations=1)))
+    assert main(["--config", str(path)]) == 0
+    return path, folder / "run" / "last.pt"
+
+
+@pytest.mark.parametrize("overrides,difference", [
+    (["model.num_lanes=6"], "model.num_lanes 4 -> 6"),
+    (["model.input_size=[80,160]"], "model.input_size [64, 160] -> [80, 160]"),
+    (["model.name=resnet18_sad"], "model.name 'enet_sad' -> 'resnet18_sad'"),
+    (["optim.name=sgd"], "optim.name 'adam' -> 'sgd'"),
+    (["optim.name=sgd", "model.num_lanes=6"], "model.num_lanes 4 -> 6; optim.name 'adam' -> 'sgd'"),
+])
+def test_cli_resume_with_a_different_config_says_what_differs(one_iteration_run, capsys, overrides, difference):
+    """Architecture, input size, lane count or optimiser changed since the checkpoint: one line, exit 2."""
+    path, checkpoint = one_iteration_run
+    capsys.readouterr()
+    assert main(["--config", str(path), *overrides, "train.iterations=2", "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("lanesad-train: error: cannot resume from "), err
+    assert f"differs from the checkpoint's in {difference} (a resume may change only " in err, err
+    assert "Traceback" not in err and load_checkpoint(checkpoint)["iteration"] == 1
+
+
+def test_resume_may_change_the_learning_rate_schedule(tmp_path):
+    Trainer(tiny_config(tmp_path, iterations=2)).run()
+    resumed = Trainer(validate({**tiny_config(tmp_path, iterations=4),
+                                "optim": {"name": "adam", "lr": 0.001, "weight_decay": 0.01}}),
+                      resume=tmp_path / "run" / "last.pt")
+    assert resumed.iteration == 2
+    group = resumed.optimizer.param_groups[0]
+    assert group["weight_decay"] == 0.01
+    assert group["lr"] == pytest.approx(0.001 * (1 - 2 / 4) ** 0.9), "the new lr on the new 4-iteration poly schedule"
+    resumed.run()
+    assert resumed.iteration == 4
 
 
 def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):

@@ -17,6 +17,56 @@ from lanesad_ros.fileio import atomic_path
 
 CHECKPOINT_FORMAT = "lanesad-checkpoint/1"
 
+# Config keys (dotted; a prefix covers its sub-keys) that a resume may change. Each takes effect
+# from the resumed iteration on: the learning-rate schedule (lr, poly_power, warmup_iters,
+# iterations) is rebuilt from the new values, weight_decay/momentum/grad_clip and the loss
+# weights are read from the new config, SAD starts at the new sad_start_iter, and logging,
+# checkpointing, evaluation and export follow the new settings. Everything else (model
+# architecture and input, optimiser type, training data and augmentation, seed, batch size,
+# AMP, SyncBN) fixes what the checkpoint's tensors and the data order mean: changing it is a
+# new run, started from the old weights with model.init_weights.
+RESUMABLE_KEYS = (
+    "name", "description", "model.init_weights",
+    "optim.lr", "optim.momentum", "optim.weight_decay", "optim.poly_power", "optim.warmup_iters", "optim.grad_clip",
+    "loss", "data.val", "data.num_workers",
+    "train.iterations", "train.sad_start_iter", "train.device", "train.num_threads", "train.deterministic",
+    "train.log_interval", "train.checkpoint_interval", "train.keep_checkpoints", "train.output_dir",
+    "train.tensorboard", "train.progress",
+    "eval", "export",
+)
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value and prefix.count(".") < 1:  # sections and their keys
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def _resumable(key: str) -> bool:
+    return any(key == allowed or key.startswith(allowed + ".") for allowed in RESUMABLE_KEYS)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def resume_conflicts(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's config and the new one in keys a resume may not change.
+
+    Both are validated configs (``training.config.validate``). Returns ``"key old -> new"``
+    strings, sorted by key; empty when the resume can go on (see ``RESUMABLE_KEYS``).
+    """
+    old, new = _flatten(saved), _flatten(config)
+    return [f"{key} {_short(old.get(key))} -> {_short(new.get(key))}"
+            for key in sorted(old.keys() | new.keys())
+            if old.get(key) != new.get(key) and not _resumable(key)]
+
 
 def rng_state() -> dict[str, Any]:
     """Global RNG states as tensors and plain types (loadable with weights_only=True)."""

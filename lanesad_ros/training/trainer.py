@@ -32,8 +32,10 @@ from lanesad_ros.model.weights import load_weights, metadata_preprocessor
 from lanesad_ros.preprocess import Preprocessor
 from lanesad_ros.training.checkpoint import (
     CHECKPOINT_FORMAT,
+    RESUMABLE_KEYS,
     atomic_torch_save,
     load_checkpoint,
+    resume_conflicts,
     rng_state,
     set_rng_state,
 )
@@ -372,16 +374,25 @@ class Trainer:
     def load(self, path: str | Path) -> None:
         """Restore everything a checkpoint holds, so the next step equals an uninterrupted run's."""
         ckpt = load_checkpoint(path)
-        order = ckpt["data_order"]
-        t = self.cfg["train"]
-        if order["seed"] != t["seed"] or order["batch_size"] != t["batch_size"]:
-            raise ConfigError(f"{path}: checkpoint has train.seed={order['seed']} batch_size={order['batch_size']}, "
-                              f"config has {t['seed']} / {t['batch_size']}; the data order would not continue")
+        conflicts = resume_conflicts(ckpt["config"], self.cfg)
+        if conflicts:
+            raise ConfigError(f"cannot resume from {path}: the config differs from the checkpoint's in "
+                              f"{'; '.join(conflicts)} (a resume may change only {', '.join(RESUMABLE_KEYS)}; "
+                              f"for other changes start a new run with model.init_weights)")
+        t, o = self.cfg["train"], self.cfg["optim"]
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.scheduler.lr_lambdas = [PolyLambda(t["iterations"], self.cfg["optim"]["poly_power"],
-                                                self.cfg["optim"]["warmup_iters"])]
+        # The schedule and the optimiser hyper-parameters a resume may change come from the new config.
+        poly = PolyLambda(t["iterations"], o["poly_power"], o["warmup_iters"])
+        self.scheduler.lr_lambdas = [poly]
+        self.scheduler.base_lrs = [o["lr"]] * len(self.optimizer.param_groups)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = o["lr"]
+            group["lr"] = o["lr"] * poly(self.scheduler.last_epoch)
+            group["weight_decay"] = o["weight_decay"]
+            if "momentum" in group:
+                group["momentum"] = o["momentum"]
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         self.iteration = int(ckpt["iteration"])
