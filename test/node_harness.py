@@ -91,10 +91,10 @@ class NodeProcess:
             self.proc.send_signal(sig)
         try:
             return self.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"node did not exit {timeout} s after signal {sig}:\n{self.log()[-3000:]}")
+            raise AssertionError(f"node did not exit {timeout} s after signal {sig}:\n{self.log()[-3000:]}") from exc
 
 
 class RosClient:
@@ -178,7 +178,8 @@ class RosClient:
         """Until the node's image subscription and /lanes publisher are matched with ours."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.publisher.get_subscription_count() > 0 and self.node.count_publishers(f"{self.namespace}/lanes") > 0:
+            lanes = self.node.count_publishers(f"{self.namespace}/lanes")
+            if self.publisher.get_subscription_count() > 0 and lanes > 0:
                 return
             if not node.alive():
                 raise AssertionError(f"node exited with {node.proc.returncode}:\n{node.log()[-3000:]}")

@@ -306,7 +306,8 @@ def test_lane_array_from_rosbags_dataclass(rosbags_types):
     lanes = [T["lanesad_ros/msg/Lane"](
         slot=int(lane.slot), confidence=lane.confidence,
         image_points=[T["geometry_msgs/msg/Point32"](x=float(x), y=float(y), z=0.0) for x, y in lane.image_points],
-        ground_points=[T["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z)) for x, y, z in lane.ground_points],
+        ground_points=[T["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z))
+                       for x, y, z in lane.ground_points],
     ) for lane in det.lanes]
     lanes.append(T["lanesad_ros/msg/Lane"](slot=77, confidence=0.3, image_points=[], ground_points=[]))
     header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=3, nanosec=4), frame_id="cam")
@@ -319,7 +320,7 @@ def test_lane_array_from_rosbags_dataclass(rosbags_types):
         1280, 720, "enet_sad", "w.safetensors")
     assert back.latency_ms == pytest.approx(12.5)
     assert [lane.slot for lane in back.lanes] == [LaneSlot.LEFT, LaneSlot.RIGHT, LaneSlot.UNKNOWN]
-    for got, want in zip(back.lanes, det.lanes):
+    for got, want in zip(back.lanes, det.lanes, strict=False):
         np.testing.assert_allclose(got.image_points, want.image_points, atol=1e-3)
         np.testing.assert_allclose(got.ground_points, want.ground_points, atol=1e-5)
         assert got.confidence == pytest.approx(want.confidence)
@@ -338,7 +339,7 @@ def test_lane_array_round_trip_rclpy(with_ground):
     assert [lane.slot for lane in msg.lanes] == [1, 2]
     back = lane_array_to_detections(msg)
     assert (back.image_width, back.image_height) == (1280, 720)
-    for got, want in zip(back.lanes, det.lanes):
+    for got, want in zip(back.lanes, det.lanes, strict=True):
         np.testing.assert_allclose(got.image_points, want.image_points, atol=1e-3)
         if with_ground:
             np.testing.assert_allclose(got.ground_points, want.ground_points, atol=1e-5)
@@ -358,7 +359,7 @@ def test_markers_one_line_strip_per_ground_lane():
     assert len(strips[0].points) == 12 and strips[0].points[0].y == pytest.approx(1.8)
     from lanesad_ros.overlay import SLOT_COLORS  # same colours as the debug overlay (BGR there)
 
-    for strip, slot in zip(strips, (LaneSlot.LEFT, LaneSlot.RIGHT)):
+    for strip, slot in zip(strips, (LaneSlot.LEFT, LaneSlot.RIGHT), strict=True):
         b, g, r = SLOT_COLORS[slot]
         assert (strip.color.r, strip.color.g, strip.color.b) == pytest.approx((r / 255, g / 255, b / 255))
     assert len({m.id for m in strips}) == 2

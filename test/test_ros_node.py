@@ -184,7 +184,7 @@ def test_debug_image_when_subscribed(node, client):
         msg = image_message(bgr)
         client.request(msg)
         key = stamp_key(msg.header.stamp)
-        client.wait_for(lambda: [m for m in client.debug_images if stamp_key(m.header.stamp) == key], 2.0)
+        client.wait_for(lambda key=key: [m for m in client.debug_images if stamp_key(m.header.stamp) == key], 2.0)
         debug = [m for m in client.debug_images if stamp_key(m.header.stamp) == key]
     assert debug, f"no debug image:\n{node.log()[-2000:]}"
     image = debug[0]
@@ -223,7 +223,7 @@ def test_bad_inputs_are_counted_and_the_node_keeps_running(node, client):
         "bad_layout": raw_message("bgr8", 720, 1280, 3840, bytes(1000)),
     }  # an 8000x6000 frame is tested compressed: best-effort DDS drops 48+ MB raw samples before the node
 
-    for kind, msg in bad.items():
+    for msg in bad.values():
         msg.header.stamp = client.stamp()
         client.publisher.publish(msg)
         time.sleep(0.3)  # the idle worker takes it before the good frame replaces it

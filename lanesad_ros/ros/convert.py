@@ -325,7 +325,8 @@ def detections_to_lane_array(det: LaneDetections, header: Any, ground_frame_id: 
     """LaneDetections -> lanesad_ros/LaneArray; ``ground_frame_id`` is set only when some lane has ground points."""
     from geometry_msgs.msg import Point, Point32
 
-    from lanesad_ros.msg import Lane as LaneMsg, LaneArray
+    from lanesad_ros.msg import Lane as LaneMsg
+    from lanesad_ros.msg import LaneArray
 
     lanes = []
     has_ground = False

@@ -8,6 +8,7 @@ from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+
 @dataclass(frozen=True)
 class ParamSpec:
     """One node parameter: default (its type is the parameter's type), meaning, limits."""
@@ -24,8 +25,10 @@ class ParamSpec:
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("image_topic", "/image_raw", "Camera image topic (sensor_msgs/Image); with input_compressed the "
               "node subscribes to <image_topic>/compressed instead."),
-    ParamSpec("input_compressed", False, "Subscribe to sensor_msgs/CompressedImage (jpeg/png) on <image_topic>/compressed."),
-    ParamSpec("weights", "", "Weights file (.safetensors with its .json metadata); empty = the shipped default weights."),
+    ParamSpec("input_compressed", False, "Subscribe to sensor_msgs/CompressedImage (jpeg/png) on "
+              "<image_topic>/compressed."),
+    ParamSpec("weights", "", "Weights file (.safetensors with its .json metadata); empty = the shipped default "
+              "weights."),
     ParamSpec("device", "auto", "Inference device; cuda falls back to cpu with a warning when CUDA is absent.",
               choices=("auto", "cuda", "cpu")),
     ParamSpec("backend", "auto", "Inference backend; auto times the available ones at start-up and keeps the fastest.",
@@ -80,7 +83,8 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
         if isinstance(spec.default, int) and not isinstance(spec.default, bool):
             descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=0)]
         else:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high),
+                                                                  step=0.0)]
     return descriptor
 
 

@@ -21,7 +21,6 @@ from lanesad_ros.detector import Detector, DetectorError
 from lanesad_ros.ros.convert import ImageConversionError
 
 
-
 class LatestMailbox:
     """One-slot hand-over between threads: a newer item replaces an unprocessed one."""
 
