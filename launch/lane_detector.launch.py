@@ -14,7 +14,10 @@ are the node's own), which is what `ros2 launch ... --show-args` lists.
 
 Fast DDS drops camera-sized best-effort samples with its default UDP transport, so the node
 runs with FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (the camera driver's process needs it as
-well: export it in the shell to cover both; see the README for ROS_AUTOMATIC_DISCOVERY_RANGE).
+well: export it in the shell to cover both). With ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+rmw_fastrtps ignores LARGE_DATA; the node then also gets FASTDDS_DEFAULT_PROFILES_FILE =
+the installed config/fastdds_localhost_frames.xml (a large shared-memory segment), which the
+camera driver needs as well (README, "Fast DDS and camera images").
 
 On the pip path (no launch_ros) the same node starts from the same file:
     lane_detector --ros-args --params-file config/lane_detector.yaml -p image_topic:=/cam
@@ -27,7 +30,17 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from lanesad_ros.ros.launch_args import ARGUMENTS, executable, output_remappings, parameter_overrides
+from lanesad_ros.ros.launch_args import (
+    ARGUMENTS,
+    executable,
+    node_environment,
+    output_remappings,
+    parameter_overrides,
+)
+
+
+def _share() -> str:
+    return get_package_share_directory("lanesad_ros")
 
 
 def _node(context):
@@ -41,12 +54,12 @@ def _node(context):
         emulate_tty=True,
         parameters=[values["params_file"], parameter_overrides(values)],
         remappings=output_remappings(values["lanes_topic"]),
-        additional_env={"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"},
+        additional_env=node_environment(os.environ, os.path.join(_share(), "config")),
     )]
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory("lanesad_ros"), "config", "lane_detector.yaml")
+    default_params = os.path.join(_share(), "config", "lane_detector.yaml")
     declared = []
     for argument in ARGUMENTS:
         default = default_params if argument.name == "params_file" else argument.default

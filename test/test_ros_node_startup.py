@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,6 +27,7 @@ from lanesad_ros.msg import LaneArray  # noqa: E402
 from lanesad_ros.ros.launch_args import (  # noqa: E402
     ARGUMENTS,
     executable,
+    node_environment,
     output_remappings,
     parameter_overrides,
     ros_arguments,
@@ -234,3 +236,37 @@ def test_launch_description_builds():
     description = module.generate_launch_description()
     names = {entity.name for entity in description.entities if hasattr(entity, "default_value")}
     assert {argument.name for argument in ARGUMENTS} <= names
+
+
+# ----- Fast DDS with localhost-only discovery (README: "Fast DDS and camera images") ------------
+
+def test_localhost_discovery_carries_camera_frames_with_the_launch_environment():
+    """With ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rmw_fastrtps ignores LARGE_DATA; the environment the
+    launch file gives (the shipped large shared-memory profile) carries 2.9 MB best-effort frames."""
+    env = {**ros_env(), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
+    env.update(node_environment(env, str(REPO_ROOT / "config")))
+    assert env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(REPO_ROOT / "config" / "fastdds_localhost_frames.xml")
+    probe = [sys.executable, str(Path(__file__).with_name("frame_probe.py"))]
+    subscriber = subprocess.Popen([*probe, "sub", "20"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True)
+    try:
+        publisher = subprocess.run([*probe, "pub", "20"], env=env, capture_output=True, text=True, timeout=90)
+        output = subscriber.communicate(timeout=60)[0]
+    finally:
+        subscriber.kill()
+    assert publisher.returncode == 0, publisher.stdout + publisher.stderr
+    received = int(re.search(r"received (\d+)", output).group(1))
+    assert received >= 15, f"{received} of 20 frames arrived:\n{output}"
+
+
+def test_launch_environment_adds_the_profile_only_for_localhost_discovery():
+    config = "/opt/share/lanesad_ros/config"
+    assert node_environment({}, config) == {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    assert node_environment({"ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"}, config) == {
+        "FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    for localhost in ({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}, {"ROS_LOCALHOST_ONLY": "1"}):
+        assert node_environment(localhost, config)["FASTDDS_DEFAULT_PROFILES_FILE"] == \
+            f"{config}/fastdds_localhost_frames.xml"
+    mine = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "FASTDDS_DEFAULT_PROFILES_FILE": "/my/profile.xml"}
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" not in node_environment(mine, config), "the user's own file stays"

@@ -7,11 +7,14 @@ the same node the same way and the tests can check the mapping where launch_ros 
 """
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from lanesad_ros.ros.parameters import SPECS
 
 BOOLEAN_CHOICES = ("true", "false")
+LOCALHOST_PROFILE = "fastdds_localhost_frames.xml"  # in config/, see that file and the README
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,19 @@ def ros_arguments(values: dict[str, str]) -> list[str]:
     for name, value in parameter_overrides(values).items():
         args += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
     return args
+
+
+def node_environment(environ: Mapping[str, str], config_dir: str) -> dict[str, str]:
+    """Environment the launch file adds to the node's: Fast DDS transports for camera-sized frames.
+
+    LARGE_DATA always; with localhost-only discovery (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST or
+    ROS_LOCALHOST_ONLY=1) rmw_fastrtps ignores it, so the shipped profile with a large
+    shared-memory segment (``config_dir``/fastdds_localhost_frames.xml) is added unless the user
+    already names a Fast DDS profiles file.
+    """
+    env = {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}
+    localhost = (environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "").strip().upper() == "LOCALHOST"
+                 or environ.get("ROS_LOCALHOST_ONLY", "").strip() == "1")
+    if localhost and not environ.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.path.join(config_dir, LOCALHOST_PROFILE)
+    return env
