@@ -330,21 +330,27 @@ def test_every_output_reaches_reliable_and_best_effort_subscribers(node, client)
 
 
 def test_tracking_follows_a_change_of_image_size(node, client, random_weights):
-    """With tracking on, the first frames after 1920x1080 -> 640x480 carry no lane of the old geometry."""
+    """With tracking on, the first frames after 1920x1080 -> 640x480 carry no lane of the old geometry:
+    neither blended into new detections nor held while the new frames show none."""
     assert all(result.successful for result in client.set_parameters(tracking=True))
     try:
         big = image_message(synthetic_frames(1, 1920, 1080)[0])
         assert any(client.request(big).lanes for _ in range(3)), "low thresholds: lanes on the big frames"
         small = synthetic_frames(1, 640, 480)[0]
-        for _ in range(3):
-            msg = image_message(small)
-            answer = client.request(msg)
-            check_answer(answer, msg, 640, 480, random_weights.name)
-            for lane in answer.lanes:
-                xy = np.array([(p.x, p.y) for p in lane.image_points])
-                assert (xy[:, 0] >= 0).all() and (xy[:, 0] <= 640).all() and (xy[:, 1] <= 480).all(), xy.max(axis=0)
+        for exist_threshold in (0.999, 0.05):  # none detected (held lanes would show), then some
+            assert client.set_parameters(exist_threshold=exist_threshold)[0].successful
+            for _ in range(3):
+                msg = image_message(small)
+                answer = client.request(msg)
+                check_answer(answer, msg, 640, 480, random_weights.name)
+                for lane in answer.lanes:
+                    xy = np.array([(p.x, p.y) for p in lane.image_points])
+                    assert (xy >= 0).all() and (xy[:, 0] <= 640).all() and (xy[:, 1] <= 480).all(), xy.max(axis=0)
+                if exist_threshold == 0.999:
+                    assert answer.lanes == [], "no lane of the 1920x1080 frames is held on 640x480 frames"
+            client.request(big)  # back to the old size: the tracks restart again
     finally:
-        assert all(result.successful for result in client.set_parameters(tracking=False))
+        assert all(result.successful for result in client.set_parameters(tracking=False, exist_threshold=0.05))
 
 
 def test_missing_or_nonsense_stamps_give_no_latency_figure(node, client):
@@ -390,7 +396,7 @@ def test_parameter_flips_during_a_frame_stream_fail_no_frame(node, client):
     time.sleep(1.0)
     after = client.diagnostics_after(time.monotonic())
     assert int(after["errors"]) == int(before["errors"]), (before, after)
-    assert int(after["frames_processed"]) - int(before["frames_processed"]) >= 10
+    assert int(after["frames_processed"]) - int(before["frames_processed"]) >= 3, "frames went through meanwhile"
     assert node.alive() and "Traceback" not in node.log()
 
 

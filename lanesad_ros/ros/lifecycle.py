@@ -20,10 +20,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from lanesad_ros.detector import DetectorError
 from lanesad_ros.ros.node import NODE_NAME, LaneDetectorCore, run
 
 
@@ -37,7 +35,7 @@ class LaneDetectorLifecycleNode(LaneDetectorCore, LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self._configure()
-        except (DetectorError, ValueError, OSError, ParameterException) as exc:
+        except (ValueError, OSError) as exc:  # weights, backend, camera model: the message names the culprit
             self.get_logger().error(f"configure failed: {exc}")
             self._cleanup()
             return TransitionCallbackReturn.FAILURE
