@@ -21,8 +21,9 @@ def test_clip_ships_with_its_licence_and_attribution():
 def test_node_parameters_are_real_and_carry_the_calibration():
     """demo/udacity/lane_detector.yaml sets only parameters config/lane_detector.yaml declares,
     with their types, and its intrinsics are camera_info.yaml's."""
-    declared = yaml.safe_load((ROOT / "config" / "lane_detector.yaml").read_text())["lane_detector"]["ros__parameters"]
-    params = yaml.safe_load((DEMO / "lane_detector.yaml").read_text())["lane_detector"]["ros__parameters"]
+    declared = yaml.safe_load((ROOT / "config" / "lane_detector.yaml").read_text())["/**/lane_detector"]
+    params = yaml.safe_load((DEMO / "lane_detector.yaml").read_text())["/**/lane_detector"]  # any namespace
+    declared, params = declared["ros__parameters"], params["ros__parameters"]
     assert set(params) <= set(declared)
     for name, value in params.items():
         assert type(value) is type(declared[name]), name

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                "(12 ft US Interstate) ego lane; roll assumed 0.\n")
     # The intrinsics as node parameters too (camera_info.yaml is for a camera driver's
     # camera_info_manager, whose CameraInfo the node reads with camera_info_topic).
-    params = {"lane_detector": {"ros__parameters": {
+    # Keyed /**/lane_detector like config/lane_detector.yaml: it applies in any namespace.
+    params = {"/**/lane_detector": {"ros__parameters": {
         "fx": float(camera.K[0, 0]), "fy": float(camera.K[1, 1]),
         "cx": float(camera.K[0, 2]), "cy": float(camera.K[1, 2]),
         "dist": [float(d) for d in camera.dist],
