@@ -11,10 +11,10 @@ and max over the last second of inference_latency_ms, e2e_receive_to_publish_ms 
 "nan" in a second without frames).
 
 A stamp-derived latency is only as good as the stamp: a zero stamp (a driver that leaves the
-header empty) or one more than ``STAMP_FUTURE_TOLERANCE_MS`` ahead of or
-``STAMP_MAX_AGE_MS`` behind the node's clock (another clock: bag replay without
-use_sim_time, an unsynchronised camera) gives no e2e_stamp_to_publish_ms figure. Those
-frames are counted in frames_bad_stamp and stamp_note says why the figure is missing.
+header empty), one ahead of the node's clock or more than ``STAMP_LATENCY_MAX_S`` behind it
+(another clock: bag replay without use_sim_time, an unsynchronised camera) is no time on
+this clock and gives no e2e_stamp_to_publish_ms figure. Those frames are counted in
+frames_without_stamp_latency and stamp_note says why the figure is missing.
 """
 from __future__ import annotations
 
@@ -27,20 +27,23 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-STAMP_FUTURE_TOLERANCE_MS = 1_000.0
-STAMP_MAX_AGE_MS = 60_000.0
+STAMP_LATENCY_MAX_S = 60.0  # an older stamp is no time on this clock (a frame is never that late here)
 
 
-def stamp_latency_ms(stamp_ns: int, now_ns: int) -> tuple[float | None, str | None]:
-    """(now - stamp in ms, None) for a plausible header stamp, else (None, why it is not one)."""
+def stamp_problem(stamp_ns: int, now_ns: int) -> str | None:
+    """Why a header stamp is no time on the node's clock: "zero", "future", "old"; None when it is one."""
     if stamp_ns <= 0:
-        return None, "zero"
-    latency = (now_ns - stamp_ns) / 1e6
-    if latency < -STAMP_FUTURE_TOLERANCE_MS:
-        return None, "future"
-    if latency > STAMP_MAX_AGE_MS:
-        return None, "old"
-    return latency, None
+        return "zero"
+    if stamp_ns > now_ns:
+        return "future"
+    if now_ns - stamp_ns > STAMP_LATENCY_MAX_S * 1e9:
+        return "old"
+    return None
+
+
+def stamp_latency_ms(stamp_ns: int, now_ns: int) -> float | None:
+    """Header stamp -> now in ms, or None where the stamp is no time on this clock (``stamp_problem``)."""
+    return None if stamp_problem(stamp_ns, now_ns) else (now_ns - stamp_ns) / 1e6
 
 
 class FrameStats:
@@ -49,6 +52,7 @@ class FrameStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.received = self.processed = self.dropped = self.missed = 0
+        self.stamp_latency_unavailable = 0  # frames whose header stamp is no time on this clock
         self.errors: Counter[str] = Counter()
         self.bad_stamps: Counter[str] = Counter()
         self._window_start = time.monotonic()
@@ -71,18 +75,20 @@ class FrameStats:
             self.errors[kind] += 1
             self._window_errors += 1
 
-    def on_published(self, inference_ms: float, receive_to_publish_ms: float, stamp_ns: int, now_ns: int) -> None:
-        """One frame's /lanes went out; ``stamp_ns`` is its header stamp, ``now_ns`` the node clock then."""
-        stamp_ms, bad = stamp_latency_ms(stamp_ns, now_ns)
+    def on_published(self, inference_ms: float, receive_to_publish_ms: float, stamp_to_publish_ms: float | None,
+                     stamp_problem: str | None = None) -> None:
+        """One frame's /lanes went out. ``stamp_to_publish_ms`` None: its stamp gives no latency
+        (``stamp_latency_ms``); ``stamp_problem`` then says why (``stamp_problem()``)."""
         with self._lock:
             self.processed += 1
             self._window_processed += 1
             self._inference.append(inference_ms)
             self._receive_to_publish.append(receive_to_publish_ms)
-            if bad is None:
-                self._stamp_to_publish.append(stamp_ms)
+            if stamp_to_publish_ms is not None:
+                self._stamp_to_publish.append(stamp_to_publish_ms)
             else:
-                self.bad_stamps[bad] += 1
+                self.stamp_latency_unavailable += 1
+                self.bad_stamps[stamp_problem or "unknown"] += 1
                 self._window_bad_stamps += 1
 
     def report(self) -> dict[str, Any]:
@@ -97,7 +103,7 @@ class FrameStats:
                 "frames_processed": self.processed,
                 "frames_dropped": self.dropped,
                 "frames_missed": self.missed,
-                "frames_bad_stamp": sum(self.bad_stamps.values()),
+                "stamp_latency_unavailable": self.stamp_latency_unavailable,
                 "window_bad_stamps": self._window_bad_stamps,
                 "bad_stamps_by_kind": dict(self.bad_stamps),
                 "errors": sum(self.errors.values()),
@@ -119,9 +125,9 @@ def stamp_note(report: dict[str, Any]) -> str:
     """Why e2e_stamp_to_publish_ms is missing for some frames of the last window ("" when it is not)."""
     if not report["window_bad_stamps"]:
         return ""
-    reasons = {"zero": "a zero header stamp",
-               "future": f"a header stamp over {STAMP_FUTURE_TOLERANCE_MS:.0f} ms ahead of the node clock",
-               "old": f"a header stamp over {STAMP_MAX_AGE_MS:.0f} ms behind the node clock"}
+    reasons = {"zero": "a zero header stamp", "future": "a header stamp ahead of the node clock",
+               "old": f"a header stamp over {STAMP_LATENCY_MAX_S:.0f} s behind the node clock",
+               "unknown": "an unusable header stamp"}
     kinds = ", ".join(f"{n} with {reasons[k]}" for k, n in sorted(report["bad_stamps_by_kind"].items()))
     return (f"e2e_stamp_to_publish_ms leaves out {report['window_bad_stamps']} frames of the last window "
             f"(since start: {kinds}); stamps must come from the node's clock (use_sim_time for bag replay)")
@@ -151,7 +157,7 @@ def build_status(name: str, report: dict[str, Any], info: dict[str, str], device
         "frames_processed": str(report["frames_processed"]),
         "frames_dropped": str(report["frames_dropped"]),
         "frames_missed": str(report["frames_missed"]),
-        "frames_bad_stamp": str(report["frames_bad_stamp"]),
+        "frames_without_stamp_latency": str(report["stamp_latency_unavailable"]),
         "errors": str(report["errors"]),
     }
     for kind, count in sorted(report["errors_by_kind"].items()):

@@ -50,7 +50,7 @@ from lanesad_ros.ros.convert import (
     lanes_to_point_cloud,
     stamp_to_ns,
 )
-from lanesad_ros.ros.diagnostics import FrameStats, build_status
+from lanesad_ros.ros.diagnostics import FrameStats, build_status, stamp_latency_ms, stamp_problem
 from lanesad_ros.ros.entry import install_quiet_signal_handlers
 from lanesad_ros.ros.ground import GroundModels
 from lanesad_ros.ros.parameters import PARAMETERS, THRESHOLDS, descriptor, validate_parameter
@@ -240,8 +240,9 @@ class LaneDetectorCore:
         frame = self.params["ground_frame_id"]
         self._pubs["lanes"].publish(detections_to_lane_array(det, msg.header, frame))
         published = time.monotonic()
-        self.stats.on_published(det.latency_ms, (published - received) * 1e3, stamp_to_ns(msg.header.stamp),
-                                self.get_clock().now().nanoseconds)
+        stamp_ns, now_ns = stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
+        self.stats.on_published(det.latency_ms, (published - received) * 1e3, stamp_latency_ms(stamp_ns, now_ns),
+                                stamp_problem(stamp_ns, now_ns))
         if self.params["publish_debug_image"] or self._pubs["lanes/debug_image"].get_subscription_count() > 0:
             self._debug_worker.submit((bgr, det, msg.header))
         if detector.camera is not None:
