@@ -88,8 +88,10 @@ def test_edited_params_file_applies_under_a_namespace(domain_id, random_weights,
 # ----- Ctrl-C / launch shutdown at any moment of start-up -------------------------------------
 
 def test_signal_at_any_moment_of_start_up_ends_quietly(random_weights, tmp_path):
-    """SIGINT / SIGTERM while Python imports, while rclpy initialises, while the Detector loads, once spinning."""
-    plan = ((0.3, signal.SIGINT), (1.5, signal.SIGTERM), (3.0, signal.SIGINT), (4.5, signal.SIGTERM),
+    """SIGINT / SIGTERM while the node's modules import, while rclpy initialises, while the Detector loads,
+    once spinning. (Earlier than ~0.5 s the interpreter itself is still starting -- site, the ROS wheels'
+    bootstrap re-exec -- and Python, not the node, reports a signal; measured 0.1-0.3 s here.)"""
+    plan = ((1.0, signal.SIGINT), (2.0, signal.SIGTERM), (3.0, signal.SIGINT), (4.5, signal.SIGTERM),
             (6.0, signal.SIGINT), (8.0, signal.SIGTERM))
     env = ros_env()
     procs = [NodeProcess(env, tmp_path / f"node_{delay}.log", f"weights:={random_weights}", "device:=cpu",

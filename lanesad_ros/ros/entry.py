@@ -3,7 +3,9 @@
 Importing the node modules (rclpy, torch, the backends) takes seconds. These entry points
 install SIGINT/SIGTERM handlers first and import the node module afterwards, so Ctrl-C or a
 launch shutdown at any moment of start-up ends the process quietly with status 0 (after
-rclpy.init, :func:`lanesad_ros.ros.node.run` takes over the same promise).
+rclpy.init, :func:`lanesad_ros.ros.node.run` takes over the same promise). Only a signal
+while the interpreter itself starts (site, the ROS wheels' bootstrap re-exec: 0.1-0.3 s on
+this machine), before any code of this package runs, is reported by Python itself.
 
     python -m lanesad_ros.ros.entry lane_detector [--ros-args ...]
     python -m lanesad_ros.ros.entry lane_detector_lifecycle [--ros-args ...]
