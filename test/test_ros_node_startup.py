@@ -91,7 +91,7 @@ def test_signal_at_any_moment_of_start_up_ends_quietly(random_weights, tmp_path)
     """SIGINT / SIGTERM while the node's modules import, while rclpy initialises, while the Detector loads,
     once spinning. (Earlier than ~0.5 s the interpreter itself is still starting -- site, the ROS wheels'
     bootstrap re-exec -- and Python, not the node, reports a signal; measured 0.1-0.3 s here.)"""
-    plan = ((1.0, signal.SIGINT), (2.0, signal.SIGTERM), (3.0, signal.SIGINT), (4.5, signal.SIGTERM),
+    plan = ((1.5, signal.SIGINT), (2.25, signal.SIGTERM), (3.0, signal.SIGINT), (4.5, signal.SIGTERM),
             (6.0, signal.SIGINT), (8.0, signal.SIGTERM))
     env = ros_env()
     procs = [NodeProcess(env, tmp_path / f"node_{delay}.log", f"weights:={random_weights}", "device:=cpu",

@@ -57,14 +57,14 @@ class LaneDetectorLifecycleNode(LaneDetectorCore, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        if self.worker is not None:
+        if self._pubs:
             self._deactivate()
         self._cleanup()
         return TransitionCallbackReturn.SUCCESS
 
     def close(self) -> None:
         """Stop the workers (if active) and destroy the node."""
-        if self.worker is not None:
+        if self._pubs:
             self._deactivate()
         self._cleanup()
         self.destroy_node()

@@ -23,6 +23,7 @@ and best-effort subscribers match as well); ``/diagnostics`` (see
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -71,6 +72,16 @@ OUTPUTS = {"lanes": LaneArray, "lanes/debug_image": Image, "lanes/markers": Mark
            "lanes/points": PointCloud2}
 
 
+def process_age_ms() -> float:
+    """Milliseconds since this process started, from /proc/self/stat (Linux); nan elsewhere."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        return (time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")) * 1e3
+    except (OSError, ValueError, IndexError, AttributeError):
+        return math.nan
+
+
 class LaneDetectorCore:
     """What the plain and the lifecycle node share; mixed into an rclpy Node (or LifecycleNode).
 
@@ -100,18 +111,26 @@ class LaneDetectorCore:
         self._debug_worker: InferenceWorker | None = None
         self._last_warned: dict[str, float] = {}
         self._sequences: dict[bytes, int] = {}  # last publication sequence number per image publisher
+        self._answered_once = False
 
     # ----- configure / cleanup --------------------------------------------------------------
     def _configure(self) -> None:
         """Camera model and Detector (weights + backend) from the parameters; raises ValueError/OSError."""
         self.ground = GroundModels(self.params)
+        log = self.get_logger()
+        log.info(f"start-up: process start to node {process_age_ms():.0f} ms (interpreter, imports); "
+                 f"loading the detector (backend {self.params['backend']}, device {self.params['device']})")
+        start = time.perf_counter()
         self.detector = self._load_detector()
+        phases = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.detector.startup_phases_ms.items())
+        log.info(f"start-up: detector {(time.perf_counter() - start) * 1e3:.0f} ms ({phases}); "
+                 f"backend {self.detector.backend_name}: {self.detector.backend_reason}")
         self.detector.tracker = LaneTracker() if self.params["tracking"] else None
 
     def _load_detector(self) -> Detector:
         """Detector from the weights parameter; a CUDA request without CUDA falls back to CPU."""
         path = self.params["weights"] or str(default_weights_path())
-        options = dict(backend=self.params["backend"],
+        options = dict(backend=self.params["backend"], background=True, on_backend_chosen=self._on_backend_chosen,
                        **{name: self.params[name] for name in THRESHOLDS if self.params[name] >= 0.0})
         self.device_note = ""
         try:
@@ -127,6 +146,12 @@ class LaneDetectorCore:
             detector.set_postprocess()  # rebuild the row tables for the new crop
         return detector
 
+    def _on_backend_chosen(self, detector: Detector) -> None:
+        """Called from the detector's background measurement (first start-up on a machine)."""
+        self.get_logger().info(f"start-up: backend {detector.backend_name} after measuring "
+                               f"{detector.startup_phases_ms.get('background_choice', math.nan):.0f} ms in the "
+                               f"background: {detector.backend_reason}")
+
     def _cleanup(self) -> None:
         """Release the Detector (weights, backend sessions) and the camera model."""
         self.detector = None
@@ -134,12 +159,16 @@ class LaneDetectorCore:
 
     # ----- activate / deactivate ------------------------------------------------------------
     def _activate(self) -> None:
-        """Publishers, the input subscriptions, the workers and the diagnostics timer."""
+        """Publishers, the input subscriptions and the diagnostics timer, then the workers."""
+        self._open_topics()
+        self._start_workers()
+
+    def _open_topics(self) -> None:
+        """Publishers, subscriptions, diagnostics timer. Their callbacks run only once the executor
+        spins, so the plain node opens them before loading the detector: DDS discovery and the
+        large-data connections are made meanwhile (frames wait in the depth-1 queue)."""
         self._pubs = {name: self.create_publisher(msg_type, name, OUTPUT_QOS) for name, msg_type in OUTPUTS.items()}
         self._pubs["/diagnostics"] = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.worker = InferenceWorker(self.detector, self._process, self._on_worker_error)
-        # The overlay worker holds no Detector: it draws the frame and detections it is handed.
-        self._debug_worker = InferenceWorker(None, self._draw_debug, self._on_debug_error, name="lane_debug_image")
         topic = self.params["image_topic"]
         if self.params["input_compressed"]:
             topic = topic.rstrip("/") + "/compressed"
@@ -151,10 +180,17 @@ class LaneDetectorCore:
             self._inputs.append(self.create_subscription(CameraInfo, self.params["camera_info_topic"],
                                                          self._on_camera_info, INPUT_QOS))
         self._inputs.append(self.create_timer(1.0, self._publish_diagnostics))
+
+    def _start_workers(self) -> None:
+        """The inference worker (owns the loaded Detector) and the overlay worker."""
+        self.worker = InferenceWorker(self.detector, self._process, self._on_worker_error)
+        # The overlay worker holds no Detector: it draws the frame and detections it is handed.
+        self._debug_worker = InferenceWorker(None, self._draw_debug, self._on_debug_error, name="lane_debug_image")
         detector = self.detector
         self.get_logger().info(
-            f"listening on {self.input_topic}; model {detector.model_name} ({detector.weights_name}, input "
-            f"{detector.preprocessor.input_size[1]}x{detector.preprocessor.input_size[0]}) on {detector.backend_name}")
+            f"start-up: ready {process_age_ms():.0f} ms after process start; listening on {self.input_topic}; "
+            f"model {detector.model_name} ({detector.weights_name}, input {detector.preprocessor.input_size[1]}x"
+            f"{detector.preprocessor.input_size[0]}) on {detector.backend_name}")
 
     def _deactivate(self) -> None:
         """Stop taking frames, finish the running one, remove publishers; the Detector stays loaded."""
@@ -240,6 +276,11 @@ class LaneDetectorCore:
         frame = self.params["ground_frame_id"]
         self._pubs["lanes"].publish(detections_to_lane_array(det, msg.header, frame))
         published = time.monotonic()
+        if not self._answered_once:
+            self._answered_once = True
+            self.get_logger().info(f"start-up: first LaneArray {process_age_ms():.0f} ms after process start "
+                                   f"(frame waited {(published - received) * 1e3:.0f} ms in the node, "
+                                   f"detect {det.latency_ms:.0f} ms)")
         stamp_ns, now_ns = stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
         self.stats.on_published(det.latency_ms, (published - received) * 1e3, stamp_latency_ms(stamp_ns, now_ns),
                                 stamp_problem(stamp_ns, now_ns))
@@ -284,6 +325,7 @@ class LaneDetectorCore:
             "device": detector.device,
             "requested_device": self.requested_device,
             "backend": detector.backend_name,
+            "backend_reason": detector.backend_reason,
             "model": detector.model_name,
             "weights": str(detector.weights_path or detector.weights_name),
             "input_size": "x".join(str(v) for v in detector.preprocessor.input_size[::-1]),
@@ -301,12 +343,13 @@ class LaneDetectorNode(LaneDetectorCore, Node):
     def __init__(self, **node_kwargs: Any) -> None:
         Node.__init__(self, NODE_NAME, **node_kwargs)
         self._declare()
+        self._open_topics()  # before loading: discovery runs while the detector loads
         self._configure()
-        self._activate()
+        self._start_workers()
 
     def close(self) -> None:
         """Stop the workers and destroy the node."""
-        if self.worker is not None:
+        if self._pubs:
             self._deactivate()
         self._cleanup()
         self.destroy_node()

@@ -31,8 +31,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "weights."),
     ParamSpec("device", "auto", "Inference device; cuda falls back to cpu with a warning when CUDA is absent.",
               choices=("auto", "cuda", "cpu")),
-    ParamSpec("backend", "auto", "Inference backend; auto times the available ones at start-up and keeps the fastest.",
-              choices=("auto", "torch", "onnxruntime", "openvino")),
+    ParamSpec("backend", "auto", "Inference backend; auto runs the choice remembered for this machine, weights and "
+              "input size, or times the candidates once and remembers (LANESAD_REMEASURE_BACKEND=1 re-times).",
+              choices=("auto", "torch", "onnxruntime", "openvino", "openvino-int8")),
     ParamSpec("exist_threshold", -1.0, "Lane existence probability above which a lane is reported; -1 = the "
               "weights' recommended value (metadata), else 0.5.", read_only=False, range=(-1.0, 1.0)),
     ParamSpec("prob_threshold", -1.0, "Per-row lane probability above which a row contributes a point; -1 = the "
