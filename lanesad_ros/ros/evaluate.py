@@ -183,7 +183,8 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
                 frames = ((bag_ns, published[i], data if published[i] == stamp else restamp_cdr(data, published[i]))
                           for i, (bag_ns, stamp, data) in enumerate(itertools.islice(reader.serialized_images(),
                                                                                       len(published))))
-                result = rep.play(frames, rate=args.rate, settle_s=args.settle, progress=bar)
+                result = rep.play(frames, rate=args.rate, settle_s=args.settle, progress=bar,
+                                  first_answer_s=args.startup_timeout)
                 problems.extend(reader.problems)
     finally:
         if proc is not None:

@@ -160,10 +160,13 @@ class Replayer:
         self.executor.spin_once(timeout_sec=0.5)
 
     def play(self, messages: Iterable[tuple[int, int, bytes]], rate: float = 1.0, settle_s: float = 3.0,
-             progress=None) -> ReplayResult:
+             progress=None, first_answer_s: float = 60.0) -> ReplayResult:
         """Publish (bag time ns, header stamp ns, serialized image) at ``rate`` x the bag's pace.
 
-        Afterwards waits until every frame is answered or no answer came for ``settle_s``.
+        Afterwards waits until every frame is answered or no answer came for ``settle_s``; while
+        no frame has been answered at all (a node whose topics are open but whose detector is
+        still loading answers its newest queued frame only when ready) it waits up to
+        ``first_answer_s`` instead.
         """
         if rate <= 0:
             raise ReplayError(f"rate must be positive, got {rate}")
@@ -190,7 +193,8 @@ class Replayer:
             with self._lock:
                 complete = len(self.result.received) >= len(self.result.published)
                 idle_since = max(self._last_answer, last_publish)
-            if complete or time.perf_counter() - idle_since > settle_s:
+                patience = settle_s if self.result.received else max(settle_s, first_answer_s)
+            if complete or time.perf_counter() - idle_since > patience:
                 break
         self.result.duration_s = time.perf_counter() - start
         return self.result
