@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench_pipeline import cpu_model, source_frame
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     base = {row["backend"]: row["median_ms"] for row in rows if row["input"] == "144x400"}
     machine = (f"{cpu_model()}, {os.cpu_count()} CPUs, inference threads {args.threads}, "
                f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    date = datetime.now(UTC).isoformat(timespec="seconds")
     print(f"# detect() by input size\n\n{date} | {machine}\n")
     print("command: `" + " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])) + "`\n")
     for note in notes + ([] if args.weights else ["random ENet-SAD per size (speed does not depend on weights)"]):

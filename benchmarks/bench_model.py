@@ -20,16 +20,15 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
-from lanesad_ros.model.export import pool_indices_as_arithmetic
 from lanesad_ros.model import build_model, list_models
-from lanesad_ros.model.export import export_onnx
+from lanesad_ros.model.export import export_onnx, pool_indices_as_arithmetic
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -167,7 +166,7 @@ def machine_info() -> dict:
     except ImportError:
         openvino_version = "not installed"
     return {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "load_average": list(os.getloadavg()),
         "openvino": openvino_version,
         "cpu": cpu,

@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
@@ -194,7 +194,7 @@ def main(argv=None) -> int:
                f"torch threads {torch.get_num_threads()}, inference threads {args.threads or 'library default'}, "
                f"CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}, "
                f"load average {load_start:.2f} at the start, {os.getloadavg()[0]:.2f} at the end")
-    header = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine,
+    header = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine,
               "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
               "weights": str(weights if tmp is None else "random ENet-SAD"), "notes": notes}
     print(f"# Pipeline benchmark\n\n{header['date']} | {machine}\n\ncommand: `{header['command']}`\n")

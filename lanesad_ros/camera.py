@@ -57,7 +57,7 @@ class CameraModel:
             raise ValueError(f"camera image size must be positive, got {self.width}x{self.height}")
 
     @classmethod
-    def from_camera_info(cls, info) -> "CameraModel":
+    def from_camera_info(cls, info) -> CameraModel:
         """From a sensor_msgs/CameraInfo (rclpy or rosbags) or any object/dict with its fields."""
         dist = _field(info, "d", "D")
         model = _field(info, "distortion_model") if _has(info, "distortion_model") else "plumb_bob"
@@ -66,7 +66,7 @@ class CameraModel:
                    distortion_model=model or "plumb_bob")
 
     @classmethod
-    def from_yaml(cls, source: Mapping | str | os.PathLike) -> "CameraModel":
+    def from_yaml(cls, source: Mapping | str | os.PathLike) -> CameraModel:
         """From a ROS camera_info YAML file (camera_calibration's format) or its parsed dict."""
         if not isinstance(source, Mapping):
             import yaml
@@ -96,7 +96,7 @@ class CameraModel:
             "projection_matrix": {"rows": 3, "cols": 4, "data": projection.reshape(-1).tolist()},
         }
 
-    def scaled(self, width: int, height: int) -> "CameraModel":
+    def scaled(self, width: int, height: int) -> CameraModel:
         """The same camera for an image resized to ``width`` x ``height`` (distortion is scale-free)."""
         sx, sy = width / self.width, height / self.height
         K = self.K.copy()

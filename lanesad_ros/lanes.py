@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-
 # Rows at which TuSimple labels (1280x720) give lane x positions; other sizes scale them.
 TUSIMPLE_H_SAMPLES = np.arange(160, 720, 10, dtype=np.int32)
 
@@ -21,7 +20,7 @@ class LaneSlot(enum.IntEnum):
     UNKNOWN = 255
 
     @classmethod
-    def from_index(cls, index: int, num_lanes: int = 4) -> "LaneSlot":
+    def from_index(cls, index: int, num_lanes: int = 4) -> LaneSlot:
         """Map a network output channel (0-based lane index) to a slot.
 
         Four-slot models map one to one; other lane counts have no ego-relative meaning.

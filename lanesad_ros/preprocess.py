@@ -35,7 +35,7 @@ class Preprocessor:
             raise ValueError(f"input_size must be positive (height, width), got {self.input_size}")
 
     @classmethod
-    def from_metadata(cls, metadata: dict) -> "Preprocessor":
+    def from_metadata(cls, metadata: dict) -> Preprocessor:
         """The Preprocessor a weights file's metadata describes (``input_size``, ``crop_top``,
         ``mean``, ``std``); ValueError/TypeError/KeyError on bad fields."""
         mean = tuple(float(v) for v in metadata.get("mean", IMAGENET_MEAN))

@@ -55,10 +55,10 @@ def tusimple_root() -> Path:
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory) -> Path:
     """An untrained ENet-SAD weights file + metadata (small input), for plumbing tests only."""
+    import torch
+
     from lanesad_ros.model import build_model
     from lanesad_ros.model.weights import save_weights
-
-    import torch
 
     # Seeded: max-unpooling makes outputs jump where two pooled values are nearly tied, so
     # backend-agreement tests need the same network every run to be reproducible.

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
 
+from conftest import shared_path
 from lanesad_ros.camera import (
     CameraModel,
     GroundProjector,

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from conftest import shared_path
-from lanesad_ros.data import (AugmentConfig, DataError, LabelledFrame, LaneSegDataset, SceneGenerator,
-                              assign_slots, read_tusimple_labels, write_tusimple_labels)
+from lanesad_ros.data import (
+    AugmentConfig,
+    DataError,
+    LabelledFrame,
+    LaneSegDataset,
+    SceneGenerator,
+    assign_slots,
+    read_tusimple_labels,
+    write_tusimple_labels,
+)
 from lanesad_ros.data.augment import augment, flip_slot
 from lanesad_ros.data.frames import TUSIMPLE_H_SAMPLES
 from lanesad_ros.lanes import LaneSlot

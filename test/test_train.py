@@ -15,7 +15,6 @@ from lanesad_ros.training.data import MixedDataset, frame_clip, load_frames, sam
 from lanesad_ros.training.export import export_checkpoint
 from lanesad_ros.training.trainer import Trainer
 
-
 VAL = [{"type": "synthetic", "name": "synthetic_val", "seed": 99, "width": 320, "height": 180, "size": 2}]
 
 
@@ -265,7 +264,6 @@ def test_real_training_split_never_shares_a_clip():
 def test_shipped_default_weights_detect_real_lanes():
     """The shipped weights (made by config/train/enet_sad_default*.yaml) on the real frames."""
     from conftest import shared_path
-
     from lanesad_ros.data.tusimple import read_tusimple_labels
     from lanesad_ros.detector import Detector
     from lanesad_ros.metrics.tusimple import TuSimpleScorer

@@ -59,7 +59,7 @@ class AugmentConfig:
     glare_prob: float = 0.0
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "AugmentConfig":
+    def from_dict(cls, values: dict | None) -> AugmentConfig:
         """Build from a config mapping; unknown keys are an error naming the key."""
         values = dict(values or {})
         known = set(cls.__dataclass_fields__)

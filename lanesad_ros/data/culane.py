@@ -51,7 +51,7 @@ def read_lines_file(path: str | Path) -> list[np.ndarray]:
     if not path.is_file():
         raise DataError(f"CULane lane file not found: {path}")
     lanes = []
-    with open(path, "r", encoding="utf-8") as fh:
+    with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             fields = line.split()
             if not fields:
@@ -96,7 +96,7 @@ def read_culane_list(list_path: str | Path, root: str | Path | None = None, cate
     category = category if category is not None else category_of(list_path)
     width, height = image_size
     frames = FrameList()
-    with open(list_path, "r", encoding="utf-8") as fh:
+    with open(list_path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             fields = line.split()
             if not fields:

@@ -10,7 +10,7 @@ reference 16 px at 1640 wide (CULane) scaled to the input width; at least 2 px.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np

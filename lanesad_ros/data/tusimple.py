@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -97,7 +97,7 @@ def read_tusimple_labels(json_path: str | Path | Iterable[str | Path], root: str
         if not path.is_file():
             raise DataError(f"TuSimple label file not found: {path}")
         base = path.parent if root is None else Path(root)
-        with open(path, "r", encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
@@ -156,7 +156,7 @@ def load_label_dicts(sources: str | Path | Iterable) -> list[dict]:
         path = Path(item)
         if not path.is_file():
             raise DataError(f"TuSimple label file not found: {path}")
-        with open(path, "r", encoding="utf-8") as fh:
+        with open(path, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue

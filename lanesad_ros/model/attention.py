@@ -6,7 +6,7 @@ the next (deeper) block's map, which acts as a fixed target.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -1,7 +1,7 @@
 """The SAD training loss: L = L_seg + a * L_IoU + b * L_exist + c * L_distill (a = b = c = 0.1)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

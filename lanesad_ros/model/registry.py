@@ -7,7 +7,7 @@ Configs and tools outside the code base name a model (``enet_sad``, ``resnet18_s
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

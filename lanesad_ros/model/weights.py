@@ -16,8 +16,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from lanesad_ros.model.registry import build_model, list_models
 from lanesad_ros.fileio import write_bytes_atomic, write_text_atomic
+from lanesad_ros.model.registry import build_model, list_models
 from lanesad_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
 
 FORMAT = "lanesad-weights/1"

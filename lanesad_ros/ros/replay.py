@@ -11,8 +11,9 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from lanesad_ros.ros.convert import stamp_to_ns
 
@@ -218,7 +219,7 @@ class Replayer:
         self.executor.shutdown()
         self.node.destroy_node()
 
-    def __enter__(self) -> "Replayer":
+    def __enter__(self) -> Replayer:
         return self
 
     def __exit__(self, *exc) -> None:
