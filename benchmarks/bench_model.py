@@ -186,7 +186,8 @@ def markdown(rows: list[dict], info: dict) -> str:
         f"{info['onnxruntime']}, openvino {info['openvino']}, load average {info['load_average'][0]:.2f} at the start",
         f"Command: `{info['command']}`",
         "",
-        "| model | params (M) | input HxW | backend | median ms | p90 ms | FPS | speed-up vs eager | max abs diff vs eager |",
+        "| model | params (M) | input HxW | backend | median ms | p90 ms | FPS | speed-up vs eager "
+        "| max abs diff vs eager |",
         "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs before timing")
     parser.add_argument("--threads", type=int, default=None, help="torch/ORT intra-op threads (default: torch's)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (slow to compile)")
-    parser.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime and OpenVINO (both read the ONNX export)")
+    parser.add_argument("--no-onnx", action="store_true",
+                        help="skip ONNX Runtime and OpenVINO (both read the ONNX export)")
     parser.add_argument("--no-openvino", action="store_true", help="skip OpenVINO")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)

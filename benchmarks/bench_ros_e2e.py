@@ -66,7 +66,7 @@ def run_publisher(rate: float, width: int, height: int, seconds: float) -> None:
     start = time.monotonic()
     sent = 0
     stamps = []
-    while (now := time.monotonic()) < start + seconds:
+    while time.monotonic() < start + seconds:
         msg.header.stamp = node.get_clock().now().to_msg()
         publisher.publish(msg)
         stamps.append(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                                  statistics.median(latencies) if latencies else float("nan"),
                                  percentile(latencies, 99), len(latencies) / args.seconds,
                                  receiver.node_inference_ms(started, time.monotonic())))
-                    print(f"# {width}x{height} @ {rate:g} Hz: {len(latencies)}/{sent['sent']} answered", file=sys.stderr)
+                    print(f"# {width}x{height} @ {rate:g} Hz: {len(latencies)}/{sent['sent']} answered",
+                          file=sys.stderr)
             diag = receiver.diagnostics[-1][1] if receiver.diagnostics else {}
         finally:
             receiver.close()

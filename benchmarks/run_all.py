@@ -153,7 +153,8 @@ def targets(results: dict) -> list[str]:
     eager = next((r for r in detect if r["backend"].startswith("torch")), None)
     vs = f", {eager['median_ms'] / best['median_ms']:.2f}x eager torch" if eager else ""
     lines.append(f"| end to end >= {TARGET_E2E_FPS:g} FPS at 288x800, fastest backend | {fps:.1f} FPS "
-                 f"({best['median_ms']:.1f} ms median, {best['backend']}{vs}) | {'yes' if fps >= TARGET_E2E_FPS else 'no'} "
+                 f"({best['median_ms']:.1f} ms median, {best['backend']}{vs}) "
+                 f"| {'yes' if fps >= TARGET_E2E_FPS else 'no'} "
                  f"| detect() on a 1640x590 frame |")
     post = best["parts_median_ms"]["postprocess"]
     decode = [r["median_ms"] for r in rows if r["stage"].startswith("postprocess")]
@@ -192,7 +193,8 @@ def report(results: dict, info: dict, args, started: str, load_start: float) -> 
                   f"load average {result['load_before']:.2f} before, {result['load_after']:.2f} after; "
                   f"{result['seconds']:.0f} s", ""]
         if result["rc"] != 0:
-            lines += [f"**Failed** (exit {result['rc']}):", "", "```", result["stderr_tail"] or "(no output)", "```", ""]
+            lines += [f"**Failed** (exit {result['rc']}):", "",
+                      "```", result["stderr_tail"] or "(no output)", "```", ""]
         lines += [_demote_headings(result["stdout"]) or "(no output)", ""]
     return "\n".join(lines)
 

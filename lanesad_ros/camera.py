@@ -51,7 +51,8 @@ class CameraModel:
         if self.dist.size not in (0, 4, 5, 8, 12, 14):
             raise ValueError(f"distortion coefficients must number 0, 4, 5, 8, 12 or 14, got {self.dist.size}")
         if self.distortion_model not in ("plumb_bob", "rational_polynomial"):
-            raise ValueError(f"distortion_model {self.distortion_model!r} is not supported (plumb_bob, rational_polynomial)")
+            raise ValueError(f"distortion_model {self.distortion_model!r} is not supported "
+                             "(plumb_bob, rational_polynomial)")
         self.width, self.height = int(self.width), int(self.height)
         if self.width <= 0 or self.height <= 0:
             raise ValueError(f"camera image size must be positive, got {self.width}x{self.height}")
@@ -268,7 +269,8 @@ def calibrate_chessboard(images: Iterable, pattern: tuple[int, int] = (9, 6), sq
         if size is None:
             size = gray.shape[::-1]
         elif gray.shape[::-1] != size:
-            raise ValueError(f"calibration image {name} is {gray.shape[1]}x{gray.shape[0]}, the others {size[0]}x{size[1]}")
+            raise ValueError(f"calibration image {name} is {gray.shape[1]}x{gray.shape[0]}, "
+                             f"the others {size[0]}x{size[1]}")
         small = cv2.resize(gray, None, fx=detect_scale, fy=detect_scale, interpolation=cv2.INTER_AREA) \
             if detect_scale != 1.0 else gray
         found, corners = cv2.findChessboardCorners(small, pattern, flags=flags)

@@ -45,7 +45,7 @@ def test_round_trip(tmp_path, scenes, storage, compressed):
         frames = list(reader.frames())
         assert reader.problems == []
     assert len(frames) == N
-    for i, (got, want) in enumerate(zip(frames, scenes)):
+    for i, (got, want) in enumerate(zip(frames, scenes, strict=True)):
         timestamp, image, stamp, frame_id, gt = got  # the documented 5-tuple
         assert stamp == timestamp == START_NS + i * 100_000_000
         assert frame_id == "camera"
@@ -56,7 +56,7 @@ def test_round_trip(tmp_path, scenes, storage, compressed):
             np.testing.assert_array_equal(image, want.image)
         order = range(len(want.slots))  # ground truth keeps the label's lane order (left to right)
         assert gt.slots == [want.slots[k] for k in order]
-        for lane, k in zip(gt.lanes, order):
+        for lane, k in zip(gt.lanes, order, strict=True):
             want_lane = want.lanes[k]
             np.testing.assert_allclose(lane[np.argsort(lane[:, 1])], want_lane[np.argsort(want_lane[:, 1])], atol=1e-3)
         np.testing.assert_array_equal(gt.h_samples, want.h_samples)
@@ -121,7 +121,7 @@ def test_from_tusimple_real_frames(tmp_path):
     with BagReader(out) as reader:
         frames = list(reader.frames())
     assert len(frames) == len(rows)
-    for frame, row in zip(frames, rows):
+    for frame, row in zip(frames, rows, strict=True):
         assert frame.image.shape == (720, 1280, 3)
         assert len(frame.ground_truth.lanes) == sum(any(x >= 0 for x in lane) for lane in row["lanes"])
         np.testing.assert_array_equal(frame.ground_truth.h_samples, row["h_samples"])

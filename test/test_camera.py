@@ -19,6 +19,7 @@ from lanesad_ros.camera import (
 )
 
 HALF_LANE = 1.85  # m: two boundaries of a 3.7 m lane
+LINE_XS = np.linspace(5.0, 40.0, 36)  # m ahead: where parallel_lines samples the ground lines
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_calibration_of_the_real_camera(udacity_calibration):
     assert camera.dist[0] < -0.15
 
 
-def parallel_lines(projector, xs=np.linspace(5.0, 40.0, 36)):
+def parallel_lines(projector, xs=LINE_XS):
     """Back-projected images of the two ground lines y = +-1.85 m: (left (M,3), right (M,3), pixels)."""
     out, pixels = [], []
     for y in (HALF_LANE, -HALF_LANE):
@@ -70,7 +71,7 @@ def test_straight_parallel_lines_come_back_parallel(udacity_calibration):
         assert np.all(line[:, 2] == 0)
     separation = left[:, 1] - right[:, 1]
     assert np.all(np.abs(separation - 3.7) < 0.05)
-    np.testing.assert_allclose(left[:, 0], np.linspace(5.0, 40.0, 36), atol=0.05)
+    np.testing.assert_allclose(left[:, 0], LINE_XS, atol=0.05)
 
 
 def test_distortion_is_what_keeps_a_crossing_line_straight(udacity_calibration):

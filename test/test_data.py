@@ -146,7 +146,7 @@ def test_flip_swaps_slots_and_mirrors_x():
     out, out_lanes, out_slots, _ = augment(img, lanes, slots, cfg, np.random.default_rng(0))
     assert np.array_equal(out, img[:, ::-1])
     assert out_slots == [0, 1, 2, 3]  # reordered left to right, so slots read the same
-    for new, old in zip(out_lanes, lanes[::-1]):
+    for new, old in zip(out_lanes, lanes[::-1], strict=True):
         assert np.allclose(new[:, 0], 1279 - old[:, 0])
         assert np.allclose(new[:, 1], old[:, 1])
     assert [flip_slot(s) for s in (0, 1, 2, 3, 255)] == [3, 2, 1, 0, 255]

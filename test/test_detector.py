@@ -357,7 +357,8 @@ def test_camera_adds_ground_points_and_tracker_smooths(random_weights):
     first = detector.detect(image)
     assert len(first.lanes) == 4
     for lane in first.lanes:
-        # Every reported row is below the horizon (row ~184 here; the crop ends at 216), so every point reaches the road.
+        # Every reported row is below the horizon (row ~184 here; the crop ends at 216),
+        # so every point reaches the road.
         assert lane.ground_points.shape == (len(lane.image_points), 3)
         assert np.all(lane.ground_points[:, 0] > 0) and np.all(lane.ground_points[:, 2] == 0)
     assert len(detector.detect(image).lanes) == 4

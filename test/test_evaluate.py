@@ -67,7 +67,7 @@ class FakeDetector:
         # The scene this image shows (nearest, so jpeg-compressed frames are found too).
         frame = min(self.scenes, key=lambda f: np.abs(f.image.astype(np.int16) - bgr).mean())
         lanes = [Lane(LaneSlot(s) if s in LaneSlot._value2member_map_ else LaneSlot.UNKNOWN, 1.0, l[::-1])
-                 for l, s in zip(frame.lanes, frame.slots)] if self.oracle else []
+                 for l, s in zip(frame.lanes, frame.slots, strict=True)] if self.oracle else []
         return LaneDetections(lanes, W, H, self.model_name, self.weights_name, latency_ms=1.0)
 
 
@@ -133,7 +133,7 @@ def test_slot_confusion_of_oracle_is_diagonal(drive, fake_detectors, tmp_path, s
 
 def test_culane_categories_reach_the_report(scenes):
     run = ModelRun("oracle", "inference")
-    for i, (frame, category) in enumerate(zip(scenes, ["night", "night", "curve", "curve"])):
+    for i, (frame, category) in enumerate(zip(scenes, ["night", "night", "curve", "curve"], strict=True)):
         gt = SimpleNamespace(lanes=frame.lanes, slots=frame.slots, h_samples=frame.h_samples, width=W, height=H,
                              meta={"category": category})
         lanes = [Lane(LaneSlot.UNKNOWN, 1.0, l) for l in frame.lanes] if category == "night" else []

@@ -35,7 +35,7 @@ def test_round_trip_restores_outputs_and_metadata(saved):
     assert (loaded.name, loaded.num_lanes, loaded.input_size) == ("enet_sad", 4, SIZE)
     x = torch.randn(2, 3, *SIZE)
     with torch.no_grad():
-        for a, b in zip(model(x), loaded(x)):
+        for a, b in zip(model(x), loaded(x), strict=True):
             assert torch.equal(a, b)
     assert meta["format"] == "lanesad-weights/1"
     assert meta["model"] == "enet_sad" and meta["num_lanes"] == 4 and meta["input_size"] == list(SIZE)

@@ -32,7 +32,7 @@ def test_deterministic_per_seed_and_index():
     fa, fb = a.frame(5), b.frame(5)
     assert np.array_equal(fa.image, fb.image)
     assert len(fa.lanes) == len(fb.lanes)
-    for la, lb in zip(fa.lanes, fb.lanes):
+    for la, lb in zip(fa.lanes, fb.lanes, strict=True):
         assert np.array_equal(la, lb)
     assert not np.array_equal(a.frame(6).image, fa.image)
     assert not np.array_equal(SceneGenerator(seed=4).frame(5).image, fa.image)
@@ -56,7 +56,7 @@ def test_frame_format():
             bottoms.append(float(lane[np.argmax(lane[:, 1]), 0]))
         # listed left to right: the mean x over shared rows increases
         xs = f.lane_xs()
-        for a, b in zip(xs[:-1], xs[1:]):
+        for a, b in zip(xs[:-1], xs[1:], strict=True):
             both = (a >= 0) & (b >= 0)
             if both.any():
                 assert np.mean(b[both] - a[both]) > 0
@@ -77,7 +77,7 @@ def test_labels_land_on_bright_marking_pixels():
         if f.meta["night"]:
             continue
         grey = cv2.cvtColor(f.image, cv2.COLOR_BGR2GRAY).astype(np.float32)
-        for lane, kind in zip(f.lanes, f.meta["lane_kinds"]):
+        for lane, kind in zip(f.lanes, f.meta["lane_kinds"], strict=True):
             if not kind.endswith("solid"):
                 continue
             pts = lane[lane[:, 1] >= 500]  # near rows: markings several pixels wide
@@ -104,7 +104,7 @@ def test_geometry_mode_uses_real_lane_positions(tmp_path):
     real = [np.asarray(xs, float) for xs in label["lanes"]]
     got = f.lane_xs()
     assert len(got) == 4
-    for r, g in zip(real, got):
+    for r, g in zip(real, got, strict=True):
         both = (r >= 0) & (g >= 0)
         assert both.sum() >= 20
         assert np.max(np.abs(r[both] - g[both])) <= 1.0
@@ -141,7 +141,7 @@ def test_write_tusimple_round_trip(tmp_path):
         assert img.shape == (720, 1280, 3)
         ref = gen.frame(i)
         assert len(f.lanes) == len(ref.lanes)
-        for a, b in zip(f.lane_xs(), ref.lane_xs()):
+        for a, b in zip(f.lane_xs(), ref.lane_xs(), strict=True):
             assert np.allclose(a, np.where(b >= 0, np.round(b), -2))
         assert f.slots == ref.slots
 

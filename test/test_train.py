@@ -92,7 +92,7 @@ def test_kill_and_resume_continues_exactly(tmp_path):
     assert len(got) == 3
     assert abs(got[0] - expected[0]) < 1e-6, (got, expected)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+    for p, q in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6)
 
 
@@ -246,8 +246,8 @@ def test_split_file_divides_frames_by_clip_and_load_size_scales_labels(tmp_path)
     assert small.load_image().shape == (360, 640, 3) and (small.width, small.height) == (640, 360)
     np.testing.assert_allclose(small.lanes[0], full.lanes[0] * 0.5, atol=1e-4)
     with pytest.raises(ValueError, match="split file not found"):
-        load_frames(validate({"data": {"train": [{**base, "split_file": str(tmp_path / "no.txt")}]}})["data"]["train"][0],
-                    "train")
+        missing_split = {**base, "split_file": str(tmp_path / "no.txt")}
+        load_frames(validate({"data": {"train": [missing_split]}})["data"]["train"][0], "train")
 
 
 def test_real_training_split_never_shares_a_clip():

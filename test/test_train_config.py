@@ -32,7 +32,8 @@ def test_parse_override_rejects_malformed(bad):
 
 
 def test_base_merge_and_overrides(tmp_path):
-    write(tmp_path / "base.yaml", "model:\n  name: enet_sad\n  input_size: [288, 800]\ntrain:\n  iterations: 10\n  batch_size: 4\n")
+    write(tmp_path / "base.yaml",
+          "model:\n  name: enet_sad\n  input_size: [288, 800]\ntrain:\n  iterations: 10\n  batch_size: 4\n")
     child = write(tmp_path / "child.yaml", "_base_: base.yaml\ntrain:\n  iterations: 20\n")
     cfg = load_config(child, ["train.batch_size=2", "optim.lr=0.5"])
     assert cfg["train"]["iterations"] == 20  # child wins

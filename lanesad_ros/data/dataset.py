@@ -32,7 +32,7 @@ def render_lane_mask(lanes: list[np.ndarray], classes: list[int], preprocessor: 
     """uint8 (H, W) mask at network resolution: each lane drawn with its class value."""
     h, w = preprocessor.input_size
     mask = np.zeros((h, w), np.uint8)
-    for lane, cls in zip(lanes, classes):
+    for lane, cls in zip(lanes, classes, strict=True):
         if cls <= 0 or len(lane) < 2:
             continue
         u, v = preprocessor.to_input(lane[:, 0], lane[:, 1], source_size)

@@ -126,7 +126,10 @@ class UpsamplingBottleneck(nn.Module):
 
 
 def _stage_body(dropout: float = 0.1) -> nn.Sequential:
-    """The 8 bottlenecks of ENet stage 2/3: regular, dilated 2, asym 5, dilated 4, regular, dilated 8, asym 5, dilated 16."""
+    """The 8 bottlenecks of ENet stage 2/3.
+
+    In order: regular, dilated 2, asym 5, dilated 4, regular, dilated 8, asym 5, dilated 16.
+    """
     return nn.Sequential(
         RegularBottleneck(128, dropout=dropout),
         RegularBottleneck(128, dilation=2, dropout=dropout),

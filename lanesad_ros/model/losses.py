@@ -37,7 +37,8 @@ class SADLoss(nn.Module):
         if use_sad and len(outputs) != 3:
             raise ValueError("use_sad=True needs the block outputs: call the model with with_attention=True")
         if seg_target.shape != (seg_logits.shape[0], *seg_logits.shape[2:]):
-            raise ValueError(f"seg_target shape {tuple(seg_target.shape)} does not match logits {tuple(seg_logits.shape)}")
+            raise ValueError(f"seg_target shape {tuple(seg_target.shape)} "
+                             f"does not match logits {tuple(seg_logits.shape)}")
         if exist_target.shape != exist_prob.shape:
             raise ValueError(f"exist_target shape {tuple(exist_target.shape)} does not match {tuple(exist_prob.shape)}")
         with torch.autocast(device_type=seg_logits.device.type, enabled=False):

@@ -41,7 +41,8 @@ class BasicBlock(nn.Module):
         return F.relu(out + identity)
 
 
-def _layer(in_channels: int, channels: int, blocks: int, stride: int, dilation: int, previous_dilation: int) -> nn.Sequential:
+def _layer(in_channels: int, channels: int, blocks: int, stride: int, dilation: int,
+           previous_dilation: int) -> nn.Sequential:
     """A ResNet stage; as in torchvision's dilated variant, its first block keeps the previous dilation."""
     layers = [BasicBlock(in_channels, channels, stride=stride, dilation=dilation, first_dilation=previous_dilation)]
     layers += [BasicBlock(channels, channels, dilation=dilation, first_dilation=dilation) for _ in range(blocks - 1)]
@@ -71,7 +72,8 @@ class ResNetSAD(nn.Module):
         self.layer3 = _layer(128, 256, depths[2], stride=1, dilation=2, previous_dilation=1)
         self.layer4 = _layer(256, 512, depths[3], stride=1, dilation=4, previous_dilation=2)
         self.head = nn.Sequential(
-            nn.Conv2d(512, head_channels, 3, padding=1, bias=False), nn.BatchNorm2d(head_channels), nn.ReLU(inplace=True),
+            nn.Conv2d(512, head_channels, 3, padding=1, bias=False), nn.BatchNorm2d(head_channels),
+            nn.ReLU(inplace=True),
             nn.Dropout2d(0.1),
         )
         self.classifier = nn.Conv2d(head_channels, num_lanes + 1, 1)

@@ -101,16 +101,17 @@ def read_metadata(path: str | os.PathLike) -> dict:
     if not isinstance(meta, dict):
         raise WeightsError(f"weights metadata file {json_path} must hold a JSON object")
     if meta.get("format") != FORMAT:
-        raise WeightsError(f"weights metadata file {json_path}: 'format' must be {FORMAT!r}, got {meta.get('format')!r}")
+        raise WeightsError(f"weights metadata file {json_path}: 'format' must be {FORMAT!r}, "
+                           f"got {meta.get('format')!r}")
     if meta.get("model") not in list_models():
-        raise WeightsError(
-            f"weights metadata file {json_path}: unknown 'model' {meta.get('model')!r} (known: {', '.join(list_models())})"
-        )
+        raise WeightsError(f"weights metadata file {json_path}: unknown 'model' {meta.get('model')!r} "
+                           f"(known: {', '.join(list_models())})")
     lanes = meta.get("num_lanes")
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise WeightsError(f"weights metadata file {json_path}: 'num_lanes' must be a positive int, got {lanes!r}")
     size = meta.get("input_size")
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
         raise WeightsError(f"weights metadata file {json_path}: 'input_size' must be [height, width], got {size!r}")
     options = meta.get("model_options", {})
     if not isinstance(options, dict):
@@ -148,7 +149,8 @@ def load_weights(path: str | os.PathLike, map_location: str | torch.device = "cp
         model = build_model(meta["model"], num_lanes=meta["num_lanes"], input_size=tuple(meta["input_size"]),
                             **meta.get("model_options", {}))
     except (TypeError, ValueError) as exc:
-        raise WeightsError(f"weights metadata file {metadata_path(path)} does not describe a buildable model: {exc}") from None
+        raise WeightsError(f"weights metadata file {metadata_path(path)} "
+                           f"does not describe a buildable model: {exc}") from None
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in tensors]
     problems += [f"unexpected {k}" for k in tensors if k not in expected]
