@@ -30,6 +30,15 @@ from lanesad_ros.ros.bag.typestore import BagError
 from lanesad_ros.ros.evaluate import open_reader, run_live, run_offline
 
 
+def _add_ground_truth_args(p: argparse.ArgumentParser) -> None:
+    """The image topic and where the ground truth comes from (bag topic or label file)."""
+    p.add_argument("--image-topic", help="image topic (default: the bag's only image topic, or /image_raw)")
+    gt = p.add_mutually_exclusive_group()
+    gt.add_argument("--gt-topic", default="/lanes_gt", help="LaneArray ground-truth topic in the bag")
+    gt.add_argument("--labels", help="TuSimple label file (.json) or CULane list (.txt), matched by frame index")
+    p.add_argument("--labels-root", help="CULane root the list's paths are relative to (default: above list/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lanesad-eval", description="Score lane detection on a rosbag2 drive.")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -39,11 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("bag", help="rosbag2 folder (or .mcap / .db3 file)")
         p.add_argument("--out", required=True, help="report folder")
         p.add_argument("--weights", help="weights file (default: the shipped weights)")
-        p.add_argument("--image-topic", help="image topic (default: the bag's only image topic, or /image_raw)")
-        gt = p.add_mutually_exclusive_group()
-        gt.add_argument("--gt-topic", default="/lanes_gt", help="LaneArray ground-truth topic in the bag")
-        gt.add_argument("--labels", help="TuSimple label file (.json) or CULane list (.txt), matched by frame index")
-        p.add_argument("--labels-root", help="CULane root the list's paths are relative to (default: above list/)")
+        _add_ground_truth_args(p)
         p.add_argument("--video", choices=("worst", "all", "none"), default="worst",
                        help="overlay video of the worst frames (default), every frame, or none")
         p.add_argument("--worst", type=int, default=20, help="frames in the worst-frames video")
@@ -77,11 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bag", help="rosbag2 of the VALIDATION frames with ground truth (never the reported test frames)")
     p.add_argument("--weights", required=True, help="weights file whose metadata gets the calibration")
     p.add_argument("--out", help="folder for the reliability diagram and calibration.json")
-    p.add_argument("--image-topic", help="image topic (default: the bag's only image topic, or /image_raw)")
-    gt = p.add_mutually_exclusive_group()
-    gt.add_argument("--gt-topic", default="/lanes_gt", help="LaneArray ground-truth topic in the bag")
-    gt.add_argument("--labels", help="TuSimple label file (.json) or CULane list (.txt), matched by frame index")
-    p.add_argument("--labels-root", help="CULane root the list's paths are relative to (default: above list/)")
+    _add_ground_truth_args(p)
     p.add_argument("--method", choices=METHODS, default="platt",
                    help="platt (scale and bias of the logit, default) or temperature (scale only)")
     p.add_argument("--bins", type=int, default=10, help="reliability bins")
