@@ -1,0 +1,11 @@
+"""``lanesad-train adapt``: adapt weights to a user's own camera from unlabelled drives.
+
+Modules: ``sources`` (bags, videos, image folders), ``checks`` (camera facts from the drive
+and the geometric checks a pseudo-label must pass), ``criteria`` (unlabelled criteria and the
+early-stopping score), ``student`` (teacher pass, label masks, loss), ``run`` (the
+self-training loop, the weights metadata and the command line), ``report`` (``--report DIR``).
+The method is described in ``run``'s docstring and in the README, "Adapting to your camera".
+"""
+from lanesad_ros.training.adapt.run import AdaptError, AdaptSettings, adapt, main
+
+__all__ = ["AdaptError", "AdaptSettings", "adapt", "main"]

@@ -1,0 +1,388 @@
+"""Pseudo-labels for adaptation: which of the teacher's lanes are trusted, and why.
+
+A lane the base model (the teacher, on the clean frame) reports becomes a training label
+only when it passes every check below; everything else the teacher saw is *ignored* in the
+loss (neither lane nor background), so a doubtful lane is never taught either way.
+
+Camera facts estimated from the drive itself (no calibration needed):
+
+- **Static bottom region** (:func:`static_bottom`): the car's hood and burnt-in overlays
+  do not change from frame to frame. Per pixel, the median absolute deviation over time
+  of a small grey copy of the frames is below ``STATIC_MAD`` grey levels; the part of that
+  region connected to the image bottom is the hood. Lanes are cut where it starts, and
+  the student is taught background there (the base model draws snakes over a hood it
+  never saw).
+- **Vanishing point** (:func:`vanishing_point`): the median intersection of the near
+  (lower-half) straight-line fits of confident left/right lane pairs over all frames.
+  Lane boundaries are parallel on the road, so their image lines meet there; a "lane"
+  whose near line misses it by more than ``vp_tol`` of the image width is a barrier top,
+  a vehicle edge or a reflection.
+
+Per lane (:func:`check_lane`): enough rows, a vertical span of at least ``min_span`` of
+the road height, a robust quadratic x(y) fit (two passes dropping rows off by more than
+``outlier_tol`` of the width; at least ``min_inliers`` of the rows kept) whose RMS residual
+is under ``rms_tol`` of the width (an S-curve, a loop or a curl does not fit a quadratic)
+and whose bend (largest distance from its chord) is under ``bend_tol`` of the width; the
+label is the quadratic between the highest and lowest inlier row, so it cannot snake.
+Per frame (:func:`check_frame`): lanes ordered by slot never cross; LEFT starts left of the
+camera column and RIGHT right of it (with ``ego_margin``); an outer lane's spacing to its
+neighbour, measured on one image row (where pixel spacing is proportional to metres), is
+within ``spacing_ratio`` of the ego lane's width. On sequences (:func:`temporal_filter`):
+a lane must be found in the same slot, within ``temporal_tol`` of the width, in a
+neighbouring frame; a lane that flickers is not a label.
+
+Thresholds are fractions of the image size, so they hold for any camera resolution.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+from scipy.ndimage import median_filter
+
+from lanesad_ros.lanes import Lane, LaneSlot
+
+STATIC_MAD = 4.0  # grey levels: median absolute deviation over time below which a pixel is static
+_HOOD_SEARCH = 0.15  # of the height: how far above the static region the hood contour is looked for
+SEQUENCE_MARGIN = 0.1  # correlation margin of consecutive over distant frames (looks_like_sequence)
+_SMALL_WIDTH = 160  # width of the grey copies used for the static region
+
+
+@dataclass(frozen=True)
+class LaneRules:
+    """Thresholds of the pseudo-label checks (fractions of image width W / road height)."""
+
+    min_points: int = 6
+    min_span: float = 0.15
+    min_inliers: float = 0.7
+    outlier_tol: float = 0.012
+    rms_tol: float = 0.006
+    bend_tol: float = 0.05
+    vp_tol: float = 0.08
+    ego_margin: float = 0.1
+    spacing_ratio: tuple[float, float] = (0.55, 1.8)
+    temporal_tol: float = 0.05
+    hood_margin: float = 0.01
+    min_confidence: float = 0.6
+
+
+@dataclass
+class Camera:
+    """What the drive says about the camera: ``size`` (W, H), ``hood_y`` (W,) first static row per
+    column (H where there is none), ``vp`` (x, y) vanishing point or None."""
+
+    size: tuple[int, int]
+    hood_y: np.ndarray
+    vp: tuple[float, float] | None = None
+
+    @property
+    def has_hood(self) -> bool:
+        return bool(np.any(self.hood_y < self.size[1]))
+
+    def describe(self) -> dict:
+        w, h = self.size
+        return {"size": [w, h], "vanishing_point": None if self.vp is None else [round(self.vp[0], 1),
+                                                                                 round(self.vp[1], 1)],
+                "hood_top_row": {"min": float(self.hood_y.min()), "median": float(np.median(self.hood_y))}
+                if self.has_hood else None}
+
+
+@dataclass
+class Checked:
+    """One teacher lane after the checks: ``label`` (N, 2) smooth points bottom to top when
+    accepted, ``reason`` why not otherwise; ``line`` (x at row y = a + b y) of its near half."""
+
+    slot: int
+    confidence: float
+    raw: np.ndarray
+    label: np.ndarray | None = None
+    line: tuple[float, float] | None = None
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.label is not None and not self.reason
+
+
+@dataclass
+class FrameLabels:
+    """Pseudo-labels of one frame: accepted lanes, rejected ones (ignored in the loss), and the
+    teacher's existence probabilities (slots it is sure are empty are taught as absent)."""
+
+    lanes: list[Checked] = field(default_factory=list)
+    exist_prob: np.ndarray | None = None
+
+    @property
+    def accepted(self) -> list[Checked]:
+        return [c for c in self.lanes if c.ok]
+
+    @property
+    def rejected(self) -> list[Checked]:
+        return [c for c in self.lanes if not c.ok]
+
+
+def small_grey(image: np.ndarray) -> np.ndarray:
+    """A small grey copy (width ``_SMALL_WIDTH``) for the static-region estimate."""
+    h, w = image.shape[:2]
+    size = (_SMALL_WIDTH, max(8, int(round(h * _SMALL_WIDTH / w))))
+    return cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA)
+
+
+def static_bottom(greys: list[np.ndarray], size: tuple[int, int], min_frames: int = 8) -> np.ndarray:
+    """First static row per source column (hood, overlays touching the bottom); H where none.
+
+    ``greys``: small grey copies (:func:`small_grey`) of frames of one camera; needs
+    ``min_frames`` of them (else no hood is assumed). Two cues on those copies:
+
+    1. the bottom-connected region whose median absolute deviation over time is below
+       ``STATIC_MAD`` grey levels (closed vertically over reflections); a run under 2 % of the
+       height is no hood (JPEG blocks at a dark bottom edge);
+    2. a glossy hood mirrors the moving scene near its edge, so cue 1 stops short of it; the
+       hood's contour is then found as the strongest *persistent* horizontal edge (median over
+       time of the vertical gradient) up to ``_HOOD_SEARCH`` of the height above cue 1, taken
+       when it is clearly stronger (x3) than the column's typical persistent edge.
+    """
+    w, h = size
+    if len(greys) < min_frames:
+        return np.full(w, float(h))
+    stack = np.stack(greys).astype(np.float32)
+    mad = np.median(np.abs(stack - np.median(stack, axis=0)), axis=0)
+    static = cv2.morphologyEx((mad < STATIC_MAD).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((7, 1), np.uint8)) > 0
+    edges = np.median(np.stack([np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)) for g in stack]), axis=0)
+    edges[-1] = 0.0  # the Sobel border row is not an edge
+    sh, sw = static.shape
+    top = np.full(sw, float(sh))
+    search = max(2, int(round(_HOOD_SEARCH * sh)))
+    for col in range(sw):
+        column = static[:, col]
+        if not column[-1]:
+            continue
+        moving = np.flatnonzero(~column)
+        start = (moving[-1] + 1) if moving.size else 0
+        if sh - start < 0.02 * sh:
+            continue
+        lo = max(0, start - search)
+        window = edges[lo:start + 1, col]
+        best = int(np.argmax(window))
+        top[col] = lo + best if window[best] > 3.0 * max(float(np.median(edges[:, col])), 1.0) else start
+    top = median_filter(top, size=9, mode="nearest")
+    rows = top * (h / sh)
+    return np.interp((np.arange(w) + 0.5) * (sw / w) - 0.5, np.arange(sw), rows)
+
+
+def looks_like_sequence(greys: list[np.ndarray], margin: float = SEQUENCE_MARGIN) -> bool:
+    """True when consecutive frames are clearly more alike than frames half the set apart.
+
+    Correlation of the small grey copies over the pixels that change (a static hood or
+    overlay would make any frames look alike): the median over consecutive pairs must exceed
+    the median over pairs n/2 apart by ``margin``. A drive sampled at 1 Hz passes
+    (culane-night-clip: 0.77 vs 0.58 on all pixels), independent frames do not (170 TuSimple
+    frames of different clips: 0.39 vs 0.33), so the temporal check is only applied where
+    time order means something.
+    """
+    n = len(greys)
+    if n < 4:
+        return False
+    stack = np.stack(greys).astype(np.float32)
+    moving = np.median(np.abs(stack - np.median(stack, axis=0)), axis=0) >= STATIC_MAD
+    if moving.sum() < 16:
+        return False
+    vectors = []
+    for g in stack:
+        v = g[moving]
+        v = v - v.mean()
+        vectors.append(v / (np.linalg.norm(v) + 1e-6))
+    near = float(np.median([vectors[i] @ vectors[i + 1] for i in range(n - 1)]))
+    far = float(np.median([vectors[i] @ vectors[(i + n // 2) % n] for i in range(n)]))
+    return near > far + margin
+
+
+def _robust_quadratic(points: np.ndarray, width: int, height: int, rules: LaneRules):
+    """(coef of x(t) with t = y / height, inlier mask) of a two-pass trimmed quadratic fit."""
+    t = points[:, 1].astype(np.float64) / height
+    x = points[:, 0].astype(np.float64)
+    inliers = np.ones(len(points), bool)
+    coef = None
+    for _ in range(3):
+        if inliers.sum() < 3:
+            return None, inliers
+        degree = 2 if inliers.sum() >= 6 else 1
+        coef = np.polynomial.polynomial.polyfit(t[inliers], x[inliers], degree)
+        resid = np.abs(np.polynomial.polynomial.polyval(t, coef) - x)
+        inliers = resid <= rules.outlier_tol * width
+    return np.pad(coef, (0, 3 - len(coef))), inliers
+
+
+def near_line(points: np.ndarray) -> tuple[float, float]:
+    """Straight line x = a + b y through the lower half (by row span) of a lane's points."""
+    y = points[:, 1].astype(np.float64)
+    mid = 0.5 * (y.min() + y.max())
+    lower = points[y >= mid] if np.count_nonzero(y >= mid) >= 2 else points
+    b, a = np.polyfit(lower[:, 1].astype(np.float64), lower[:, 0].astype(np.float64), 1)
+    return float(a), float(b)
+
+
+def check_lane(lane: Lane, camera: Camera, rules: LaneRules, cut_hood: bool = True) -> Checked:
+    """Shape checks of one lane (see the module docstring). ``cut_hood``: drop points on the
+    static bottom region (pseudo-labels); otherwise a lane reaching into it is rejected
+    (criteria: a detector must not draw lanes on the hood)."""
+    w, h = camera.size
+    pts = np.asarray(lane.image_points, dtype=np.float64).reshape(-1, 2)
+    out = Checked(slot=int(lane.slot), confidence=float(lane.confidence), raw=pts.astype(np.float32))
+    if out.slot == LaneSlot.UNKNOWN:
+        out.reason = "no slot"
+        return out
+    if len(pts):
+        col = np.clip(np.rint(pts[:, 0]), 0, w - 1).astype(int)
+        on_hood = pts[:, 1] >= camera.hood_y[col] - rules.hood_margin * h
+        if cut_hood:
+            pts = pts[~on_hood]
+        elif np.count_nonzero(on_hood) > 1:
+            out.reason = "on the hood"
+            return out
+    if len(pts) < rules.min_points:
+        out.reason = "too few rows"
+        return out
+    road_top = camera.vp[1] if camera.vp is not None else 0.0
+    bottom = min(float(h), float(np.median(camera.hood_y)))
+    span = float(pts[:, 1].max() - pts[:, 1].min())
+    if span < rules.min_span * max(bottom - road_top, 1.0):
+        out.reason = "too short"
+        return out
+    coef, inliers = _robust_quadratic(pts, w, h, rules)
+    if coef is None or inliers.mean() < rules.min_inliers or inliers.sum() < rules.min_points:
+        out.reason = "rows scattered (no smooth curve fits)"
+        return out
+    kept = pts[inliers]
+    t = kept[:, 1] / h
+    resid = np.polynomial.polynomial.polyval(t, coef) - kept[:, 0]
+    if float(np.sqrt(np.mean(resid ** 2))) > rules.rms_tol * w:
+        out.reason = "snakes (not a smooth curve)"
+        return out
+    y_lo, y_hi = float(kept[:, 1].min()), float(kept[:, 1].max())
+    rows = np.linspace(y_hi, y_lo, max(2, int(round((y_hi - y_lo) / (h / 90.0))) + 1))
+    xs = np.polynomial.polynomial.polyval(rows / h, coef)
+    chord = xs[0] + (xs[-1] - xs[0]) * (rows - rows[0]) / (rows[-1] - rows[0])
+    if float(np.max(np.abs(xs - chord))) > rules.bend_tol * w:
+        out.reason = "bends too much"
+        return out
+    label = np.stack([xs, rows], axis=1)
+    out.line = near_line(label)
+    if camera.vp is not None:
+        a, b = out.line
+        if abs(a + b * camera.vp[1] - camera.vp[0]) > rules.vp_tol * w:
+            out.reason = "misses the vanishing point"
+            return out
+    out.label = label.astype(np.float32)
+    return out
+
+
+def vanishing_point(lines_per_frame: list[list[tuple[float, float]]],
+                    size: tuple[int, int]) -> tuple[float, float] | None:
+    """Median intersection of pairs of near-lines (x = a + b y) of opposite lean in each frame.
+
+    Returns None with fewer than 3 intersections inside a generous window around the image.
+    """
+    w, h = size
+    points = []
+    for lines in lines_per_frame:
+        for i in range(len(lines)):
+            for j in range(i + 1, len(lines)):
+                (a1, b1), (a2, b2) = lines[i], lines[j]
+                if b1 * b2 >= 0 or abs(b1 - b2) < 1e-3:
+                    continue
+                y = (a2 - a1) / (b1 - b2)
+                x = a1 + b1 * y
+                if -0.5 * w <= x <= 1.5 * w and -0.5 * h <= y <= h:
+                    points.append((x, y))
+    if len(points) < 3:
+        return None
+    pts = np.asarray(points)
+    return float(np.median(pts[:, 0])), float(np.median(pts[:, 1]))
+
+
+def check_frame(checked: list[Checked], camera: Camera, rules: LaneRules) -> None:
+    """Frame-level checks on the accepted lanes (in place): order, ego pair, outer spacing."""
+    w, h = camera.size
+    good = sorted((c for c in checked if c.ok), key=lambda c: c.slot)
+    y_ref = float(min(h - 1, np.median(camera.hood_y)))
+    x_ref = {c.slot: c.line[0] + c.line[1] * y_ref for c in good}
+    for c in good:
+        if c.slot == LaneSlot.LEFT and x_ref[c.slot] > w * (0.5 + rules.ego_margin):
+            c.reason = "LEFT starts right of the camera"
+        if c.slot == LaneSlot.RIGHT and x_ref[c.slot] < w * (0.5 - rules.ego_margin):
+            c.reason = "RIGHT starts left of the camera"
+    for a, b in zip(good, good[1:], strict=False):
+        lo, hi = max(a.label[:, 1].min(), b.label[:, 1].min()), min(a.label[:, 1].max(), b.label[:, 1].max())
+        rows = np.linspace(lo, hi, 8) if hi > lo else np.asarray([y_ref])
+        xa = np.interp(rows, a.label[::-1, 1], a.label[::-1, 0]) if hi > lo else [x_ref[a.slot]]
+        xb = np.interp(rows, b.label[::-1, 1], b.label[::-1, 0]) if hi > lo else [x_ref[b.slot]]
+        if np.any(np.asarray(xa) >= np.asarray(xb)) or x_ref[a.slot] >= x_ref[b.slot]:
+            a.reason = b.reason = "lanes cross"
+    if LaneSlot.LEFT in x_ref and LaneSlot.RIGHT in x_ref:
+        ego = x_ref[LaneSlot.RIGHT] - x_ref[LaneSlot.LEFT]
+        lo, hi = rules.spacing_ratio
+        for c, inner in ((LaneSlot.LEFT_LEFT, LaneSlot.LEFT), (LaneSlot.RIGHT_RIGHT, LaneSlot.RIGHT)):
+            lane = next((x for x in good if x.slot == c), None)
+            if lane is not None and ego > 0 and not lo <= abs(x_ref[inner] - x_ref[c]) / ego <= hi:
+                lane.reason = "spacing to its neighbour is not a lane width"
+
+
+def _line_distance(a: Checked, b: Checked, camera: Camera) -> float:
+    """Mean |dx| of two near-lines over the road rows between the vanishing point and the hood."""
+    w, h = camera.size
+    top = camera.vp[1] if camera.vp is not None else 0.4 * h
+    bottom = float(min(h - 1, np.median(camera.hood_y)))
+    rows = np.linspace(top + 0.3 * (bottom - top), bottom, 5)
+    return float(np.mean(np.abs((a.line[0] + a.line[1] * rows) - (b.line[0] + b.line[1] * rows))))
+
+
+def temporal_filter(frames: list[list[Checked]], camera: Camera, rules: LaneRules) -> None:
+    """Reject (in place) accepted lanes with no same-slot accepted lane nearby in a neighbouring frame."""
+    if len(frames) < 3:
+        return
+    w = camera.size[0]
+    by_slot = [{c.slot: c for c in checked if c.ok} for checked in frames]
+    for i, checked in enumerate(frames):
+        for c in checked:
+            if not c.ok:
+                continue
+            near = [by_slot[j].get(c.slot) for j in (i - 1, i + 1) if 0 <= j < len(frames)]
+            if not any(n is not None and _line_distance(c, n, camera) <= rules.temporal_tol * w for n in near):
+                c.reason = "flickers (not in a neighbouring frame)"
+
+
+def check_lanes(lanes: list[Lane], camera: Camera, rules: LaneRules, cut_hood: bool = True) -> list[Checked]:
+    """:func:`check_lane` on each lane (confidence first), then :func:`check_frame`."""
+    checked = []
+    for lane in lanes:
+        if lane.confidence < rules.min_confidence:
+            c = Checked(slot=int(lane.slot), confidence=float(lane.confidence),
+                        raw=np.asarray(lane.image_points, np.float32).reshape(-1, 2), reason="low confidence")
+        else:
+            c = check_lane(lane, camera, rules, cut_hood=cut_hood)
+        checked.append(c)
+    check_frame(checked, camera, rules)
+    return checked
+
+
+def estimate_camera(lanes_per_frame: list[list[Lane]], greys: list[np.ndarray], size: tuple[int, int],
+                    rules: LaneRules) -> Camera:
+    """Static bottom region from the frames, then the vanishing point from the lanes that pass
+    the shape checks (which do not need it)."""
+    camera = Camera(size=size, hood_y=static_bottom(greys, size))
+    lines = [[c.line for c in check_lanes(lanes, camera, rules) if c.ok and c.line is not None
+              and c.confidence >= 0.8] for lanes in lanes_per_frame]
+    camera.vp = vanishing_point(lines, size)
+    return camera
+
+
+def pseudo_labels(lanes_per_frame: list[list[Lane]], exist_per_frame: list[np.ndarray], camera: Camera,
+                  rules: LaneRules, sequence: bool) -> list[FrameLabels]:
+    """The teacher's lanes of every frame of one source -> FrameLabels (checks, then temporal)."""
+    checked = [check_lanes(lanes, camera, rules) for lanes in lanes_per_frame]
+    if sequence:
+        temporal_filter(checked, camera, rules)
+    return [FrameLabels(lanes=c, exist_prob=np.asarray(e, np.float32))
+            for c, e in zip(checked, exist_per_frame, strict=True)]

@@ -1,0 +1,440 @@
+"""``lanesad-train adapt``: self-training on a user's own unlabelled drives (no labels needed).
+
+Method (a mean-teacher-free, filtered self-training in the spirit of SAD's "learn from the
+model's own signals"):
+
+1. **Teacher** = the base weights on the *clean* frames. Its lanes become pseudo-labels
+   only when they pass the checks of :mod:`lanesad_ros.training.adapt.checks`: confident,
+   smooth (a quadratic fits them: no S-curve, loop or curl), off the hood, through the
+   drive's vanishing point, in slot order with a plausible spacing, and, on sequences,
+   present in a neighbouring frame. The label is the fitted curve, never the raw rows.
+   Everything the teacher was unsure about (lane probability above 0.15 but no accepted
+   label) is ignored by the loss; the static hood is taught as background.
+2. **Student** = a copy of the base trained on those labels with strong photometric and
+   geometric augmentation (brightness, contrast, saturation, hue, blur, noise, zoom,
+   shift, rotation, flip with slot swap; ``lanesad_ros.data.augment``), so it must find
+   the lanes the teacher saw on easy frames also on harder versions of them. SAD (self
+   attention distillation, Hou et al. 2019, Sec. 3) is on throughout.
+3. **Against forgetting**: a quarter of every batch are the project's synthetic scenes
+   (``SceneGenerator``, parametric geometry, fully labelled), and an L2-SP penalty
+   (Li et al., ICML 2018, "Explicit inductive bias for transfer learning") pulls the
+   weights towards the base: ``alpha / 2 * sum ||w - w_base||^2``.
+4. **Teacher refresh**: after each of ``rounds - 1`` rounds the best student so far
+   becomes the teacher and the frames are labelled again.
+5. **Early stopping** on the unlabelled criterion ``stable_sane_lanes_per_frame``
+   (:mod:`lanesad_ros.training.adapt.criteria`: lanes per frame that are geometrically sane *and*
+   found again under two fixed lighting/compression perturbations), evaluated every
+   ``eval_every`` iterations; the best state is what is written. If no state beats the base,
+   the base weights are written unchanged and the report says so.
+
+Runs on CPU (one thread by default: on a small shared CPU more threads are slower) and on
+CUDA when present. The output is an ordinary weights file (safetensors + JSON metadata)
+that the node, the evaluator and ``adapt`` itself load like any other; its metadata says
+what it was adapted from, on which sources, with which settings, and the criteria before
+and after. Nothing is written to ``--out`` unless adaptation finished.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import hashlib
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from lanesad_ros.data.augment import AugmentConfig, augment
+from lanesad_ros.data.dataset import LaneSegDataset
+from lanesad_ros.data.synthetic import SceneGenerator
+from lanesad_ros.detector import Detector, DetectorError
+from lanesad_ros.model.weights import WeightsError, load_weights, metadata_preprocessor, save_weights
+from lanesad_ros.training.adapt.checks import (
+    Camera,
+    FrameLabels,
+    LaneRules,
+    estimate_camera,
+    looks_like_sequence,
+    pseudo_labels,
+    small_grey,
+)
+from lanesad_ros.training.adapt.criteria import CRITERION, merge_criteria, perturbed_views, unlabelled_criteria
+from lanesad_ros.training.adapt.report import GroundTruthScores, write_report
+from lanesad_ros.training.adapt.sources import DEFAULT_MAX_FRAMES, Source, SourceError, open_sources
+from lanesad_ros.training.adapt.student import adapt_loss, l2sp_penalty, label_mask, teacher_pass
+from lanesad_ros.weights import default_weights_path
+
+
+@dataclass(frozen=True)
+class AdaptSettings:
+    """Adaptation settings (all recorded in the output metadata). Defaults are what the
+    command runs with; they are sized for ~40-300 frames in under 15 minutes on 2 CPU cores."""
+
+    iterations: int = 160
+    batch_size: int = 8
+    synthetic_share: float = 0.25
+    lr: float = 2e-4
+    l2sp_alpha: float = 0.01
+    bg_weight: float = 0.4
+    iou_weight: float = 0.1
+    exist_weight: float = 0.1
+    distill_weight: float = 0.1
+    rounds: int = 2
+    eval_every: int = 40
+    patience: int = 2
+    eval_frames: int = 120
+    max_frames: int = DEFAULT_MAX_FRAMES
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = 1
+
+
+STRONG_AUGMENT = AugmentConfig(scale=0.15, translate=0.06, rotate_deg=4.0, brightness=0.5, contrast=0.5,
+                               saturation=0.5, hue=0.05, blur_prob=0.3, blur_sigma=2.0, noise_prob=0.4,
+                               noise_std=10.0, flip_prob=0.5)
+_NO_FLIP = AugmentConfig(**{**asdict(STRONG_AUGMENT), "flip_prob": 0.0})
+
+
+class AdaptError(ValueError):
+    """A problem that stops adaptation before anything is written (bad source, weights, settings)."""
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class _Item:
+    source: int
+    frame: int
+
+
+class Adapter:
+    """One adaptation run: ``run()`` -> (best state_dict, summary dict)."""
+
+    def __init__(self, sources: list[Source], base_path: Path, settings: AdaptSettings, log=print):
+        self.sources = sources
+        self.base_path = base_path
+        self.s = settings
+        self.log = log
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        name = settings.device
+        if name == "auto":
+            name = "cuda" if torch.cuda.is_available() else "cpu"
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise AdaptError("--device cuda but CUDA is not available")
+        self.device = torch.device(name)
+        try:
+            self.model, self.meta = load_weights(base_path)
+        except WeightsError as exc:
+            raise AdaptError(str(exc)) from None
+        self.model.to(self.device)
+        self.pre = metadata_preprocessor(self.meta)
+        self.anchor = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        self.rules = LaneRules()
+        torch.manual_seed(settings.seed)
+        self.synthetic = LaneSegDataset(SceneGenerator(seed=10_000 + settings.seed, width=640, height=360),
+                                        self.pre, num_lanes=int(self.meta["num_lanes"]), augment=AugmentConfig())
+        self.cameras: list[Camera] = []
+        self.sequence: list[bool] = []  # per source: frames in time order (temporal checks apply)
+        self.labels: list[list[FrameLabels]] = []
+        self.uncertain: list[list[np.ndarray]] = []
+        self.eval_index = [self._eval_subset(len(src.frames)) for src in sources]
+
+    def _eval_subset(self, n: int) -> list[int]:
+        if n <= self.s.eval_frames:
+            return list(range(n))
+        return sorted(set(np.round(np.linspace(0, n - 1, self.s.eval_frames)).astype(int).tolist()))
+
+    # -- teacher
+    def label(self, first: bool) -> dict:
+        """Teacher pass over every frame; on the first pass also estimate each camera."""
+        stats = {"frames": 0, "frames_with_labels": 0, "accepted": 0, "rejected": {}}
+        self.labels, self.uncertain = [], []
+        for k, src in enumerate(self.sources):
+            results, greys = [], []
+            for frame in tqdm(src.frames, desc=f"teacher {Path(src.path).name}", leave=False, disable=None):
+                image = frame.image()
+                if first:
+                    greys.append(small_grey(image))
+                results.append(teacher_pass(self.model, self.meta, [image], self.device)[0])
+            lanes = [r[0] for r in results]
+            if first:
+                self.cameras.append(estimate_camera(lanes, greys, src.size, self.rules))
+                self.sequence.append(src.sequence and looks_like_sequence(greys))
+            labels = pseudo_labels(lanes, [r[1] for r in results], self.cameras[k], self.rules, self.sequence[k])
+            self.labels.append(labels)
+            self.uncertain.append([r[2] for r in results])
+            for fl in labels:
+                stats["frames"] += 1
+                stats["frames_with_labels"] += bool(fl.accepted)
+                stats["accepted"] += len(fl.accepted)
+                for c in fl.rejected:
+                    stats["rejected"][c.reason] = stats["rejected"].get(c.reason, 0) + 1
+        self.items = [_Item(k, i) for k, labels in enumerate(self.labels) for i, fl in enumerate(labels) if fl.accepted]
+        return stats
+
+    # -- criteria
+    def criteria(self, keep_lanes: bool = False) -> tuple[dict, list]:
+        """Unlabelled criteria (merged over sources) with the deployed decoding; optionally the
+        clean-frame lanes of every frame (for the report)."""
+        detector = Detector.from_model(self.model, self.meta, device="auto", backend="torch")
+        per_source, all_lanes = [], []
+        for k, src in enumerate(self.sources):
+            detections, views = [], []
+            index = range(len(src.frames)) if keep_lanes else self.eval_index[k]
+            for i in index:
+                image = src.frames[i].image()
+                results = detector.detect_batch([image] + perturbed_views(image, i))
+                detections.append(results[0].lanes)
+                views.append([r.lanes for r in results[1:]])
+            subset = [detections[j] for j in (self.eval_index[k] if keep_lanes else range(len(detections)))]
+            subviews = [views[j] for j in (self.eval_index[k] if keep_lanes else range(len(views)))]
+            per_source.append(unlabelled_criteria(subset, subviews, self.cameras[k], self.rules, self.sequence[k]))
+            all_lanes.append(detections if keep_lanes else None)
+        merged = merge_criteria(per_source)
+        merged["per_source"] = per_source
+        return merged, all_lanes
+
+    # -- samples
+    def _real_sample(self, item: _Item, rng: np.random.Generator):
+        src, camera = self.sources[item.source], self.cameras[item.source]
+        labels = self.labels[item.source][item.frame]
+        mask, exist, weight = label_mask(labels, self.uncertain[item.source][item.frame], camera, self.meta)
+        image = src.frames[item.frame].image()
+        if rng.random() < STRONG_AUGMENT.flip_prob:
+            # Mirror here (not in augment()) so the existence target can follow the slot swap.
+            num = len(exist)
+            lut = np.arange(256, dtype=np.uint8)
+            lut[1:num + 1] = np.arange(num, 0, -1)
+            image, mask = np.ascontiguousarray(image[:, ::-1]), lut[mask[:, ::-1]]
+            exist, weight = exist[::-1].copy(), weight[::-1].copy()
+        image, _, _, mask = augment(image, [], [], _NO_FLIP, rng, mask=mask, num_slots=len(exist))
+        h, w = self.pre.input_size
+        top = self.pre.crop_rows(mask.shape[0])
+        seg = cv2.resize(mask[top:], (w, h), interpolation=cv2.INTER_NEAREST)
+        return self.pre(image), seg, exist, weight
+
+    def batch(self, iteration: int):
+        """(images, seg, exist, exist_weight) tensors: real pseudo-labelled + synthetic samples."""
+        n_syn = int(round(self.s.batch_size * self.s.synthetic_share))
+        n_real = self.s.batch_size - n_syn
+        images, segs, exists, weights = [], [], [], []
+        for j in range(n_real):
+            rng = np.random.default_rng([self.s.seed, iteration, j])
+            item = self.items[int(rng.integers(len(self.items)))]
+            image, seg, exist, weight = self._real_sample(item, rng)
+            images.append(image), segs.append(seg), exists.append(exist), weights.append(weight)
+        for j in range(n_syn):
+            rng = np.random.default_rng([self.s.seed, iteration, n_real + j])
+            self.synthetic.set_epoch(int(rng.integers(2**31 - 1)))
+            image, seg, exist = self.synthetic.sample(int(rng.integers(len(self.synthetic))))
+            images.append(image), segs.append(seg), exists.append(exist), weights.append(np.ones_like(exist))
+        to = lambda a, dtype: torch.from_numpy(np.stack(a)).to(self.device, dtype)  # noqa: E731
+        return to(images, torch.float32), to(segs, torch.int64), to(exists, torch.float32), to(weights, torch.float32)
+
+    def step(self, optimizer, iteration: int) -> dict:
+        self.model.train()
+        images, seg, exist, weight = self.batch(iteration)
+        use_sad = self.s.distill_weight > 0
+        outputs = self.model(images, with_attention=use_sad) if use_sad else self.model(images)
+        loss, parts = adapt_loss(outputs, seg, exist, weight, self.s, use_sad)
+        penalty = l2sp_penalty(self.model, self.anchor)
+        total = loss + 0.5 * self.s.l2sp_alpha * penalty
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        parts.update(loss=float(total.detach()), l2sp=float(penalty.detach()))
+        if not np.isfinite(parts["loss"]):
+            raise FloatingPointError(f"adaptation loss is {parts['loss']} at iteration {iteration}")
+        return parts
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        s = self.s
+        first = self.label(first=True)
+        self.log(f"teacher: {first['accepted']} lanes accepted on {first['frames_with_labels']} of "
+                 f"{first['frames']} frames; rejected: {first['rejected']}")
+        for k, cam in enumerate(self.cameras):
+            self.log(f"camera of {self.sources[k].path}: {cam.describe()}; "
+                     f"{'a sequence' if self.sequence[k] else 'not a sequence (no temporal check)'}")
+        before, before_lanes = self.criteria(keep_lanes=True)
+        self.log(f"before: {_fmt(before)}")
+        summary = {"pseudo_labels": [first], "criteria_before": before, "evaluations": []}
+        best_value, best_state, best_it = before[CRITERION], None, 0
+        if not self.items:
+            self.log("no frame has a trusted pseudo-label: nothing to adapt on; the base weights are kept")
+        else:
+            optimizer = torch.optim.Adam(self.model.parameters(), lr=s.lr)
+            per_round = int(np.ceil(s.iterations / max(s.rounds, 1)))
+            bar = tqdm(total=s.iterations, desc="adapt", dynamic_ncols=True, disable=None)
+            stale, it, stop = 0, 0, False
+            for round_index in range(max(s.rounds, 1)):
+                if round_index > 0:
+                    if best_state is not None:
+                        self.model.load_state_dict(best_state)
+                    stats = self.label(first=False)
+                    summary["pseudo_labels"].append(stats)
+                    self.log(f"teacher refresh {round_index}: {stats['accepted']} lanes accepted on "
+                             f"{stats['frames_with_labels']} frames")
+                    if not self.items:
+                        break
+                for _ in range(min(per_round, s.iterations - it)):
+                    parts = self.step(optimizer, it)
+                    it += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{parts['loss']:.3f}")
+                    if it % s.eval_every == 0 or it == s.iterations:
+                        crit, _ = self.criteria()
+                        value = crit[CRITERION]
+                        summary["evaluations"].append({"iteration": it, **{k: v for k, v in crit.items()
+                                                                           if k != "per_source"}})
+                        improved = value > best_value + 1e-9
+                        tqdm.write(f"it {it}: {CRITERION} {value:.3f} (best {best_value:.3f}) loss "
+                                   f"{parts['loss']:.3f} seg {parts['seg']:.3f} l2sp {parts['l2sp']:.4f}",
+                                   file=sys.stderr)
+                        if improved:
+                            best_value, best_it, stale = value, it, 0
+                            best_state = copy.deepcopy(self.model.state_dict())
+                        else:
+                            stale += 1
+                            if stale >= s.patience:
+                                stop = True
+                                break
+                if stop:
+                    self.log(f"early stop at iteration {it}: no gain in {CRITERION} for {s.patience} evaluations")
+                    break
+            bar.close()
+            summary["iterations_run"] = it
+        if best_state is None:
+            best_state = {k: v.detach().clone() for k, v in load_weights(self.base_path)[0].state_dict().items()}
+            summary["kept_base"] = True
+        self.model.load_state_dict(best_state)
+        after, after_lanes = self.criteria(keep_lanes=True)
+        self.log(f"after (iteration {best_it}): {_fmt(after)}")
+        summary.update(criteria_after=after, best_iteration=best_it, seconds=time.perf_counter() - t0,
+                       before_lanes=before_lanes, after_lanes=after_lanes)
+        return summary
+
+
+def _fmt(c: dict) -> str:
+    keys = (CRITERION, "lanes_per_frame", "sane_fraction", "view_agreement", "temporal_stability")
+    return ", ".join(f"{k} {c[k]:.3f}" for k in keys if k in c)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def adapted_metadata(base_meta: dict, base_path: Path, sources: list[Source], settings: AdaptSettings,
+                     summary: dict, cameras: list[Camera], sequence: list[bool]) -> dict:
+    """Metadata of the adapted weights: the base's preprocessing and postprocess, plus what
+    adaptation did. The base's measured metrics move under ``adaptation.base_metrics`` (they
+    were measured on the base, not on this file)."""
+    meta = {k: v for k, v in base_meta.items() if k != "metrics"}
+    strip = lambda c: {k: v for k, v in c.items() if k != "per_source"}  # noqa: E731
+    meta["adaptation"] = {
+        "method": "filtered self-training (lanesad-train adapt): base = teacher on clean frames, pseudo-labels "
+                  "kept when confident, smooth, off the hood, through the vanishing point, ordered and temporally "
+                  "consistent; student with strong augmentation, SAD on, synthetic share and L2-SP against "
+                  f"forgetting; early stopping on {CRITERION}",
+        "base_weights": str(base_path),
+        "base_sha256": _sha256(base_path),
+        "base_metrics": base_meta.get("metrics"),
+        "sources": [s.describe() for s in sources],
+        "frames": sum(len(s.frames) for s in sources),
+        "settings": {**asdict(settings), "augment": asdict(STRONG_AUGMENT), "rules": asdict(LaneRules())},
+        "cameras": [{**c.describe(), "sequence": seq} for c, seq in zip(cameras, sequence, strict=True)],
+        "pseudo_labels": summary["pseudo_labels"],
+        "criterion": CRITERION,
+        "criteria_before": strip(summary["criteria_before"]),
+        "criteria_after": strip(summary["criteria_after"]),
+        "evaluations": summary["evaluations"],
+        "best_iteration": summary["best_iteration"],
+        "iterations_run": summary.get("iterations_run", 0),
+        "kept_base": bool(summary.get("kept_base", False)),
+        "seconds": round(summary["seconds"], 1),
+        "adapted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if summary.get("ground_truth"):
+        meta["adaptation"]["ground_truth_metrics"] = summary["ground_truth"]
+    return meta
+
+
+def adapt(source_paths: list[str], out: str | Path, weights: str | Path | None = None, topic: str | None = None,
+          settings: AdaptSettings | None = None, report: str | Path | None = None, log=print) -> dict:
+    """Adapt ``weights`` (default: the shipped weights) to the camera of ``source_paths``; write
+    ``out`` (.safetensors + .json) and, with ``report``, a report folder. Returns the summary.
+
+    Raises AdaptError (or SourceError) before anything is written when an input is unusable.
+    """
+    settings = settings or AdaptSettings()
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise AdaptError(f"{out}: --out must end in .safetensors")
+    if settings.iterations < 1 or settings.batch_size < 1 or not 0.0 <= settings.synthetic_share < 1.0:
+        raise AdaptError("--iterations and the batch size must be >= 1, the synthetic share in [0, 1)")
+    if settings.batch_size - int(round(settings.batch_size * settings.synthetic_share)) < 1:
+        raise AdaptError("the batch has no room for real frames (batch size too small for the synthetic share)")
+    base_path = Path(weights) if weights else default_weights_path()
+    sources = open_sources(list(source_paths), topic=topic, max_frames=settings.max_frames)
+    adapter = Adapter(sources, base_path, settings, log=log)
+    log(f"adapting {base_path.name} on {sum(len(s.frames) for s in sources)} frames from {len(sources)} source(s) "
+        f"on {adapter.device}: {settings.iterations} iterations max, batch {settings.batch_size}")
+    summary = adapter.run()
+    gt = GroundTruthScores.of(sources, summary["before_lanes"], summary["after_lanes"])
+    summary["ground_truth"] = gt.result() if gt else None
+    if summary["ground_truth"]:
+        log(f"ground truth before/after: {summary['ground_truth']}")
+    meta = adapted_metadata(adapter.meta, base_path, sources, settings, summary, adapter.cameras, adapter.sequence)
+    save_weights(adapter.model.cpu(), out, meta)
+    log(f"wrote {out} and {out.with_suffix('.json')} ({summary['seconds']:.0f} s)")
+    if report:
+        write_report(Path(report), sources, summary, meta, adapter.labels, adapter.cameras)
+        log(f"report in {report}")
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = AdaptSettings()
+    p = argparse.ArgumentParser(
+        prog="lanesad-train adapt",
+        description="Adapt lane-detection weights to your own camera from unlabelled recordings "
+                    "(self-training with filtered pseudo-labels; see README 'Adapting to your camera').")
+    p.add_argument("sources", nargs="+", metavar="SOURCE",
+                   help="rosbag2 (folder, .mcap, .db3), video file or image folder")
+    p.add_argument("--out", required=True, help="output weights (.safetensors; a .json metadata file goes beside it)")
+    p.add_argument("--weights", default=None, help="base weights (default: the shipped weights)")
+    p.add_argument("--topic", default=None, help="image topic of the bags (needed when a bag has several)")
+    p.add_argument("--iterations", type=int, default=d.iterations, help=f"training iterations at most ({d.iterations})")
+    p.add_argument("--rounds", type=int, default=d.rounds, help=f"teacher rounds; rounds-1 refreshes ({d.rounds})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--max-frames", type=int, default=d.max_frames, help="frames kept per source, evenly spread")
+    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads for torch (default 1)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--report", default=None, metavar="DIR", help="write a before/after report here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``lanesad-train adapt ...``; exit 2 with ``lanesad-train: error: ...`` on bad input."""
+    args = build_parser().parse_args(argv)
+    settings = AdaptSettings(iterations=args.iterations, rounds=args.rounds, batch_size=args.batch_size,
+                             max_frames=args.max_frames, device=args.device, threads=args.threads, seed=args.seed)
+    log = lambda text: tqdm.write(f"[{_dt.datetime.now():%H:%M:%S}] {text}", file=sys.stderr)  # noqa: E731
+    try:
+        adapt(args.sources, args.out, args.weights, args.topic, settings, args.report, log=log)
+    except (AdaptError, SourceError, DetectorError, WeightsError) as exc:
+        print(f"lanesad-train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
