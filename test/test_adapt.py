@@ -14,17 +14,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from rosbags.rosbag2 import Writer
 
+from conftest import shared_path
 from lanesad_ros.data.synthetic import SceneGenerator
 from lanesad_ros.data.tusimple import write_tusimple_labels
 from lanesad_ros.detector import Detector
 from lanesad_ros.lanes import Lane, LaneSlot
-from lanesad_ros.ros.bag import BagWriter
-from lanesad_ros.train import main as train_main
+from lanesad_ros.ros.bag.typestore import IMAGE_TYPE, typestore
+from lanesad_ros.ros.bag.writer import BagWriter, image_message
 from lanesad_ros.training.adapt import AdaptSettings, adapt
 from lanesad_ros.training.adapt.checks import Camera, LaneRules, check_lane, check_lanes, static_bottom, vanishing_point
 from lanesad_ros.training.adapt.sources import SourceError, open_source, open_sources
+from lanesad_ros.training.cli import main as train_main
 from lanesad_ros.weights import default_weights_path
 
 
@@ -72,10 +74,6 @@ def test_video_and_bag_sources_subsample_evenly(tmp_path):
 
 
 def _bag_with_two_image_topics(path: Path) -> Path:
-    from rosbags.rosbag2 import Writer
-
-    from lanesad_ros.ros.bag import IMAGE_TYPE, image_message, typestore
-
     store = typestore()
     with Writer(path, version=9) as writer:
         for topic in ("/left/image_raw", "/right/image_raw"):
@@ -86,10 +84,6 @@ def _bag_with_two_image_topics(path: Path) -> Path:
 
 
 def _bag_without_images(path: Path) -> Path:
-    from rosbags.rosbag2 import Writer
-
-    from lanesad_ros.ros.bag import typestore
-
     store = typestore()
     with Writer(path, version=9) as writer:
         conn = writer.add_connection("/chatter", "std_msgs/msg/String", typestore=store)
@@ -290,7 +284,8 @@ def test_adapted_weights_load_in_the_node(adapted, tmp_path):
     from rosutil import random_domain_id, require_ros_messages, ros_env
 
     require_ros_messages()
-    from test_ros_node import NodeProcess, RosClient, check_answer, image_message
+    from test_ros_node import NodeProcess, RosClient, check_answer
+    from test_ros_node import image_message as ros_image_message
 
     out, _, root = adapted
     domain = random_domain_id()
@@ -300,7 +295,7 @@ def test_adapted_weights_load_in_the_node(adapted, tmp_path):
     try:
         client.wait_ready(node)
         image = cv2.imread(str(next((root / "drive" / "frames").glob("*.png"))))
-        msg = image_message(image, frame_id="adapted")
+        msg = ros_image_message(image, frame_id="adapted")
         check_answer(client.request(msg), msg, 640, 360, out.name)
     finally:
         client.close()

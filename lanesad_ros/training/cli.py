@@ -1,5 +1,5 @@
 """``lanesad-train``: train (``--config CFG.yaml [key=value ...]``, ``--resume``), ``export``, ``pseudo-label``,
-``tune``.
+``tune``, ``adapt`` (to a user's camera from unlabelled drives, :mod:`lanesad_ros.training.adapt`).
 
 Errors in the config or the inputs end in ``lanesad-train: error: ...`` and exit status 2.
 """
@@ -11,6 +11,7 @@ import sys
 
 import torch.distributed as dist
 
+from lanesad_ros.training.adapt import main as adapt_main
 from lanesad_ros.training.checkpoint import load_checkpoint
 from lanesad_ros.training.config import ConfigError, apply_overrides, load_config, resolve_path, validate
 from lanesad_ros.training.export import export_checkpoint
@@ -25,7 +26,8 @@ def _train_parser() -> argparse.ArgumentParser:
         description="Train an ENet-SAD / ResNet-SAD lane network. "
                     "Subcommands: 'lanesad-train export CKPT OUT.safetensors', "
                     "'lanesad-train pseudo-label WEIGHTS OUT.json IMAGES... --root DIR', "
-                    "'lanesad-train tune WEIGHTS --config CFG [--write]'.")
+                    "'lanesad-train tune WEIGHTS --config CFG [--write]', "
+                    "'lanesad-train adapt SOURCE... --out OUT.safetensors' (adapt to your camera, no labels).")
     p.add_argument("--config", "-c", help="YAML config (config/train/*.yaml); optional with --resume")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
                    help="continue exactly from CKPT (default: <train.output_dir>/last.pt)")
@@ -67,6 +69,8 @@ def _tune_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "adapt":
+        return adapt_main(argv[1:])
     try:
         if argv and argv[0] == "pseudo-label":
             args = _pseudo_parser().parse_args(argv[1:])

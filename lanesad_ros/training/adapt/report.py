@@ -38,7 +38,7 @@ class GroundTruthScores:
         self.scorers = {"before": {}, "after": {}}
 
     @classmethod
-    def of(cls, sources, before_lanes, after_lanes) -> "GroundTruthScores | None":
+    def of(cls, sources, before_lanes, after_lanes) -> GroundTruthScores | None:
         """Scores of every frame with ground truth, or None when no source has any."""
         scores = cls()
         found = False

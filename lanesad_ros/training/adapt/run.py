@@ -11,8 +11,9 @@ model's own signals"):
    Everything the teacher was unsure about (lane probability above 0.15 but no accepted
    label) is ignored by the loss; the static hood is taught as background.
 2. **Student** = a copy of the base trained on those labels with strong photometric and
-   geometric augmentation (brightness, contrast, saturation, hue, blur, noise, zoom,
-   shift, rotation, flip with slot swap; ``lanesad_ros.data.augment``), so it must find
+   geometric augmentation (brightness, contrast, gamma, night exposure, white balance,
+   saturation, hue, blur, noise, JPEG, shadows, glare, zoom, shift, rotation, a little
+   pitch, flip with slot swap; ``lanesad_ros.data.augment``), so it must find
    the lanes the teacher saw on easy frames also on harder versions of them. SAD (self
    attention distillation, Hou et al. 2019, Sec. 3) is on throughout.
 3. **Against forgetting**: a quarter of every batch are the project's synthetic scenes
@@ -84,7 +85,7 @@ class AdaptSettings:
     iou_weight: float = 0.1
     exist_weight: float = 0.1
     distill_weight: float = 0.1
-    rounds: int = 2
+    rounds: int = 3
     eval_every: int = 40
     patience: int = 2
     eval_frames: int = 120
@@ -96,7 +97,8 @@ class AdaptSettings:
 
 STRONG_AUGMENT = AugmentConfig(scale=0.15, translate=0.06, rotate_deg=4.0, brightness=0.5, contrast=0.5,
                                saturation=0.5, hue=0.05, blur_prob=0.3, blur_sigma=2.0, noise_prob=0.4,
-                               noise_std=10.0, flip_prob=0.5)
+                               noise_std=10.0, flip_prob=0.5, pitch=0.03, gamma=0.8, night_prob=0.2,
+                               temperature=0.2, jpeg_prob=0.3, jpeg_quality=30.0, shadow_prob=0.3, glare_prob=0.2)
 _NO_FLIP = AugmentConfig(**{**asdict(STRONG_AUGMENT), "flip_prob": 0.0})
 
 
@@ -288,7 +290,7 @@ class Adapter:
                     it += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{parts['loss']:.3f}")
-                    if it % s.eval_every == 0 or it == s.iterations:
+                    if it % s.eval_every == 0 or it == s.iterations or it == (round_index + 1) * per_round:
                         crit, _ = self.criteria()
                         value = crit[CRITERION]
                         summary["evaluations"].append({"iteration": it, **{k: v for k, v in crit.items()
@@ -362,7 +364,7 @@ def adapted_metadata(base_meta: dict, base_path: Path, sources: list[Source], se
         "iterations_run": summary.get("iterations_run", 0),
         "kept_base": bool(summary.get("kept_base", False)),
         "seconds": round(summary["seconds"], 1),
-        "adapted_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "adapted_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if summary.get("ground_truth"):
         meta["adaptation"]["ground_truth_metrics"] = summary["ground_truth"]

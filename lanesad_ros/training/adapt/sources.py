@@ -34,7 +34,8 @@ import numpy as np
 from lanesad_ros.data.culane import read_lines_file
 from lanesad_ros.data.frames import DataError, LabelledFrame, assign_slots
 from lanesad_ros.data.tusimple import label_to_frame
-from lanesad_ros.ros.bag import IMAGE_TYPES, BagError, BagReader, bag_info
+from lanesad_ros.ros.bag.reader import BagReader, bag_info
+from lanesad_ros.ros.bag.typestore import IMAGE_TYPES, BagError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 BAG_SUFFIXES = (".mcap", ".db3")
