@@ -173,9 +173,12 @@ def test_lane_checks_reject_snakes_hood_lanes_crossings_and_lanes_off_the_vanish
     off_vp = _lane(2, 900 + 0.2 * (ys - 360), ys)  # leans the wrong way: a barrier or vehicle edge
     assert check_lane(off_vp, camera, rules).reason == "misses the vanishing point"
     hood = Camera(size=(1280, 720), hood_y=np.full(1280, 600.0), vp=(640.0, 300.0))
-    assert check_lane(_straight(1, 300.0), hood, rules, cut_hood=False).reason == "on the hood"
-    cut = check_lane(_straight(1, 300.0), hood, rules, cut_hood=True)
-    assert cut.ok and cut.label[:, 1].max() < 600 - rules.hood_margin * 720
+    assert check_lane(_straight(1, 300.0), hood, rules, cut_hood=False).ok  # straight on across the hood
+    curl = _lane(1, np.where(ys > 600, 350 + 3.0 * (ys - 600), 640 - 340 * (ys - 300) / 400), ys)
+    assert check_lane(curl, hood, rules, cut_hood=False).reason == "leaves its line on the hood"
+    cut = check_lane(curl, hood, rules, cut_hood=True)  # the teacher's curl is dropped, the line continued
+    assert cut.ok and cut.label[:, 1].max() > 700
+    assert np.interp(700, cut.label[::-1, 1], cut.label[::-1, 0]) == pytest.approx(640 - 340 * 400 / 400, abs=3)
     crossing = check_lanes([_straight(1, 800.0), _straight(2, 500.0)], camera, rules)
     assert not any(c.ok for c in crossing)
     ego = check_lanes([_straight(0, -100.0), _straight(1, 300.0), _straight(2, 1000.0)], camera, rules)
@@ -204,7 +207,8 @@ def test_vanishing_point_and_hood_are_found_from_the_drive():
 def other_camera_drive(folder: Path, geometry: Path, n: int = 16, seed: int = 5) -> Path:
     """Synthetic frames seen by another camera: horizon 10 % higher (pitched down), a car hood over
     the bottom of the frame (as CULane's camera has), a blue-green colour response and dusk
-    lighting (gamma 1.8, noise). Labels (TuSimple json) follow the shift and end at the hood.
+    lighting (gamma 1.8, noise). Labels (TuSimple json) follow the shift and, as in CULane,
+    continue across the hood.
     Lane geometry from real TuSimple labels without jitter, so every frame has one camera's
     horizon and vanishing point, as in a real drive."""
     w, h = 640, 360
@@ -214,7 +218,6 @@ def other_camera_drive(folder: Path, geometry: Path, n: int = 16, seed: int = 5)
     gains = np.array([1.25, 1.05, 0.7], np.float32)  # BGR
     hood = np.zeros((h, w), np.uint8)
     cv2.ellipse(hood, (w // 2, h + 40), (int(0.75 * w), 105), 0, 180, 360, 255, -1)
-    hood_top = np.array([np.flatnonzero(hood[:, x])[0] if hood[:, x].any() else h for x in range(w)])
     rng = np.random.default_rng(seed)
     frames = []
     for i in range(n):
@@ -232,8 +235,7 @@ def other_camera_drive(folder: Path, geometry: Path, n: int = 16, seed: int = 5)
         for lane in frame.lanes:
             xs = np.interp(frame.h_samples, lane[::-1, 1], lane[::-1, 0])
             xs[(frame.h_samples < lane[:, 1].min()) | (frame.h_samples > lane[:, 1].max())] = -2
-            xi = np.clip(np.round(xs).astype(int), 0, w - 1)
-            xs[(rows < 0) | (rows >= hood_top[xi] - 2)] = -2
+            xs[rows < 0] = -2
             lanes.append(np.round(xs[rows >= 0]).astype(int).tolist())
         frames.append({"raw_file": rel, "h_samples": rows[rows >= 0].tolist(), "lanes": lanes})
     write_tusimple_labels(frames, folder / "labels.json")
@@ -248,7 +250,7 @@ def adapted(tmp_path_factory):
     root = tmp_path_factory.mktemp("adapt")
     drive = other_camera_drive(root / "drive", geometry)
     out = root / "adapted.safetensors"
-    settings = AdaptSettings(iterations=12, batch_size=4, eval_every=6, rounds=1, patience=3, seed=0)
+    settings = AdaptSettings(iterations=12, batch_size=4, eval_every=4, rounds=1, patience=3, seed=0)
     summary = adapt([str(drive)], out, settings=settings, report=root / "report", log=lambda text: None)
     return out, summary, root
 
@@ -258,11 +260,10 @@ def test_adapt_improves_the_labelled_metrics_of_another_camera(adapted):
     gt = summary["ground_truth"]
     before, after = gt["before"], gt["after"]
     assert before["tusimple"]["frames"] == 16
-    # Measured: accuracy 0.842 -> 0.862, FP 0.339 -> 0.255, FN 0.344 -> 0.266, CULane F1 0.869 -> 0.862
-    # (53 of 62 lanes matched before and after; one more false positive).
+    # Measured: accuracy 0.834 -> 0.860, FP 0.339 -> 0.271, FN 0.344 -> 0.281, CULane F1 0.852 -> 0.878.
     assert after["tusimple"]["accuracy"] > before["tusimple"]["accuracy"] + 0.01
     assert after["tusimple"]["fp"] < before["tusimple"]["fp"] and after["tusimple"]["fn"] < before["tusimple"]["fn"]
-    assert after["culane"]["f1"] > before["culane"]["f1"] - 0.02
+    assert after["culane"]["f1"] > before["culane"]["f1"]
     meta = json.loads(out.with_suffix(".json").read_text())
     a = meta["adaptation"]
     assert a["frames"] == 16 and a["sources"][0]["kind"] == "folder" and a["base_sha256"]

@@ -9,9 +9,11 @@ Camera facts estimated from the drive itself (no calibration needed):
 - **Static bottom region** (:func:`static_bottom`): the car's hood and burnt-in overlays
   do not change from frame to frame. Per pixel, the median absolute deviation over time
   of a small grey copy of the frames is below ``STATIC_MAD`` grey levels; the part of that
-  region connected to the image bottom is the hood. Lanes are cut where it starts, and
-  the student is taught background there (the base model draws snakes over a hood it
-  never saw).
+  region connected to the image bottom is the hood. The teacher's points there are not
+  trusted (the base model draws snakes over a hood it never saw); a lane that reaches the
+  hood is continued straight (its near line) to the image bottom, as TuSimple and CULane
+  label lanes, so the student learns neither snakes on the hood nor "no lanes at the
+  bottom of the picture" (which would cost it lanes on cameras without a hood).
 - **Vanishing point** (:func:`vanishing_point`): the median intersection of the near
   (lower-half) straight-line fits of confident left/right lane pairs over all frames.
   Lane boundaries are parallel on the road, so their image lines meet there; a "lane"
@@ -64,6 +66,8 @@ class LaneRules:
     spacing_ratio: tuple[float, float] = (0.55, 1.8)
     temporal_tol: float = 0.05
     hood_margin: float = 0.01
+    hood_reach: float = 0.05
+    hood_tol: float = 0.03
     min_confidence: float = 0.6
 
 
@@ -224,23 +228,24 @@ def near_line(points: np.ndarray) -> tuple[float, float]:
 
 
 def check_lane(lane: Lane, camera: Camera, rules: LaneRules, cut_hood: bool = True) -> Checked:
-    """Shape checks of one lane (see the module docstring). ``cut_hood``: drop points on the
-    static bottom region (pseudo-labels); otherwise a lane reaching into it is rejected
-    (criteria: a detector must not draw lanes on the hood)."""
+    """Shape checks of one lane (see the module docstring), on its points above the hood.
+
+    The hood hides the road, not the lane: labels (TuSimple, CULane) continue a lane to the
+    image bottom. ``cut_hood`` (pseudo-labels): the teacher's points on the hood are dropped
+    and a lane that reaches the hood is continued along its near line to the bottom row.
+    Otherwise (criteria) the points a detector draws on the hood must follow that line
+    within ``hood_tol`` of the width."""
     w, h = camera.size
     pts = np.asarray(lane.image_points, dtype=np.float64).reshape(-1, 2)
     out = Checked(slot=int(lane.slot), confidence=float(lane.confidence), raw=pts.astype(np.float32))
     if out.slot == LaneSlot.UNKNOWN:
         out.reason = "no slot"
         return out
+    hood_pts = pts[:0]
     if len(pts):
         col = np.clip(np.rint(pts[:, 0]), 0, w - 1).astype(int)
         on_hood = pts[:, 1] >= camera.hood_y[col] - rules.hood_margin * h
-        if cut_hood:
-            pts = pts[~on_hood]
-        elif np.count_nonzero(on_hood) > 1:
-            out.reason = "on the hood"
-            return out
+        pts, hood_pts = pts[~on_hood], pts[on_hood]
     if len(pts) < rules.min_points:
         out.reason = "too few rows"
         return out
@@ -274,6 +279,17 @@ def check_lane(lane: Lane, camera: Camera, rules: LaneRules, cut_hood: bool = Tr
         if abs(a + b * camera.vp[1] - camera.vp[0]) > rules.vp_tol * w:
             out.reason = "misses the vanishing point"
             return out
+    a, b = out.line
+    if not cut_hood and len(hood_pts) > 1:
+        if float(np.mean(np.abs(hood_pts[:, 0] - (a + b * hood_pts[:, 1])))) > rules.hood_tol * w:
+            out.reason = "leaves its line on the hood"
+            return out
+    x_end = int(np.clip(round(label[0, 0]), 0, w - 1))
+    if cut_hood and camera.has_hood and label[0, 1] >= camera.hood_y[x_end] - rules.hood_reach * h:
+        step = h / 90.0
+        rows = np.arange(label[0, 1] + step, h, step)[::-1]
+        label = np.concatenate([np.stack([a + b * rows, rows], axis=1), label])
+        label = label[(label[:, 0] >= 0) & (label[:, 0] <= w - 1)]
     out.label = label.astype(np.float32)
     return out
 

@@ -5,8 +5,8 @@ settings), on the clean frames and on two fixed photometric perturbations of the
 
 - ``lanes_per_frame``: lanes reported per frame;
 - ``sane_fraction``: share of reported lanes that pass the geometric checks of
-  :mod:`lanesad_ros.training.adapt.checks` (smooth, not on the hood, through the drive's
-  vanishing point, ordered, plausible spacing);
+  :mod:`lanesad_ros.training.adapt.checks` (smooth, straight on across the hood, through
+  the drive's vanishing point, ordered, plausible spacing);
 - ``view_agreement``: share of clean-frame lanes found again, same slot, within
   ``AGREE_TOL`` of the width (mean |dx| over shared rows), in *both* perturbed views
   (darker + noise; brighter + blur + strong JPEG): a lane that depends on exposure or
@@ -17,7 +17,7 @@ settings), on the clean frames and on two fixed photometric perturbations of the
 
 The last one is what adaptation's early stopping maximises. It rewards more lanes only when
 they are geometrically plausible and do not change with the lighting, so neither a model
-that says nothing nor one that draws snakes, hood lanes or exposure-dependent guesses
+that says nothing nor one that draws snakes, loops over the hood or exposure-dependent guesses
 scores well. It is computed on the adaptation frames themselves (the user's drive):
 adaptation is transductive, and no labels are used.
 """

@@ -5,11 +5,12 @@ model's own signals"):
 
 1. **Teacher** = the base weights on the *clean* frames. Its lanes become pseudo-labels
    only when they pass the checks of :mod:`lanesad_ros.training.adapt.checks`: confident,
-   smooth (a quadratic fits them: no S-curve, loop or curl), off the hood, through the
-   drive's vanishing point, in slot order with a plausible spacing, and, on sequences,
-   present in a neighbouring frame. The label is the fitted curve, never the raw rows.
+   smooth (a quadratic fits them: no S-curve, loop or curl) above the car's hood, through
+   the drive's vanishing point, in slot order with a plausible spacing, and, on sequences,
+   present in a neighbouring frame. The label is the fitted curve, never the raw rows,
+   continued straight across the hood to the image bottom (as TuSimple and CULane label).
    Everything the teacher was unsure about (lane probability above 0.15 but no accepted
-   label) is ignored by the loss; the static hood is taught as background.
+   label) is ignored by the loss.
 2. **Student** = a copy of the base trained on those labels with strong photometric and
    geometric augmentation (brightness, contrast, gamma, night exposure, white balance,
    saturation, hue, blur, noise, JPEG, shadows, glare, zoom, shift, rotation, a little
@@ -80,7 +81,7 @@ class AdaptSettings:
     batch_size: int = 8
     synthetic_share: float = 0.25
     lr: float = 2e-4
-    l2sp_alpha: float = 0.01
+    l2sp_alpha: float = 0.03
     bg_weight: float = 0.4
     iou_weight: float = 0.1
     exist_weight: float = 0.1
@@ -345,7 +346,8 @@ def adapted_metadata(base_meta: dict, base_path: Path, sources: list[Source], se
     strip = lambda c: {k: v for k, v in c.items() if k != "per_source"}  # noqa: E731
     meta["adaptation"] = {
         "method": "filtered self-training (lanesad-train adapt): base = teacher on clean frames, pseudo-labels "
-                  "kept when confident, smooth, off the hood, through the vanishing point, ordered and temporally "
+                  "kept when confident, smooth above the hood (continued straight across it), through the vanishing "
+                  "point, ordered and temporally "
                   "consistent; student with strong augmentation, SAD on, synthetic share and L2-SP against "
                   f"forgetting; early stopping on {CRITERION}",
         "base_weights": str(base_path),

@@ -66,8 +66,6 @@ def label_mask(labels: FrameLabels, uncertain: np.ndarray, camera: Camera, meta:
     for lane in labels.accepted:
         pts = np.round(lane.label * 8).astype(np.int32).reshape(-1, 1, 2)
         cv2.polylines(mask, [pts], False, int(lane.slot) + 1, width, cv2.LINE_8, 3)
-    rows = np.arange(h)[:, None]
-    mask[rows >= camera.hood_y[None, :]] = 0
     num = len(labels.exist_prob)
     exist = np.zeros(num, np.float32)
     weight = (labels.exist_prob < ABSENT_EXIST).astype(np.float32)
