@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from rosbags.rosbag2 import Writer
 
 from conftest import shared_path
@@ -25,6 +26,7 @@ from lanesad_ros.ros.bag.typestore import IMAGE_TYPE, typestore
 from lanesad_ros.ros.bag.writer import BagWriter, image_message
 from lanesad_ros.training.adapt import AdaptSettings, adapt
 from lanesad_ros.training.adapt.checks import Camera, LaneRules, check_lane, check_lanes, static_bottom, vanishing_point
+from lanesad_ros.training.adapt.run import blend_states
 from lanesad_ros.training.adapt.sources import SourceError, open_source, open_sources
 from lanesad_ros.training.cli import main as train_main
 from lanesad_ros.weights import default_weights_path
@@ -301,3 +303,18 @@ def test_adapted_weights_load_in_the_node(adapted, tmp_path):
     finally:
         client.close()
         node.stop()
+
+
+def test_blend_interpolates_weights_and_keeps_integer_buffers():
+    base = {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(5)}
+    adapted = {"w": torch.full((3,), 2.0), "bn.num_batches_tracked": torch.tensor(9)}
+    blended = blend_states(base, adapted, 0.25)
+    assert torch.allclose(blended["w"], torch.full((3,), 0.5))
+    assert int(blended["bn.num_batches_tracked"]) == 9
+    assert torch.equal(blend_states(base, adapted, 0.0)["w"], base["w"])
+
+
+def test_blend_out_of_range_is_a_usage_error(tmp_path, capsys):
+    _png(tmp_path / "f" / "a.png")
+    code, err = _adapt_cli(capsys, tmp_path / "f", "--out", tmp_path / "a.safetensors", "--blend", "1.5")
+    assert code == 2 and "--blend must be in [0, 1]" in err

@@ -92,6 +92,7 @@ class AdaptSettings:
     eval_frames: int = 120
     max_frames: int = DEFAULT_MAX_FRAMES
     seed: int = 0
+    blend: float = 1.0
     device: str = "auto"
     threads: int | None = 1
 
@@ -313,15 +314,27 @@ class Adapter:
                     break
             bar.close()
             summary["iterations_run"] = it
+        base_state = load_weights(self.base_path)[0].state_dict()
         if best_state is None:
-            best_state = {k: v.detach().clone() for k, v in load_weights(self.base_path)[0].state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in base_state.items()}
             summary["kept_base"] = True
+        elif s.blend < 1.0:
+            best_state = blend_states(base_state, best_state, s.blend)
+            self.log(f"blended: {1 - s.blend:.2f} x base + {s.blend:.2f} x adapted (WiSE-FT)")
         self.model.load_state_dict(best_state)
         after, after_lanes = self.criteria(keep_lanes=True)
         self.log(f"after (iteration {best_it}): {_fmt(after)}")
         summary.update(criteria_after=after, best_iteration=best_it, seconds=time.perf_counter() - t0,
                        before_lanes=before_lanes, after_lanes=after_lanes)
         return summary
+
+
+def blend_states(base: dict, adapted: dict, weight: float) -> dict:
+    """(1 - weight) * base + weight * adapted for every floating tensor (weights and BatchNorm
+    statistics); integer buffers come from ``adapted``. Weight-space ensembling (WiSE-FT,
+    Wortsman et al., CVPR 2022): trades some of the adaptation for less forgetting."""
+    return {k: (base[k].to(v.device).float() * (1.0 - weight) + v.float() * weight).to(v.dtype)
+            if v.is_floating_point() else v.clone() for k, v in adapted.items()}
 
 
 def _fmt(c: dict) -> str:
@@ -386,6 +399,8 @@ def adapt(source_paths: list[str], out: str | Path, weights: str | Path | None =
         raise AdaptError(f"{out}: --out must end in .safetensors")
     if settings.iterations < 1 or settings.batch_size < 1 or not 0.0 <= settings.synthetic_share < 1.0:
         raise AdaptError("--iterations and the batch size must be >= 1, the synthetic share in [0, 1)")
+    if not 0.0 <= settings.blend <= 1.0:
+        raise AdaptError(f"--blend must be in [0, 1], got {settings.blend}")
     if settings.batch_size - int(round(settings.batch_size * settings.synthetic_share)) < 1:
         raise AdaptError("the batch has no room for real frames (batch size too small for the synthetic share)")
     base_path = Path(weights) if weights else default_weights_path()
@@ -425,6 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--threads", type=int, default=d.threads, help="CPU threads for torch (default 1)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--blend", type=float, default=d.blend,
+                   help="keep this share of the adaptation: (1-B) x base + B x adapted weights (WiSE-FT); "
+                        "lower forgets less of other cameras (default 1: no blending)")
     p.add_argument("--report", default=None, metavar="DIR", help="write a before/after report here")
     return p
 
@@ -433,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     """``lanesad-train adapt ...``; exit 2 with ``lanesad-train: error: ...`` on bad input."""
     args = build_parser().parse_args(argv)
     settings = AdaptSettings(iterations=args.iterations, rounds=args.rounds, batch_size=args.batch_size,
-                             max_frames=args.max_frames, device=args.device, threads=args.threads, seed=args.seed)
+                             max_frames=args.max_frames, device=args.device, threads=args.threads, seed=args.seed,
+                             blend=args.blend)
     log = lambda text: tqdm.write(f"[{_dt.datetime.now():%H:%M:%S}] {text}", file=sys.stderr)  # noqa: E731
     try:
         adapt(args.sources, args.out, args.weights, args.topic, settings, args.report, log=log)
