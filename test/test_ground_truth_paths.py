@@ -350,7 +350,7 @@ class _EchoReplayer:
     def wait_for_detector(self, timeout, alive=None):
         return None
 
-    def play(self, frames, rate=1.0, settle_s=0.0, progress=None):
+    def play(self, frames, rate=1.0, settle_s=0.0, progress=None, first_answer_s=60.0):
         from lanesad_ros.ros.convert import image_msg_to_bgr
 
         store = typestore()
