@@ -92,7 +92,11 @@ class AdaptSettings:
     eval_frames: int = 120
     max_frames: int = DEFAULT_MAX_FRAMES
     seed: int = 0
-    blend: float = 1.0
+    # WiSE-FT share of the adaptation kept by default. With the shipped weights on the night clip
+    # of ../shared/data/unlabeled/culane-night-clip: B = 1 lost 0.0086 TuSimple accuracy on the 19
+    # validation clips (FP 0.031 -> 0.083), B = 0.7 lost 0.007 with FP/FN unchanged; with the
+    # previous base, B = 0.7 kept 98 % of B = 1's gain in stable sane lanes per frame (2.44 / 2.49).
+    blend: float = 0.7
     device: str = "auto"
     threads: int | None = 1
 
@@ -442,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--blend", type=float, default=d.blend,
                    help="keep this share of the adaptation: (1-B) x base + B x adapted weights (WiSE-FT); "
-                        "lower forgets less of other cameras (default 1: no blending)")
+                        "lower forgets less of other cameras, 1 keeps all of it (default 0.7)")
     p.add_argument("--report", default=None, metavar="DIR", help="write a before/after report here")
     return p
 
