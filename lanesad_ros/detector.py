@@ -33,6 +33,7 @@ from lanesad_ros.backends.torch_backend import TorchBackend
 from lanesad_ros.lanes import LaneDetections
 from lanesad_ros.postprocess import LaneDecoder, PostprocessConfig
 from lanesad_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
+from lanesad_ros.weights import default_weights_path
 
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "openvino-int8")
@@ -175,9 +176,6 @@ class Detector:
         cache for these exact files (so they were loaded and validated before), the network is
         not rebuilt and torch is not imported; anything else loads the weights in full.
         """
-        # Imported here: the shipped-weights locator lives beside the weights files, not in code.
-        from lanesad_ros.weights import default_weights_path
-
         phases: dict[str, float] = {}
         start = time.perf_counter()
         path = Path(path) if path is not None else default_weights_path()

@@ -323,6 +323,8 @@ def bgr_to_compressed_msg(bgr: np.ndarray, header: Any, fmt: str = "jpeg", quali
 
 def detections_to_lane_array(det: LaneDetections, header: Any, ground_frame_id: str = "") -> Any:
     """LaneDetections -> lanesad_ros/LaneArray; ``ground_frame_id`` is set only when some lane has ground points."""
+    # Imported here: the generated lanesad_ros.msg types exist only after the message build, and
+    # the image conversions above serve the bag tools without them.
     from geometry_msgs.msg import Point, Point32
 
     from lanesad_ros.msg import Lane as LaneMsg
