@@ -245,6 +245,23 @@ def test_live_spawned_node_over_dds(ros_domain, random_weights, tmp_path, scenes
     assert (out / "node.log").exists()
 
 
+def test_live_warm_up_waits_for_a_settled_backend_and_does_not_count(ros_domain, random_weights, tmp_path, scenes,
+                                                                     monkeypatch):
+    """A first start-up (empty cache) answers on torch while it measures the backends in the
+    background; the replay warms the node up until its diagnostics say the backend is settled, so
+    every frame of the drive is answered by the chosen backend and no warm-up answer is counted."""
+    monkeypatch.setenv("LANESAD_CACHE_DIR", str(tmp_path / "cache"))
+    drive = make_bag(tmp_path / "live_drive", scenes, compressed=False)
+    out = tmp_path / "live"
+    rc = main(["live", str(drive), "--spawn", "--weights", str(random_weights), "--out", str(out),
+               "--node-param", "device:=cpu", "--video", "none"])
+    m = load(out)
+    assert rc == 0, m["errors"]
+    assert m["published"] == N and m["received"] == N, (out / "node.log").read_text()
+    assert m.get("unmatched_answers", 0) == 0  # warm-up answers are not counted
+    assert "after measuring" in (out / "node.log").read_text()  # the background choice finished first
+
+
 def test_live_without_a_detector_fails_clearly(ros_domain, drive, tmp_path):
     out = tmp_path / "nobody"
     assert main(["live", str(drive), "--out", str(out), "--startup-timeout", "1"]) == 2

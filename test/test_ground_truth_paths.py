@@ -350,6 +350,9 @@ class _EchoReplayer:
     def wait_for_detector(self, timeout, alive=None):
         return None
 
+    def warm_up(self, data, timeout, alive=None):
+        return 0
+
     def play(self, frames, rate=1.0, settle_s=0.0, progress=None, first_answer_s=60.0):
         from lanesad_ros.ros.convert import image_msg_to_bgr
 

@@ -179,6 +179,11 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
                 tail = _log_tail(node_log) if proc is not None else ""
                 raise ReplayError(f"{exc}" + (f"\nnode log ({node_log}):\n{tail}" if tail else "")) from None
             reader = open_reader(args, labels)
+            with reader:
+                first = next(iter(reader.serialized_images()), None)
+            if first is not None:
+                rep.warm_up(first[2], args.startup_timeout, alive=lambda: proc is None or proc.poll() is None)
+            reader = open_reader(args, labels)
             with reader, _progress(total, "live") as bar:
                 frames = ((bag_ns, published[i], data if published[i] == stamp else restamp_cdr(data, published[i]))
                           for i, (bag_ns, stamp, data) in enumerate(itertools.islice(reader.serialized_images(),

@@ -326,6 +326,10 @@ class LaneDetectorCore:
             "requested_device": self.requested_device,
             "backend": detector.backend_name,
             "backend_reason": detector.backend_reason,
+            # false while a first start-up measures the backends in the background (answers come
+            # from torch meanwhile); replay waits for true before timing anything
+            "backend_settled": str(detector.backend_choice_thread is None
+                                   or not detector.backend_choice_thread.is_alive()).lower(),
             "model": detector.model_name,
             "weights": str(detector.weights_path or detector.weights_name),
             "input_size": "x".join(str(v) for v in detector.preprocessor.input_size[::-1]),

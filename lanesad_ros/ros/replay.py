@@ -15,7 +15,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from lanesad_ros.ros.bag.writer import restamp_cdr
 from lanesad_ros.ros.convert import stamp_to_ns
+
+# Warm-up frames carry stamps in the last second a ROS header can hold, which no drive uses.
+WARM_UP_STAMP_NS = (2**31 - 1) * 10**9
 
 IMAGE_MSG_TYPES = {
     "sensor_msgs/msg/Image": ("sensor_msgs.msg", "Image"),
@@ -115,11 +119,17 @@ class Replayer:
         self.result = ReplayResult()
         self._subscription = None
         self._last_answer = 0.0
+        self._warm_up_stamps: set[int] = set()
+        self._warm_up_answers = 0
+        self._settled: bool | None = None  # the detector's backend_settled diagnostics value, if it has one
 
     def _on_lanes(self, msg: Any) -> None:
         now = time.perf_counter()
         stamp = stamp_to_ns(msg.header.stamp)
         with self._lock:
+            if stamp in self._warm_up_stamps:
+                self._warm_up_answers += 1
+                return
             self._last_answer = now
             if stamp in self.result.published and stamp not in self.result.received:
                 self.result.received[stamp] = (now, msg)
@@ -159,6 +169,47 @@ class Replayer:
         while time.monotonic() < settle and self._subscription.get_publisher_count() == 0:
             self.executor.spin_once(timeout_sec=0.05)
         self.executor.spin_once(timeout_sec=0.5)
+
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            for kv in status.values:
+                if kv.key == "backend_settled":
+                    self._settled = kv.value == "true"
+
+    def warm_up(self, data: bytes, timeout: float = 60.0, alive=lambda: True) -> int:
+        """Publish ``data`` (one serialized image of the drive) restamped with stamps the drive never
+        uses, every 0.2 s, until the detector has answered one and reports a settled backend
+        (its ``backend_settled`` diagnostics value; a detector without that key is settled once
+        it answers). A node may open its topics before its detector is loaded, and a first
+        start-up answers on a stand-in backend while it measures the others: frames played
+        then would be dropped or timed on the wrong backend. Returns the warm-up frames sent;
+        their answers are not counted. Raises ReplayError when ``timeout`` s pass first.
+        """
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        diagnostics = self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        deadline, sent, next_send = time.monotonic() + timeout, 0, 0.0
+        try:
+            while True:
+                with self._lock:
+                    answered = self._warm_up_answers > 0
+                if answered and self._settled is not False:
+                    return sent
+                if time.monotonic() > deadline:
+                    raise ReplayError(f"the lane detector gave no settled answer to warm-up frames within "
+                                      f"{timeout:.0f} s (answers {self._warm_up_answers}, backend settled: "
+                                      f"{self._settled})")
+                if not alive():
+                    raise ReplayError("the lane detector process exited during warm-up")
+                if time.monotonic() >= next_send:
+                    stamp = WARM_UP_STAMP_NS + sent
+                    with self._lock:
+                        self._warm_up_stamps.add(stamp)
+                    self.publisher.publish(restamp_cdr(data, stamp))
+                    sent, next_send = sent + 1, time.monotonic() + 0.2
+                self.executor.spin_once(timeout_sec=0.05)
+        finally:
+            self.node.destroy_subscription(diagnostics)
 
     def play(self, messages: Iterable[tuple[int, int, bytes]], rate: float = 1.0, settle_s: float = 3.0,
              progress=None, first_answer_s: float = 60.0) -> ReplayResult:
