@@ -3,17 +3,25 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from conftest import shared_path
+from lanesad_ros.data.tusimple import read_tusimple_labels
+from lanesad_ros.detector import Detector
+from lanesad_ros.lanes import LaneDetections
+from lanesad_ros.metrics.tusimple import TuSimpleScorer
+from lanesad_ros.model import build_model
+from lanesad_ros.model.weights import read_metadata, save_weights
 from lanesad_ros.training.checkpoint import load_checkpoint
 from lanesad_ros.training.cli import main
 from lanesad_ros.training.config import load_config, validate
 from lanesad_ros.training.data import MixedDataset, frame_clip, load_frames, sample_rng
 from lanesad_ros.training.export import export_checkpoint
-from lanesad_ros.training.trainer import Trainer
+from lanesad_ros.training.trainer import Trainer, build_network
 
 VAL = [{"type": "synthetic", "name": "synthetic_val", "seed": 99, "width": 320, "height": 180, "size": 2}]
 
@@ -108,9 +116,6 @@ def test_checkpoint_loads_with_weights_only_and_has_everything(tmp_path):
 
 
 def test_eval_export_and_detector(tmp_path):
-    from lanesad_ros.detector import Detector
-    from lanesad_ros.lanes import LaneDetections
-    from lanesad_ros.model.weights import read_metadata
 
     cfg = tiny_config(tmp_path, iterations=2)
     cfg["data"]["val"] = validate({"data": {"val": VAL}})["data"]["val"]
@@ -132,9 +137,7 @@ def test_eval_export_and_detector(tmp_path):
     assert isinstance(det, LaneDetections)
     assert (det.image_width, det.image_height) == (320, 180)
     # Self-training: pseudo-labels from the exported weights read back as a tusimple entry.
-    import cv2
 
-    from lanesad_ros.data.tusimple import read_tusimple_labels
 
     (tmp_path / "unlabelled").mkdir()
     cv2.imwrite(str(tmp_path / "unlabelled" / "a.jpg"), frame.load_image())
@@ -218,7 +221,6 @@ def test_resume_may_change_the_learning_rate_schedule(tmp_path):
 
 
 def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):
-    from conftest import shared_path
 
     root = shared_path("tusimple")
     entry = validate({"data": {"train": [{"type": "tusimple", "root": str(root), "labels": "labels.json",
@@ -231,7 +233,6 @@ def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):
 
 
 def test_split_file_divides_frames_by_clip_and_load_size_scales_labels(tmp_path):
-    from conftest import shared_path
 
     root = shared_path("tusimple")
     split = tmp_path / "val.txt"
@@ -252,7 +253,6 @@ def test_split_file_divides_frames_by_clip_and_load_size_scales_labels(tmp_path)
 
 def test_real_training_split_never_shares_a_clip():
     """The shipped recipe's validation clips and training frames are disjoint (split by clip)."""
-    from conftest import shared_path
 
     shared_path("tusimple-train")
     cfg = load_config("config/train/enet_sad_real.yaml")
@@ -265,11 +265,6 @@ def test_shipped_default_weights_keep_their_validation_score():
     """The shipped weights (config/train/enet_sad_real.yaml, then calibrate-existence and tune) on
     the 19 held-out validation clips they never trained on: the metadata's recommended settings
     and figures are the ones tune wrote, and the weights still score as recorded."""
-    from conftest import shared_path
-    from lanesad_ros.detector import Detector
-    from lanesad_ros.metrics.tusimple import TuSimpleScorer
-    from lanesad_ros.training.config import load_config
-    from lanesad_ros.training.data import load_frames
 
     shared_path("tusimple-train")
     detector = Detector.from_weights(device="cpu", backend="torch")
@@ -288,11 +283,7 @@ def test_shipped_default_weights_keep_their_validation_score():
 
 def test_init_weights_from_another_input_size_resample_the_existence_fc(tmp_path):
     """Fine-tuning 144x400 weights at 208x576: every layer carried over, the existence FC resampled."""
-    import torch
 
-    from lanesad_ros.model import build_model
-    from lanesad_ros.model.weights import save_weights
-    from lanesad_ros.training.trainer import build_network
 
     torch.manual_seed(0)
     small = build_model("enet_sad", num_lanes=4, input_size=(144, 400)).eval()
