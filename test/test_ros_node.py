@@ -34,7 +34,7 @@ from visualization_msgs.msg import Marker, MarkerArray  # noqa: E402
 from lanesad_ros.msg import LaneArray  # noqa: E402
 from lanesad_ros.ros.convert import point_cloud_to_xyz  # noqa: E402
 from lanesad_ros.ros.parameters import PARAMETERS, validate_parameter  # noqa: E402
-from lanesad_ros.ros.worker import InferenceWorker, LatestMailbox  # noqa: E402
+from lanesad_ros.ros.worker import InferenceWorker  # noqa: E402
 from node_harness import (  # noqa: E402
     LOW_THRESHOLDS,
     PARAMS_FILE,
@@ -66,21 +66,26 @@ def test_validate_parameter_reasons():
     assert validate_parameter("device", "cpu") is None and validate_parameter("exist_threshold", 0.7) is None
 
 
-def test_mailbox_keeps_only_the_newest_item():
-    box = LatestMailbox()
-    assert box.put(1) is False
-    assert box.put(2) is True and box.put(3) is True  # 1 and 2 were never taken: dropped
-    assert box.get() == 3
-    assert box.put(4) is False
-    got = []
-    reader = threading.Thread(target=lambda: got.extend([box.get(), box.get(), box.get()]))
-    reader.start()
-    time.sleep(0.05)
-    box.put(5)
-    time.sleep(0.05)
-    box.close()
-    reader.join(timeout=5)
-    assert got == [4, 5, None]
+def test_worker_keeps_only_the_newest_frame():
+    """Frames handed over while one runs replace each other: only the newest is handled next."""
+    started, release, handled = threading.Event(), threading.Event(), []
+
+    def handle(_, item):
+        handled.append(item)
+        started.set()
+        release.wait(5)
+
+    worker = InferenceWorker(None, handle, lambda item, exc: None)
+    assert worker.submit(0) is False
+    assert started.wait(5)  # the worker holds frame 0
+    assert worker.submit(1) is False
+    assert worker.submit(2) is True and worker.submit(3) is True  # 1 and 2 were never taken: dropped
+    release.set()
+    deadline = time.monotonic() + 5
+    while handled != [0, 3] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.close()
+    assert handled == [0, 3]
 
 
 def test_worker_applies_queued_changes_between_frames():

@@ -1,4 +1,5 @@
-"""The lane_detector node's threads: the inference worker that owns the Detector, and mailboxes.
+"""The lane_detector node's threads: the inference worker that owns the Detector and the debug-image
+worker, each with a one-slot, newest-wins frame mailbox.
 
 Threading model (the one the node follows):
 
@@ -19,37 +20,6 @@ from typing import Any
 
 from lanesad_ros.detector import Detector, DetectorError
 from lanesad_ros.ros.convert import ImageConversionError
-
-
-class LatestMailbox:
-    """One-slot hand-over between threads: a newer item replaces an unprocessed one."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._closed = False
-
-    def put(self, item: Any) -> bool:
-        """Store ``item``; True when it replaced one that was never taken (a dropped frame)."""
-        with self._cond:
-            replaced = self._item is not None
-            self._item = item
-            self._cond.notify()
-        return replaced
-
-    def get(self) -> Any:
-        """The newest item, waiting for one; None once closed."""
-        with self._cond:
-            while self._item is None and not self._closed:
-                self._cond.wait()
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
 
 
 def error_kind(exc: BaseException) -> str:
