@@ -179,15 +179,14 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
                 tail = _log_tail(node_log) if proc is not None else ""
                 raise ReplayError(f"{exc}" + (f"\nnode log ({node_log}):\n{tail}" if tail else "")) from None
             reader = open_reader(args, labels)
-            with reader:
-                first = next(iter(reader.serialized_images()), None)
-            if first is not None:
-                rep.warm_up(first[2], args.startup_timeout, alive=lambda: proc is None or proc.poll() is None)
-            reader = open_reader(args, labels)
             with reader, _progress(total, "live") as bar:
+                images = reader.serialized_images()
+                first = next(images, None)  # warms the node up, then plays as the drive's first frame
+                if first is not None:
+                    rep.warm_up(first[2], args.startup_timeout, alive=lambda: proc is None or proc.poll() is None)
+                    images = itertools.chain([first], images)
                 frames = ((bag_ns, published[i], data if published[i] == stamp else restamp_cdr(data, published[i]))
-                          for i, (bag_ns, stamp, data) in enumerate(itertools.islice(reader.serialized_images(),
-                                                                                      len(published))))
+                          for i, (bag_ns, stamp, data) in enumerate(itertools.islice(images, len(published))))
                 result = rep.play(frames, rate=args.rate, settle_s=args.settle, progress=bar,
                                   first_answer_s=args.startup_timeout)
                 problems.extend(reader.problems)
