@@ -218,6 +218,15 @@ def ground_truth_xs(gt: Any, h_samples: Sequence[float] | None = None
     return xs, slots, h
 
 
+def mean_scores(records: Sequence[dict]) -> dict:
+    """Mean accuracy / FP / FN of per-image records (``TuSimpleScorer.records``), as the benchmark
+    averages over images; zeros for no records."""
+    n = len(records)
+    if n == 0:
+        return {"accuracy": 0.0, "fp": 0.0, "fn": 0.0, "frames": 0}
+    return {key: sum(r[key] for r in records) / n for key in ("accuracy", "fp", "fn")} | {"frames": n}
+
+
 class TuSimpleScorer:
     """Accumulates official TuSimple scores over images; keeps per-frame records for reports."""
 
@@ -259,12 +268,4 @@ class TuSimpleScorer:
 
     def result(self) -> dict:
         """Mean accuracy / FP / FN over the images added so far (as the benchmark averages)."""
-        n = len(self.records)
-        if n == 0:
-            return {"accuracy": 0.0, "fp": 0.0, "fn": 0.0, "frames": 0}
-        return {
-            "accuracy": sum(r["accuracy"] for r in self.records) / n,
-            "fp": sum(r["fp"] for r in self.records) / n,
-            "fn": sum(r["fn"] for r in self.records) / n,
-            "frames": n,
-        }
+        return mean_scores(self.records)

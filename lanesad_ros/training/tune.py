@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from lanesad_ros.detector import Detector
 from lanesad_ros.fileio import write_text_atomic
-from lanesad_ros.metrics.tusimple import TuSimpleScorer
+from lanesad_ros.metrics.tusimple import TuSimpleScorer, mean_scores
 from lanesad_ros.model.weights import metadata_path, read_metadata
 from lanesad_ros.training.data import frame_clip, load_frames
 
@@ -47,11 +46,9 @@ class Setting:
 
 
 def _summary(records: Sequence[dict]) -> dict:
-    acc = float(np.mean([r["accuracy"] for r in records]))
-    fp = float(np.mean([r["fp"] for r in records]))
-    fn = float(np.mean([r["fn"] for r in records]))
-    return {"accuracy": round(acc, 4), "fp": round(fp, 4), "fn": round(fn, 4),
-            "f1": round(tusimple_f1(fp, fn), 4), "frames": len(records)}
+    m = mean_scores(records)
+    return {"accuracy": round(m["accuracy"], 4), "fp": round(m["fp"], 4), "fn": round(m["fn"], 4),
+            "f1": round(tusimple_f1(m["fp"], m["fn"]), 4), "frames": m["frames"]}
 
 
 def _best(scores: dict[Setting, list[dict]], frames: Sequence[int]) -> Setting:
