@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,7 +20,7 @@ from lanesad_ros.model.weights import read_metadata, save_weights
 from lanesad_ros.training.checkpoint import load_checkpoint
 from lanesad_ros.training.cli import main
 from lanesad_ros.training.config import load_config, validate
-from lanesad_ros.training.data import MixedDataset, frame_clip, load_frames, sample_rng
+from lanesad_ros.training.data import MixedDataset, frame_clip, load_frames, read_split_file, sample_rng
 from lanesad_ros.training.export import export_checkpoint
 from lanesad_ros.training.trainer import Trainer, build_network
 
@@ -299,3 +300,35 @@ def test_init_weights_from_another_input_size_resample_the_existence_fc(tmp_path
     image = torch.rand(1, 3, 208, 576)
     with torch.no_grad():
         torch.testing.assert_close(big(image)[1], small(image)[1], rtol=1e-4, atol=1e-5)
+
+
+def test_multicam_split_keeps_clips_and_time_apart():
+    """The many-camera recipe's validation (config/train/splits/multicam_val.txt) shares no clip with
+    its training frames, holds one whole CULane clip out, and keeps the 0313-1 time block at least
+    300 clip numbers (frames of the drive) from any training frame of that drive."""
+
+    shared_path("culane-train")
+    shared_path("tusimple-train-0313")
+    cfg = load_config("config/train/enet_sad_multicam.yaml")
+
+    def clips(role):
+        out = {}
+        for e in cfg["data"][role]:
+            if e["type"] != "synthetic":
+                root = Path(e["root"])
+                out.setdefault(e["type"], set()).update(frame_clip(f, root) for f in load_frames(e, role))
+        return out
+
+    train, val = clips("train"), clips("val")
+    assert not train["tusimple"] & val["tusimple"] and not train["culane"] & val["culane"]
+    assert val["culane"] == {"driver_161_90frame/06030822_0756.MP4"}
+    assert train["culane"] == {"driver_161_90frame/06030819_0755.MP4"}
+    assert len(val["tusimple"]) == 52 and len(train["tusimple"]) == 80 + 3 + 134
+
+    def drive_0313(clip_set):
+        return [int(c.rsplit("/", 1)[1]) for c in clip_set if c.startswith("clips/0313-1/")]
+
+    round2_val = read_split_file(Path("config/train/splits/tusimple_val.txt"))
+    block = [n for n in drive_0313(val["tusimple"] - round2_val) if n >= 40000]
+    assert len(block) == 33
+    assert min(abs(b - t) for b in block for t in drive_0313(train["tusimple"])) > 300

@@ -152,7 +152,7 @@ def load_frames(entry: dict, role: str) -> Sequence:
         if entry["split_file"]:
             held_out = read_split_file(resolve_path(entry["split_file"]))
             keep = entry["split"] == "held_out"
-            frames = [f for f in frames if (frame_clip(f) in held_out) == keep]
+            frames = [f for f in frames if (frame_clip(f, root) in held_out) == keep]
     if entry["max_frames"] is not None and len(frames) > entry["max_frames"]:
         frames = frames[: entry["max_frames"]]
     if entry["load_size"] is not None and kind != "synthetic":
@@ -173,10 +173,21 @@ def read_split_file(path: Path) -> set[str]:
     return {line.rstrip("/") for line in lines if line}
 
 
-def frame_clip(frame) -> str:
-    """The clip a frame belongs to: its ``raw_file`` (or image path) without the file name."""
-    name = frame.meta.get("raw_file") or (str(frame.image_path) if frame.image_path is not None else "")
-    return str(Path(name).parent)
+def frame_clip(frame, root: str | Path | None = None) -> str:
+    """The clip a frame belongs to: its ``raw_file`` (TuSimple) or image path without the file name.
+
+    An image path under ``root`` is taken relative to it, so a split file names CULane clips as
+    their list files do (``driver_161_90frame/06030822_0756.MP4``), wherever the dataset lies.
+    """
+    if frame.meta.get("raw_file"):
+        return str(Path(frame.meta["raw_file"]).parent)
+    if frame.image_path is None:
+        return "."
+    path = Path(frame.image_path)
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(Path(root))
+    return str(path.parent)
 
 
 def _frame_names(frame, root: Path) -> set[str]:
