@@ -67,3 +67,30 @@ def random_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "enet_sad_random.safetensors"
     save_weights(model, path, {"crop_top": 0.3, "training": {"data": "none (random init, tests only)"}})
     return path
+
+
+@pytest.fixture
+def synced_renames(monkeypatch):
+    """Records fsyncs and renames; ``synced_renames(path)`` is True when the file now at ``path``
+    was renamed there and had been fsynced before (a power cut then leaves old or new bytes)."""
+    events: list[tuple[str, int]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst, **kwargs):
+        events.append(("replace", os.stat(src).st_ino))
+        real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+
+    def check(path) -> bool:
+        inode = os.stat(path).st_ino
+        renamed = [i for i, event in enumerate(events) if event == ("replace", inode)]
+        synced = [i for i, event in enumerate(events) if event == ("fsync", inode)]
+        return bool(renamed) and bool(synced) and synced[0] < renamed[-1]
+
+    return check

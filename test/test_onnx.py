@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lanesad_ros.model import build_model
-from lanesad_ros.model.export import export_onnx
+from lanesad_ros.model.export import export_graphs, export_onnx
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -58,3 +58,10 @@ def test_graph_interface_and_opset(tmp_path):
 def test_old_opset_rejected(tmp_path):
     with pytest.raises(ValueError, match="opset"):
         export_onnx(build_model("enet_sad", input_size=(64, 128)), tmp_path / "x.onnx", opset=13)
+
+
+def test_export_is_synced_before_its_rename(tmp_path, synced_renames):
+    """Issue 21 item 5: ONNX writes renamed without syncing first (an empty graph after a power cut)."""
+    model = build_model("enet_sad", num_lanes=4, input_size=(64, 160))
+    export_graphs(model, tmp_path / "plain.onnx", tmp_path / "rewritten.onnx")
+    assert synced_renames(tmp_path / "plain.onnx") and synced_renames(tmp_path / "rewritten.onnx")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import cv2
@@ -332,3 +334,17 @@ def test_multicam_split_keeps_clips_and_time_apart():
     block = [n for n in drive_0313(val["tusimple"] - round2_val) if n >= 40000]
     assert len(block) == 33
     assert min(abs(b - t) for b in block for t in drive_0313(train["tusimple"])) > 300
+
+
+def test_checkpoint_write_is_synced_and_clears_a_killed_writes_temporary(tmp_path, synced_renames):
+    """Issue 21 item 5: every SIGKILL during a checkpoint write left a ``.last.pt.*.tmp`` for good,
+    and the checkpoint was renamed into place before its bytes were synced."""
+    run = tmp_path / "run"
+    run.mkdir()
+    leftover = run / ".last.pt.k1ll3d.tmp"  # what a write killed on the way leaves (no live writer)
+    leftover.write_bytes(b"PK\x03\x04 half a checkpoint")
+    os.utime(leftover, (time.time() - 600, time.time() - 600))
+    Trainer(tiny_config(tmp_path, iterations=3)).run()
+    assert load_checkpoint(run / "last.pt")["iteration"] == 3
+    assert synced_renames(run / "last.pt")
+    assert not list(run.glob(".*.tmp"))

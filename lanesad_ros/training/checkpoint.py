@@ -97,7 +97,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace (never a half-written file)."""
+    """torch.save to a temp file in the same folder, synced to disk, then os.replace: never a
+    half-written or empty file, even after a power cut; a write killed on the way leaves a
+    temporary that the next save removes (:func:`lanesad_ros.fileio.atomic_path`)."""
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
