@@ -25,7 +25,7 @@ $(VENV)/.deps-installed: requirements.txt requirements-msgbuild.txt constraints.
 	$(PY) tools/fix_ros_wheel_cmake.py
 	touch $@
 
-$(VENV)/.msgs-built: $(VENV)/.deps-installed msg/Lane.msg msg/LaneArray.msg CMakeLists.txt package.xml tools/build_msgs.sh
+$(VENV)/.msgs-built: $(VENV)/.deps-installed $(wildcard msg/*.msg) CMakeLists.txt package.xml tools/build_msgs.sh
 	tools/build_msgs.sh $(VENV)
 	touch $@
 
