@@ -411,14 +411,21 @@ class Detector:
         self._band_cache.clear()
 
     # ----- inference --------------------------------------------------------------------
-    def detect(self, bgr: np.ndarray) -> LaneDetections:
-        """Lanes in one BGR uint8 image; timings_ms has preprocess / inference / postprocess."""
-        return self.detect_batch([bgr])[0]
+    def detect(self, bgr: np.ndarray, stamp_s: float | None = None) -> LaneDetections:
+        """Lanes in one BGR uint8 image; timings_ms has preprocess / inference / postprocess.
 
-    def detect_batch(self, images: list[np.ndarray]) -> list[LaneDetections]:
-        """Lanes in several images with one network call (images may differ in size)."""
+        ``stamp_s``: the image's time (header stamp, seconds); the tracker ages its tracks by it
+        (:mod:`lanesad_ros.tracking`). None: tracks age by frame count only.
+        """
+        return self.detect_batch([bgr], None if stamp_s is None else [stamp_s])[0]
+
+    def detect_batch(self, images: list[np.ndarray], stamps_s: list[float] | None = None) -> list[LaneDetections]:
+        """Lanes in several images with one network call (images may differ in size); ``stamps_s``:
+        one time per image, as in :meth:`detect`."""
         if len(images) == 0:
             return []
+        if stamps_s is not None and len(stamps_s) != len(images):
+            raise DetectorError(f"{len(stamps_s)} stamps for {len(images)} images")
         t0 = time.perf_counter()
         for image in images:
             check_image(image)
@@ -445,7 +452,7 @@ class Detector:
             row_probs = self._row_probs(seg[i], size)
             lanes = self._decoder.decode(row_probs, exist[i], size, gathered=True)
             if self.tracker is not None:
-                lanes = self.tracker.update(lanes, image_size=size)
+                lanes = self.tracker.update(lanes, image_size=size, stamp_s=None if stamps_s is None else stamps_s[i])
             if self.camera is not None:
                 for lane in lanes:
                     lane.ground_points = self.camera.image_to_ground(lane.image_points)

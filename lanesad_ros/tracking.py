@@ -8,6 +8,13 @@ being blended in, so real changes are followed at once. A slot missing for up to
 ``hold_frames`` frames keeps its last curve with a decaying confidence, then is dropped.
 Tracks live in source-image pixels: a frame of another size (a camera that switches
 resolution) restarts every track, so no lane of the old geometry reaches the new frames.
+
+Time: given each frame's header stamp, tracks age by that time, never by the wall clock
+(a bag replayed faster or slower ages them alike). A track last seen more than ``max_gap_s``
+before the frame is dropped before the frame is matched (a paused stream, a slow node: its
+lane is not blended into the first new detection nor held any longer), and a stamp earlier
+than the previous frame's (a bag played in a loop, a simulator reset) restarts every track.
+Without stamps only the frame counts above apply.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ class _Track:
     confidence: float
     lane: Lane
     misses: int = 0
+    seen_s: float | None = None  # header stamp of the last frame that detected it
 
 
 def _fit(points: np.ndarray) -> np.ndarray:
@@ -50,6 +58,8 @@ class LaneTracker:
     steadier but slower to follow. ``measurement_noise_px``: per-frame detection jitter (px).
     ``gate_px``: a detection whose mean distance to the track exceeds this restarts the track.
     ``hold_frames``: frames a missing lane is still reported; ``hold_decay``: confidence factor per missed frame.
+    ``max_gap_s``: seconds of header time after which a track that was not detected is dropped
+    (see the module docstring); ``stamp_s``: the stamp of the last frame, None before the first stamped one.
     """
 
     process_noise_px: float = 2.0
@@ -57,11 +67,13 @@ class LaneTracker:
     gate_px: float = 40.0
     hold_frames: int = 3
     hold_decay: float = 0.7
+    max_gap_s: float = 1.0
     tracks: dict[int, _Track] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None  # (width, height) the tracks are in
+    stamp_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("process_noise_px", "measurement_noise_px", "gate_px"):
+        for name in ("process_noise_px", "measurement_noise_px", "gate_px", "max_gap_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"LaneTracker.{name} must be > 0, got {getattr(self, name)}")
         if self.hold_frames < 0 or not 0.0 < self.hold_decay <= 1.0:
@@ -71,22 +83,36 @@ class LaneTracker:
     def reset(self) -> None:
         self.tracks.clear()
         self.image_size = None
+        self.stamp_s = None
 
     def _noise(self, scale_px: float) -> np.ndarray:
         # The same pixel-scale noise on each coefficient's contribution over a typical t range (~0.5).
         return (scale_px ** 2) * np.array([1.0, 4.0, 16.0])
 
-    def update(self, lanes: list[Lane], image_size: tuple[int, int] | None = None) -> list[Lane]:
+    def update(self, lanes: list[Lane], image_size: tuple[int, int] | None = None,
+               stamp_s: float | None = None) -> list[Lane]:
         """Feed one frame's detections; returns the smoothed lanes ordered by lane index.
 
         ``image_size`` (width, height) of the frame: when it differs from the previous
         frame's, all tracks restart (their pixels belong to the old geometry).
+        ``stamp_s``: the frame's header stamp in seconds (any clock, as long as one stream
+        keeps to it); earlier than the previous frame's restarts all tracks, and tracks not
+        detected for more than ``max_gap_s`` are dropped first.
         """
         if image_size is not None:
             image_size = (int(image_size[0]), int(image_size[1]))
             if self.image_size is not None and image_size != self.image_size:
                 self.tracks.clear()
             self.image_size = image_size
+        if stamp_s is not None:
+            stamp_s = float(stamp_s)
+            if self.stamp_s is not None and stamp_s < self.stamp_s:
+                self.tracks.clear()  # time went back: a looped bag, a simulator reset
+            stale = [key for key, track in self.tracks.items()
+                     if track.seen_s is not None and stamp_s - track.seen_s > self.max_gap_s]
+            for key in stale:
+                del self.tracks[key]
+            self.stamp_s = stamp_s
         seen = set()
         for lane in lanes:
             if len(lane.image_points) < 2:
@@ -102,7 +128,7 @@ class LaneTracker:
                     track = None
             if track is None:
                 self.tracks[key] = _Track(coef=z, var=self._noise(self.measurement_noise_px), rows=rows.copy(),
-                                          confidence=lane.confidence, lane=lane)
+                                          confidence=lane.confidence, lane=lane, seen_s=stamp_s)
                 continue
             var = track.var + self._noise(self.process_noise_px)
             gain = var / (var + self._noise(self.measurement_noise_px))
@@ -112,6 +138,7 @@ class LaneTracker:
             track.confidence = 0.5 * (track.confidence + lane.confidence)
             track.lane = lane
             track.misses = 0
+            track.seen_s = stamp_s
         for key in list(self.tracks):
             if key not in seen:
                 self.tracks[key].misses += 1

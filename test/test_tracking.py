@@ -87,3 +87,63 @@ def test_a_new_image_size_restarts_every_track():
         assert len(out) == 1 and (points[:, 0] <= 640).all() and (points[:, 1] <= 480).all()
         np.testing.assert_allclose(out[0].image_points[:, 0], 250.0)  # not blended with x = 700
     assert tracker.update([], image_size=(640, 480))  # the same size: held as before
+
+
+def stream(tracker, frames, start_s=100.0, period_s=1 / 30):
+    """Feed ``frames`` (lists of lanes) with header stamps ``period_s`` apart; the last output and stamp."""
+    out = None
+    for i, lanes in enumerate(frames):
+        out = tracker.update(lanes, image_size=(1280, 720), stamp_s=start_s + i * period_s)
+    return out, start_s + (len(frames) - 1) * period_s
+
+
+@pytest.mark.parametrize("jump_s", [5.0, 1.01, -0.001, -3600.0], ids=["pause_5s", "just_over_bound", "back_1ms",
+                                                                       "back_1h"])
+def test_a_pause_or_a_stamp_going_back_restarts_the_tracks(jump_s):
+    """Issue 21.1: after a 5 s pause (or a looped bag, a sim-time reset) the first new lanes are the
+    detections themselves, not blended ~20 px towards the old tracks, and a frame without lanes
+    reports none of the old ones."""
+    before = [lane_at(0.0, LaneSlot.LEFT), lane_at(400.0, LaneSlot.RIGHT)]
+    after = [lane_at(20.0, LaneSlot.LEFT), lane_at(420.0, LaneSlot.RIGHT)]  # 20 px: inside the 40 px gate
+    tracker = LaneTracker()
+    _, last = stream(tracker, [before] * 10)
+    out = tracker.update(after, image_size=(1280, 720), stamp_s=last + jump_s)
+    for got, detected in zip(out, after, strict=True):
+        np.testing.assert_allclose(got.image_points, detected.image_points, atol=1e-3)
+    assert tracker.update([], image_size=(1280, 720), stamp_s=last + jump_s + 0.03) != []  # the new tracks hold
+    tracker = LaneTracker()
+    _, last = stream(tracker, [before] * 10)
+    assert tracker.update([], image_size=(1280, 720), stamp_s=last + jump_s) == []
+
+
+def test_within_the_bound_lanes_are_still_blended_and_held():
+    """The other side of the bound: 1/30 s and 0.99 s later the detection is blended, a missing lane held."""
+    before, after = [lane_at(0.0)], [lane_at(20.0)]
+    for gap_s in (1 / 30, 0.99):
+        tracker = LaneTracker()
+        _, last = stream(tracker, [before] * 10)
+        out = tracker.update(after, image_size=(1280, 720), stamp_s=last + gap_s)
+        shift = np.mean(out[0].image_points[:, 0] - before[0].image_points[:, 0])
+        assert 1.0 < shift < 19.0, shift
+        tracker = LaneTracker()
+        _, last = stream(tracker, [before] * 10)
+        assert len(tracker.update([], image_size=(1280, 720), stamp_s=last + gap_s)) == 1
+
+
+def test_a_missing_lane_is_held_for_frames_but_never_longer_than_the_bound():
+    """At 2.5 Hz three missed frames are 1.2 s: the lane goes once 1.0 s have passed, not after 3 frames."""
+    left, right = lane_at(0.0, LaneSlot.LEFT), lane_at(400.0, LaneSlot.RIGHT)
+    tracker = LaneTracker(hold_frames=3, max_gap_s=1.0)
+    out, last = stream(tracker, [[left, right]] * 5, period_s=0.4)
+    slots = [[lane.slot for lane in tracker.update([left], stamp_s=last + 0.4 * k)] for k in (1, 2, 3)]
+    assert slots == [[LaneSlot.LEFT, LaneSlot.RIGHT], [LaneSlot.LEFT, LaneSlot.RIGHT], [LaneSlot.LEFT]]
+    # Without stamps (offline callers) the frame count alone rules, as before.
+    tracker = LaneTracker(hold_frames=3)
+    for _ in range(5):
+        tracker.update([left, right])
+    assert [len(tracker.update([left])) for _ in range(4)] == [2, 2, 2, 1]
+
+
+def test_bad_max_gap_raises():
+    with pytest.raises(ValueError, match="max_gap_s"):
+        LaneTracker(max_gap_s=0.0)
