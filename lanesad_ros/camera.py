@@ -30,6 +30,11 @@ def _field(obj, *names):
     raise ValueError(f"camera info has no field {' / '.join(names)}")
 
 
+class ImageSizeMismatch(ValueError):
+    """A frame of a size that no resize of the calibrated image gives (another aspect ratio, a crop
+    that the CameraInfo's roi does not describe): its pixels cannot be turned into rays."""
+
+
 @dataclass
 class CameraModel:
     """Pinhole intrinsics ``K`` (3x3) + OpenCV distortion coefficients for a ``width`` x ``height`` image."""
@@ -58,13 +63,70 @@ class CameraModel:
             raise ValueError(f"camera image size must be positive, got {self.width}x{self.height}")
 
     @classmethod
-    def from_camera_info(cls, info) -> CameraModel:
-        """From a sensor_msgs/CameraInfo (rclpy or rosbags) or any object/dict with its fields."""
+    def from_camera_info(cls, info, full_resolution: bool = False) -> CameraModel:
+        """The camera of the images published with a sensor_msgs/CameraInfo (rclpy or rosbags, or any
+        object/dict with its fields): K and D calibrated at ``width`` x ``height`` with the message's
+        ``roi`` and ``binning_x/_y`` applied (:meth:`reduced`), as image_geometry's
+        PinholeCameraModel does (REP 104). ``full_resolution``: the calibrated camera itself (its
+        ``fullIntrinsicMatrix``). Raises ValueError naming the field that makes no camera.
+        """
         dist = _field(info, "d", "D")
         model = _field(info, "distortion_model") if _has(info, "distortion_model") else "plumb_bob"
-        return cls(K=np.asarray(_field(info, "k", "K"), dtype=np.float64), dist=np.asarray(dist, dtype=np.float64),
+        full = cls(K=np.asarray(_field(info, "k", "K"), dtype=np.float64), dist=np.asarray(dist, dtype=np.float64),
                    width=int(_field(info, "width")), height=int(_field(info, "height")),
                    distortion_model=model or "plumb_bob")
+        if full_resolution:
+            return full
+        roi = _field(info, "roi") if _has(info, "roi") else None
+        roi = (0, 0, 0, 0) if roi is None else tuple(int(_field(roi, name)) for name in
+                                                    ("x_offset", "y_offset", "width", "height"))
+        binning = tuple(int(_field(info, name)) if _has(info, name) else 0 for name in ("binning_x", "binning_y"))
+        return full.reduced(roi, binning)
+
+    def reduced(self, roi: tuple[int, int, int, int] = (0, 0, 0, 0),
+                binning: tuple[int, int] = (1, 1)) -> CameraModel:
+        """The camera of images cut to ``roi`` (x_offset, y_offset, width, height in pixels of this,
+        the calibrated, unbinned image) and then binned by ``binning`` (x, y): sensor_msgs/CameraInfo's
+        roi and binning, applied as image_geometry's PinholeCameraModel.fromCameraInfo does:
+        cx' = (cx - x_offset) / binning_x, fx' = fx / binning_x (y alike), image size
+        roi.width // binning_x by roi.height // binning_y (``reducedResolution``). An all-zero roi is
+        the whole image and a binning of 0 means 1, as in the message. ROS drivers send the raw
+        (distorted) roi, which is what is applied here (``roi.do_rectify`` concerns rectified images).
+        Raises ValueError for a roi outside the image.
+        """
+        x, y, w, h = (int(v) for v in roi)
+        bx, by = (max(1, int(b)) for b in binning)  # unsigned in the message; 0 = no binning
+        if (x, y, w, h) == (0, 0, 0, 0):
+            w, h = self.width, self.height
+        if x < 0 or y < 0 or w <= 0 or h <= 0 or x + w > self.width or y + h > self.height:
+            raise ValueError(f"camera roi (x_offset {x}, y_offset {y}, width {w}, height {h}) does not lie inside "
+                             f"the {self.width}x{self.height} calibrated image")
+        if (x, y, w, h, bx, by) == (0, 0, self.width, self.height, 1, 1):
+            return self
+        K = self.K.copy()
+        K[0, 2] -= x  # the roi first: it is given in unbinned pixels
+        K[1, 2] -= y
+        K[0] /= bx  # fx, skew, cx
+        K[1] /= by  # fy, cy
+        return CameraModel(K, self.dist.copy(), w // bx, h // by, self.distortion_model)
+
+    def for_image(self, width: int, height: int) -> CameraModel:
+        """This camera for frames of ``width`` x ``height`` px: itself at its own size, :meth:`scaled`
+        when the frame is this image resized (one scale for both sides, each within a pixel of
+        rounding). Raises ImageSizeMismatch for any other size: another aspect ratio is a crop or
+        a stretch that the calibration does not describe, and scaling would put its pixels on
+        wrong rays (ground points metres off)."""
+        width, height = int(width), int(height)
+        if (width, height) == (self.width, self.height):
+            return self
+        lowest = max((width - 1) / self.width, (height - 1) / self.height)
+        highest = min((width + 1) / self.width, (height + 1) / self.height)
+        if width <= 0 or height <= 0 or lowest > highest:
+            raise ImageSizeMismatch(
+                f"a {width}x{height} frame is not the {self.width}x{self.height} calibrated image resized (aspect "
+                f"{width / max(height, 1):.3f}, calibrated {self.width / self.height:.3f}); a cropped image needs "
+                f"its roi (and binning) in the CameraInfo, or image_width/image_height of the frames it calibrates")
+        return self.scaled(width, height)
 
     @classmethod
     def from_yaml(cls, source: Mapping | str | os.PathLike) -> CameraModel:

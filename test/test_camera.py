@@ -13,10 +13,12 @@ from conftest import shared_path
 from lanesad_ros.camera import (
     CameraModel,
     GroundProjector,
+    ImageSizeMismatch,
     Mounting,
     calibrate_chessboard,
     mounting_from_straight_lanes,
 )
+from lanesad_ros.ros.ground import GroundModels
 
 HALF_LANE = 1.85  # m: two boundaries of a 3.7 m lane
 LINE_XS = np.linspace(5.0, 40.0, 36)  # m ahead: where parallel_lines samples the ground lines
@@ -196,3 +198,109 @@ def test_bundled_demo_camera_is_this_calibration(udacity_calibration):
     np.testing.assert_allclose(bundled.K, camera.K, rtol=1e-6)
     np.testing.assert_allclose(bundled.dist, camera.dist, rtol=1e-5, atol=1e-8)
     assert "MIT License" in (demo / "LICENSE").read_text() and (demo / "project_video_clip.mp4").stat().st_size > 0
+
+
+# ----- CameraInfo roi and binning, frame sizes (issue 21.2) -----------------------------------
+# A level camera 1.5 m above a flat road, fx = fy = 1000 px, principal point (640, 360) of its
+# 1280x720 calibrated image, no distortion. The pixel (u, v) of the full image sees the road at
+#   x = 1.5 * 1000 / (v - 360) m ahead,  y = -1.5 * (u - 640) / (v - 360) m to the left.
+# So full-image pixel (520, 560) is the road point (7.5 m, 0.9 m).
+LEVEL_K = [1000.0, 0.0, 640.0, 0.0, 1000.0, 360.0, 0.0, 0.0, 1.0]
+ROAD_POINT = [7.5, 0.9, 0.0]
+
+
+def camera_info(roi=(0, 0, 0, 0), binning=(0, 0), d=(0.0, 0.0, 0.0, 0.0, 0.0), k=LEVEL_K):
+    """A sensor_msgs/CameraInfo's fields (the names rclpy and rosbags give them)."""
+    x, y, w, h = roi
+    return SimpleNamespace(k=list(k), d=list(d), width=1280, height=720, distortion_model="plumb_bob",
+                           roi=SimpleNamespace(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False),
+                           binning_x=binning[0], binning_y=binning[1])
+
+
+def node_params(**overrides):
+    params = dict(homography=[0.0] * 9, camera_height=1.5, pitch=0.0, roll=0.0, yaw=0.0, camera_x=0.0,
+                  camera_y=0.0, camera_info_topic="/camera/camera_info", fx=0.0, fy=0.0, cx=0.0, cy=0.0,
+                  dist=[0.0] * 5, image_width=0, image_height=0)
+    params.update(overrides)
+    return params
+
+
+@pytest.mark.parametrize("roi,binning,frame,pixel", [
+    ((0, 0, 0, 0), (0, 0), (1280, 720), (520, 560)),  # the whole image
+    ((0, 0, 0, 0), (2, 2), (640, 360), (260, 280)),  # binned 2x2: (520 / 2, 560 / 2)
+    ((0, 360, 1280, 360), (0, 0), (1280, 360), (520, 200)),  # the bottom half: row 560 - 360
+    ((320, 360, 640, 360), (2, 2), (320, 180), (100, 100)),  # cut, then binned: ((520 - 320) / 2, (560 - 360) / 2)
+    ((320, 360, 640, 360), (2, 1), (320, 360), (100, 200)),  # binned in x only
+], ids=["full", "binned", "roi", "roi_binned", "roi_binned_x"])
+def test_camera_info_roi_and_binning_give_the_road_point(roi, binning, frame, pixel):
+    """The same road point, seen through each cut and binning of the image, comes back at (7.5, 0.9) m.
+    Before the fix the roi was ignored: the bottom-half pixel (520, 200) went to 37.5 m."""
+    camera = CameraModel.from_camera_info(camera_info(roi, binning))
+    assert (camera.width, camera.height) == frame
+    projector = GroundProjector(camera, Mounting(height_m=1.5))
+    np.testing.assert_allclose(projector.image_to_ground(np.array([pixel], float)), [ROAD_POINT], atol=1e-9)
+    ground = GroundModels(node_params())
+    assert ground.update_from_camera_info(camera_info(roi, binning))
+    assert not ground.update_from_camera_info(camera_info(roi, binning)), "the same CameraInfo again"
+    found = ground.projector(*frame).image_to_ground(np.array([pixel], float))
+    np.testing.assert_allclose(found, [ROAD_POINT], atol=1e-9)
+    half = ground.projector(frame[0] // 2, frame[1] // 2)  # those images resized to half: still the camera
+    np.testing.assert_allclose(half.image_to_ground(np.array([pixel], float) / 2), [ROAD_POINT], atol=1e-9)
+
+
+def test_a_homography_is_for_the_full_image_whatever_the_frames_are():
+    full = CameraModel.from_camera_info(camera_info())
+    homography = GroundProjector(full, Mounting(height_m=1.5)).homography_from_mounting()
+    ground = GroundModels(node_params(homography=homography.reshape(-1).tolist()))
+    ground.update_from_camera_info(camera_info((320, 360, 640, 360), (2, 2)))
+    np.testing.assert_allclose(ground.projector(320, 180).image_to_ground(np.array([[100.0, 100.0]])),
+                               [ROAD_POINT], atol=1e-9)
+
+
+def test_roi_with_distortion_matches_the_full_image():
+    """Distortion is centred on the calibrated principal point: a pixel of the cut and binned image
+    lands where its full-image pixel does."""
+    d = (-0.24, -0.05, -0.001, 0.0, 0.02)
+    full = GroundProjector(CameraModel.from_camera_info(camera_info(d=d)), Mounting(height_m=1.5, pitch_rad=0.05))
+    cut = GroundProjector(CameraModel.from_camera_info(camera_info((320, 300, 800, 420), (2, 2), d=d)),
+                          Mounting(height_m=1.5, pitch_rad=0.05))
+    pixels = np.array([[10.0, 150.0], [200.0, 120.0], [390.0, 200.0]])
+    np.testing.assert_allclose(cut.image_to_ground(pixels), full.image_to_ground(pixels * 2 + [320, 300]),
+                               atol=1e-6)
+
+
+def test_a_frame_size_that_is_no_resize_of_the_calibration_is_refused():
+    """1280x720 calibration: 1280x360 (a crop the CameraInfo does not describe) or 640x480 (4:3)
+    would be stretched, putting ground points metres off; they are refused. Resizes are not."""
+    ground = GroundModels(node_params())
+    assert ground.projector(1280, 720) is None, "no CameraInfo yet: no camera model, no refusal"
+    ground.update_from_camera_info(camera_info())
+    for width, height in ((1280, 360), (640, 480), (1280, 719 - 4), (333, 201)):
+        with pytest.raises(ImageSizeMismatch, match=f"a {width}x{height} frame is not the 1280x720"):
+            ground.projector(width, height)
+        with pytest.raises(ImageSizeMismatch):  # refused again from the cache
+            ground.projector(width, height)
+    for width, height in ((1920, 1080), (640, 360), (427, 240), (1281, 720)):  # within a pixel of one scale
+        assert ground.projector(width, height).camera.width == width
+    ground.update_from_camera_info(camera_info((0, 360, 1280, 360)))  # now the CameraInfo says: bottom half
+    assert ground.projector(1280, 360) is not None
+    with pytest.raises(ImageSizeMismatch, match="not the 1280x360"):
+        ground.projector(1280, 720)
+    # Intrinsics from parameters: the calibrated size rules the same way; 0x0 = any frame size, unscaled.
+    sized = GroundModels(node_params(camera_info_topic="", fx=1000.0, cx=640.0, cy=360.0,
+                                     image_width=1280, image_height=720))
+    with pytest.raises(ImageSizeMismatch):
+        sized.projector(640, 480)
+    assert sized.projector(640, 360).camera.K[0, 0] == 500.0
+    anysize = GroundModels(node_params(camera_info_topic="", fx=1000.0, cx=640.0, cy=360.0))
+    assert anysize.projector(640, 480).camera.K[0, 0] == 1000.0
+    with pytest.raises(ValueError, match="image_width and image_height"):
+        GroundModels(node_params(camera_info_topic="", fx=1000.0, image_width=1280))
+
+
+def test_a_roi_outside_the_image_makes_no_camera():
+    ground = GroundModels(node_params())
+    ground.update_from_camera_info(camera_info())
+    with pytest.raises(ValueError, match="roi .* does not lie inside the 1280x720"):
+        ground.update_from_camera_info(camera_info((640, 0, 1280, 720)))
+    assert ground.projector(1280, 720) is not None, "the previous camera model stays"
