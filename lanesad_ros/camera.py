@@ -248,27 +248,36 @@ class GroundProjector:
         if not self.max_range_m > 0:
             raise ValueError(f"max_range_m must be > 0, got {self.max_range_m}")
 
-    def image_to_ground(self, points_px: np.ndarray) -> np.ndarray:
-        """(N, 2) source pixels -> (M, 3) metres on the road (z = 0), M <= N, order kept."""
+    def image_to_ground(self, points_px: np.ndarray, keep_all: bool = False) -> np.ndarray:
+        """(N, 2) source pixels -> (M, 3) metres on the road (z = 0), M <= N, order kept.
+
+        ``keep_all``: (N, 3) instead, with NaN rows for the points that would be dropped (at or
+        above the horizon, beyond ``max_range_m``), so row i still belongs to pixel i.
+        """
         rays = self.camera.normalised_rays(points_px)
         if len(rays) == 0:
             return np.zeros((0, 3), np.float64)
+        ground = np.full((len(rays), 3), np.nan)
         if self.homography is not None:
             undist = rays @ self.camera.K[:2, :2].T + self.camera.K[:2, 2]
             g = np.hstack([undist, np.ones((len(undist), 1))]) @ self.homography.T
             valid = g[:, 2] > 1e-12
-            xy = g[valid, :2] / g[valid, 2:3]
-            ground = np.hstack([xy, np.zeros((len(xy), 1))])
-            reach = np.linalg.norm(ground[:, :2], axis=1)
-            return ground[reach <= self.max_range_m]
-        d = np.hstack([rays, np.ones((len(rays), 1))]) @ self._rotation.T
-        centre = self.mounting.position()
-        below = d[:, 2] < -1e-9  # rays that meet the road ahead of the camera
-        t = -centre[2] / d[below, 2]
-        ground = centre + t[:, None] * d[below]
-        ground[:, 2] = 0.0
-        reach = np.linalg.norm(ground[:, :2] - centre[:2], axis=1)
-        return ground[reach <= self.max_range_m]
+            ground[valid, :2] = g[valid, :2] / g[valid, 2:3]
+            origin = np.zeros(2)
+        else:
+            d = np.hstack([rays, np.ones((len(rays), 1))]) @ self._rotation.T
+            centre = self.mounting.position()
+            valid = d[:, 2] < -1e-9  # rays that meet the road ahead of the camera
+            t = -centre[2] / d[valid, 2]
+            ground[valid] = centre + t[:, None] * d[valid]
+            origin = centre[:2]
+        ground[valid, 2] = 0.0
+        with np.errstate(invalid="ignore"):
+            valid &= np.linalg.norm(ground[:, :2] - origin, axis=1) <= self.max_range_m
+        if keep_all:
+            ground[~valid] = np.nan
+            return ground
+        return ground[valid]
 
     def ground_to_image(self, points_m: np.ndarray) -> np.ndarray:
         """(N, 3) vehicle-frame metres -> (N, 2) distorted pixels; NaN for points behind the camera."""
