@@ -85,9 +85,17 @@ class NodeProcess:
         finally:
             self._log.close()
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 20.0) -> int:
-        """Signal the node and wait for it to exit; kill it (and fail) if it hangs."""
-        if self.alive():
+    def wait_for_log(self, text: str, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Wait until the node's log contains ``text``; fail if it exits or the time runs out first."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            assert self.alive() and time.monotonic() < deadline, f"no {text!r} in the log:\n{self.log()[-3000:]}"
+            time.sleep(0.1)
+
+    def stop(self, sig: int | None = signal.SIGINT, timeout: float = 20.0) -> int:
+        """Signal the node (None: it was signalled already) and wait for it to exit; kill it (and fail)
+        if it hangs."""
+        if sig is not None and self.alive():
             self.proc.send_signal(sig)
         try:
             return self.wait(timeout)

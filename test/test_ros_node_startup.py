@@ -101,10 +101,76 @@ def test_signal_at_any_moment_of_start_up_ends_quietly(random_weights, tmp_path)
         time.sleep(max(0.0, started + delay - time.monotonic()))
         proc.proc.send_signal(sig)
     for (delay, sig), proc in zip(plan, procs, strict=True):
-        code = proc.stop(sig, timeout=60)
+        code = proc.stop(None, timeout=60)  # signalled once: a second SIGTERM would end a teardown at once
         log = proc.log()
         assert code == 0 and "Traceback" not in log and "RCLError" not in log, \
             f"{sig.name} after {delay} s: exit {code}\n{log[-3000:]}"
+
+
+def test_ctrl_c_pressed_twice_ends_quietly(random_weights, tmp_path):
+    """Issue 22.1: a second Ctrl-C 50-150 ms after the first lands in the teardown (closing the node,
+    rclpy shutdown, the interpreter's exit); it is ignored: exit status 0 and nothing on stderr but the
+    node's log lines (before: killed by it, status -2, or 'Exception ignored ... SystemExit' printed)."""
+    gaps = (0.05, 0.1, 0.15)
+    env = ros_env()
+    procs = [NodeProcess(env, tmp_path / f"node_{gap}.log", f"weights:={random_weights}", "device:=cpu",
+                         "backend:=torch", ros_args=("-r", f"__ns:=/twice{i}")) for i, gap in enumerate(gaps)]
+    try:
+        for proc in procs:
+            proc.wait_for_log("start-up: ready")
+        for gap, proc in zip(gaps, procs, strict=True):
+            proc.proc.send_signal(signal.SIGINT)
+            time.sleep(gap)
+            proc.proc.send_signal(signal.SIGINT)
+    finally:
+        results = [(gap, proc.stop(None, timeout=60), proc.log()) for gap, proc in zip(gaps, procs, strict=True)]
+    for gap, code, log in results:
+        assert code == 0 and "Traceback" not in log and "Exception ignored" not in log, \
+            f"second SIGINT {gap} s after the first: exit {code}\n{log[-3000:]}"
+
+
+HANGING_TEARDOWN = """
+import sys, threading
+from rclpy.node import Node
+from lanesad_ros.ros.node import run
+
+class HangingTeardown(Node):
+    def __init__(self):
+        super().__init__("hanging_teardown")
+        print("spinning", flush=True)
+
+    def close(self):
+        print("closing", flush=True)
+        threading.Event().wait()  # a teardown that never ends
+
+sys.exit(run(HangingTeardown, ["hanging_teardown"]))
+"""
+
+
+def test_launch_escalation_ends_a_hanging_teardown(tmp_path):
+    """Issue 22.1: with a teardown that hangs, further SIGINTs are ignored, and launch's escalation
+    (SIGTERM after sigterm_timeout) still ends the process."""
+    log = tmp_path / "hanging.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", HANGING_TEARDOWN], env=ros_env(), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        for signal_after, count in (("spinning", 1), ("closing", 2)):  # Ctrl-C, then twice more in the teardown
+            deadline = time.monotonic() + STARTUP_TIMEOUT
+            while signal_after not in log.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
+            for _ in range(count):
+                proc.send_signal(signal.SIGINT)
+                time.sleep(0.1)
+        time.sleep(1.0)  # an un-ignored SIGINT ends the process within milliseconds
+        assert proc.poll() is None, f"a SIGINT during the teardown ended it: {proc.returncode}\n{log.read_text()}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == -signal.SIGTERM, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])

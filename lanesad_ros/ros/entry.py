@@ -1,11 +1,24 @@
-"""Console-script entry points of the node executables, light on purpose.
+"""Console-script entry points of the node executables, and how their process ends on a signal.
 
-Importing the node modules (rclpy, torch, the backends) takes seconds. These entry points
-install SIGINT/SIGTERM handlers first and import the node module afterwards, so Ctrl-C or a
-launch shutdown at any moment of start-up ends the process quietly with status 0 (after
-rclpy.init, :func:`lanesad_ros.ros.node.run` takes over the same promise). Only a signal
-while the interpreter itself starts (site, the ROS wheels' bootstrap re-exec: 0.1-0.3 s on
-this machine), before any code of this package runs, is reported by Python itself.
+Importing the node modules (rclpy, torch, the backends) takes seconds, so the entry points
+install the SIGINT/SIGTERM handlers first and import the node module afterwards. From then on
+Ctrl-C, ``ros2 launch``'s shutdown or ``kill`` end the process quietly with status 0, in three
+phases (:func:`lanesad_ros.ros.node.run` moves through them; rclpy installs no handlers of its own):
+
+- starting (imports, rclpy.init, building the node, seconds of weight loading): the first
+  SIGINT/SIGTERM raises SystemExit(0), abandoning the load in progress;
+- running (spinning): the first signal only requests the stop; the spin loop ends after the
+  callback in progress (no exception is thrown into rclpy, a callback or a ``__del__``);
+- stopping (from the first signal on, through the node's teardown and the interpreter's exit):
+  SIGINT is ignored -- Ctrl-C pressed twice, or the terminal's Ctrl-C plus launch's own SIGINT,
+  must not kill the node mid-shutdown -- and SIGTERM takes its default action, so launch's
+  escalation (SIGTERM after ``sigterm_timeout``, then SIGKILL) still ends a teardown that hangs.
+
+The stopping dispositions are the operating system's own (SIG_IGN / SIG_DFL), so they hold while
+the main thread is blocked in C code and through interpreter finalization, where CPython resets
+Python-level handlers to the default action (a late second Ctrl-C then killed the process: -2).
+Only a signal while the interpreter itself starts (site, the ROS wheels' bootstrap re-exec:
+0.1-0.3 s on this machine), before any code of this package runs, is reported by Python itself.
 
     python -m lanesad_ros.ros.entry lane_detector [--ros-args ...]
     python -m lanesad_ros.ros.entry lane_detector_lifecycle [--ros-args ...]
@@ -20,23 +33,48 @@ from typing import Any
 EXECUTABLES = {"lane_detector": "lanesad_ros.ros.node", "lane_detector_lifecycle": "lanesad_ros.ros.lifecycle"}
 
 
-def _quiet_exit(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
+class _Phase:
+    running = False  # the node spins: a signal only requests the stop
+    stopping = False  # a stop was requested or the teardown began
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    begin_stopping()
+    if not _Phase.running:
+        raise SystemExit(0)
 
 
 def install_quiet_signal_handlers() -> None:
-    """SIGINT/SIGTERM end the process quietly with status 0 (until rclpy.init installs its own handlers)."""
-    signal.signal(signal.SIGINT, _quiet_exit)
-    signal.signal(signal.SIGTERM, _quiet_exit)
+    """SIGINT/SIGTERM end the process quietly with status 0 (see the module docstring); once the
+    stop has begun this leaves the stopping dispositions in place."""
+    if _Phase.stopping:
+        return
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def mark_running() -> None:
+    """The node spins from here on: a signal requests the stop (:func:`stop_requested`) instead of raising."""
+    _Phase.running = True
+
+
+def stop_requested() -> bool:
+    """True once a SIGINT/SIGTERM arrived (or the teardown began)."""
+    return _Phase.stopping
+
+
+def begin_stopping() -> None:
+    """Enter the stopping phase: SIGINT ignored, SIGTERM's default action (ends the process at once).
+    Called by the first signal and by the node's teardown; main thread only (Python's signal rule)."""
+    _Phase.stopping = True
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _run(executable: str, argv: list[str] | None) -> int:
     install_quiet_signal_handlers()
-    try:
-        # Imported here, after the handlers, on purpose: see the module docstring.
-        module = importlib.import_module(EXECUTABLES[executable])
-    except KeyboardInterrupt:
-        return 0
+    # Imported here, after the handlers, on purpose: see the module docstring.
+    module = importlib.import_module(EXECUTABLES[executable])
     return module.main(argv)
 
 

@@ -37,6 +37,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -52,7 +53,7 @@ from lanesad_ros.ros.convert import (
     stamp_to_ns,
 )
 from lanesad_ros.ros.diagnostics import FrameStats, build_status, stamp_latency_ms, stamp_problem
-from lanesad_ros.ros.entry import install_quiet_signal_handlers
+from lanesad_ros.ros.entry import begin_stopping, install_quiet_signal_handlers, mark_running, stop_requested
 from lanesad_ros.ros.ground import GroundModels
 from lanesad_ros.ros.parameters import PARAMETERS, THRESHOLDS, descriptor, validate_parameter
 from lanesad_ros.ros.worker import InferenceWorker, error_kind
@@ -60,6 +61,7 @@ from lanesad_ros.tracking import LaneTracker
 from lanesad_ros.weights import default_weights_path
 
 NODE_NAME = "lane_detector"
+STOP_POLL_S = 0.1  # the spin loop looks for a requested stop this often when idle
 
 # Outputs: reliable so default (reliable) viewers and recorders match; depth 1 keeps latency bounded.
 OUTPUT_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
@@ -360,13 +362,18 @@ class LaneDetectorNode(LaneDetectorCore, Node):
 
 
 def run(build: Callable[[], Node], argv: list[str] | None, logger_name: str = NODE_NAME) -> int:
-    """Init rclpy, build the node, spin until shutdown; the exit status of the console scripts.
+    """Init rclpy, build the node, spin until a stop is requested; the exit status of the console scripts.
 
-    0 after Ctrl-C / SIGTERM at any moment (also while the node is being built), 2 for an
+    0 after Ctrl-C / SIGTERM at any moment (also while the node is being built, and for a second
+    Ctrl-C during the teardown: see :mod:`lanesad_ros.ros.entry` for the signal phases), 2 for an
     invalid parameter, 1 when the node cannot start (weights, device, backend, camera).
     """
     install_quiet_signal_handlers()
-    rclpy.init(args=argv)
+    if stop_requested():  # a signal's SystemExit was swallowed on the way here (raised inside a __del__)
+        return 0
+    # No rclpy signal handlers: entry's phases own SIGINT/SIGTERM (rclpy's would chain to them and,
+    # uninstalled at shutdown, swap handlers under the teardown).
+    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     logger = rclpy.logging.get_logger(logger_name)
     node = None
     try:
@@ -375,26 +382,33 @@ def run(build: Callable[[], Node], argv: list[str] | None, logger_name: str = NO
         logger.fatal(f"invalid parameter: {exc}")
         return 2
     except (ValueError, OSError) as exc:  # weights, device, backend, camera: the message names the culprit
-        if not rclpy.ok():
+        if stop_requested():
             return 0  # interrupted while starting: the failure is a consequence of the shutdown
         logger.fatal(f"cannot start: {exc}")
         return 1
     except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
         return 0
     except Exception:
-        if not rclpy.ok():  # rclpy's signal handler shut the context down mid-construction
+        if stop_requested() or not rclpy.ok():  # interrupted mid-construction
             return 0
         raise
     else:
+        mark_running()
+        executor = rclpy.get_global_executor()
+        executor.add_node(node)
         try:
-            rclpy.spin(node)
-        except (KeyboardInterrupt, ExternalShutdownException, SystemExit):
+            while not stop_requested():  # a signal sets it; the callback in progress finishes first
+                executor.spin_once(timeout_sec=STOP_POLL_S)
+        except ExternalShutdownException:
             pass
+        finally:
+            executor.remove_node(node)
         return 0
     finally:
+        begin_stopping()
         if node is not None:
             node.close()
-        rclpy.try_shutdown()
+        rclpy.try_shutdown(uninstall_handlers=False)
 
 
 def main(argv: list[str] | None = None) -> int:
