@@ -1,0 +1,488 @@
+#!/usr/bin/env python3
+"""Closed-loop lane keeping: a simulated car, its camera, the lane_detector node and the example planner.
+
+    python benchmarks/closed_loop.py [--duration 60] [--speed 20] [--rate 20] [--min-radius 250]
+                                     [--ground-truth-lanes] [--out demo_output/closed_loop]
+
+A kinematic bicycle (``data/synthetic/vehicle.py``) drives a highway course of curves down to
+``--min-radius`` (``data/synthetic/road.py``). At every camera frame its view is rendered
+through the true camera model (``data/synthetic/drive.py``) and published over DDS to the
+lane_detector node, spawned as its own process with that camera model; the example planner
+(``examples/lane_keeping/lane_keeping_node.py``, its own process) turns the node's ``/lanes``
+into ``/cmd_vel``, and that command steers the car. The simulation runs in lock-step with
+the answers: frame k is stamped with simulated time k / rate, the car waits for the command
+of frame k, and that command starts to act at k / rate + the measured publish -> command
+latency (the previous one acts until then), so a slow node costs the car as it would on the
+road. Latencies are reported against the frame period: the node keeps up in real time when
+they stay under it. ``--ground-truth-lanes`` publishes the exact lanes instead of running
+the detector, which isolates the planner.
+
+Writes to ``--out`` (atomically): ``summary.json`` (duration_s, speed_mps, min_radius_m,
+rms_lateral_error_m, max_lateral_error_m, latencies, ...), ``trajectory.png``,
+``lateral_error.png``, ``trajectory.csv``, and the node logs. Exit status 0 when the car
+stayed within ``--limit`` (0.5 m) of its lane centre, 1 when it did not, 2 on a failure.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "examples" / "lane_keeping"))  # the example planner's pure core
+
+from lane_keeping_controller import CentreEstimator  # noqa: E402
+
+from lanesad_ros.data.synthetic.drive import DriveRenderer, camera_parameters, default_drive_camera  # noqa: E402
+from lanesad_ros.data.synthetic.road import highway_course  # noqa: E402
+from lanesad_ros.data.synthetic.vehicle import KinematicBicycle  # noqa: E402
+from lanesad_ros.fileio import atomic_path, write_text_atomic  # noqa: E402
+from lanesad_ros.lanes import Lane, LaneDetections, LaneSlot  # noqa: E402
+
+PLANNER = REPO / "examples" / "lane_keeping" / "lane_keeping_node.py"
+SIM_EPOCH_NS = 1_000 * 10**9      # simulated time 0 (any positive stamp: zero means "no stamp" to ROS tools)
+WARM_UP_EPOCH_NS = 500 * 10**9    # warm-up frames: stamps the drive never uses
+IMAGE_TOPIC, LANES_TOPIC, CMD_TOPIC = "/closed_loop/image_raw", "/lanes", "/cmd_vel"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--duration", type=float, default=60.0, help="simulated seconds of driving (default 60)")
+    p.add_argument("--speed", type=float, default=20.0, help="m/s (default 20)")
+    p.add_argument("--rate", type=float, default=20.0, help="camera frames per second (default 20)")
+    p.add_argument("--min-radius", type=float, default=250.0, help="sharpest lane-centre radius, m (default 250)")
+    p.add_argument("--start-offset", type=float, default=0.0, help="initial lateral offset from the lane centre, m")
+    p.add_argument("--seed", type=int, default=0, help="road colour, roadside and texture")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--ground-truth-lanes", action="store_true", help="publish the exact lanes instead of running "
+                   "the detector (isolates the planner)")
+    p.add_argument("--weights", help="detector weights (default: the shipped ones)")
+    p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="extra lane_detector parameter (repeatable)")
+    p.add_argument("--limit", type=float, default=0.5, help="lateral error the car must stay within, m")
+    p.add_argument("--startup-timeout", type=float, default=300.0, help="s for the nodes to answer a first frame")
+    p.add_argument("--answer-timeout", type=float, default=30.0, help="s to wait for one frame's command")
+    p.add_argument("--resend", type=float, default=1.0, help="republish an unanswered frame after this many s "
+                   "(images are best effort)")
+    p.add_argument("--domain-id", type=int, help="ROS_DOMAIN_ID (default: the environment's, else a random one)")
+    p.add_argument("--out", default="demo_output/closed_loop")
+    args = p.parse_args(argv)
+    if not (args.duration > 0 and args.speed > 0 and args.rate > 0):
+        p.error("--duration, --speed and --rate must be > 0")
+    return args
+
+
+def _spawn(cmd: list[str], env: dict, log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=REPO)
+    proc.log_file = log  # closed by evaluate.stop_node
+    return proc
+
+
+class SimBridge:
+    """The simulation's side of DDS: publishes camera frames (or ground-truth lanes), collects
+    ``/lanes`` and ``/cmd_vel`` by header stamp and ``/diagnostics``' backend_settled."""
+
+    def __init__(self, ground_truth: bool):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import TwistStamped
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, qos_profile_sensor_data
+        from sensor_msgs.msg import Image
+
+        from lanesad_ros.msg import LaneArray
+
+        self.context = rclpy.Context()
+        rclpy.init(args=[], context=self.context)
+        self.node = rclpy.create_node("closed_loop_sim", context=self.context)
+        self.cond = threading.Condition()
+        self.lanes: dict[int, tuple[float, object]] = {}
+        self.cmds: dict[int, tuple[float, object]] = {}
+        self.settled: bool | None = None
+        reliable = QoSProfile(depth=50)
+        self.node.create_subscription(LaneArray, LANES_TOPIC, self._store(self.lanes), reliable)
+        self.node.create_subscription(TwistStamped, CMD_TOPIC, self._store(self.cmds), reliable)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
+        self.lanes_pub = self.node.create_publisher(LaneArray, LANES_TOPIC, QoSProfile(depth=1)) \
+            if ground_truth else None
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def _store(self, into: dict):
+        def callback(msg) -> None:
+            now = time.perf_counter()
+            key = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            with self.cond:
+                into.setdefault(key, (now, msg))
+                self.cond.notify_all()
+        return callback
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            for kv in status.values:
+                if kv.key == "backend_settled":
+                    with self.cond:
+                        self.settled = kv.value == "true"
+
+    def ready(self, ground_truth: bool) -> bool:
+        cmd_ok = self.node.count_publishers(CMD_TOPIC) > 0 and self.node.count_subscribers(LANES_TOPIC) > 1
+        if ground_truth:
+            return cmd_ok
+        return cmd_ok and self.image_pub.get_subscription_count() > 0
+
+    def publish(self, stamp_ns: int, image: np.ndarray | None, lanes: LaneDetections | None) -> None:
+        from std_msgs.msg import Header
+
+        from lanesad_ros.ros.convert import bgr_to_image_msg, detections_to_lane_array
+
+        header = Header(frame_id="camera")
+        header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        if lanes is not None:
+            self.lanes_pub.publish(detections_to_lane_array(lanes, header, "base_link"))
+        else:
+            self.image_pub.publish(bgr_to_image_msg(image, header))
+
+    def wait(self, stamp_ns: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: stamp_ns in self.cmds, timeout)
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=5)  # the spin thread ends before its context does
+        self._thread.join(timeout=10)
+        rclpy.shutdown(context=self.context)
+
+
+def truth_lanes(frame, renderer: DriveRenderer, x_near: float) -> LaneDetections:
+    """What a perfect detector would report: the ego lane's neighbours' boundaries, exact, as far as the camera sees."""
+    lanes = []
+    cam = renderer.camera
+    for b in frame.boundaries:
+        if b.slot == LaneSlot.UNKNOWN:
+            continue
+        pts = b.points[b.points[:, 0] >= x_near]
+        ground = np.column_stack([pts, np.zeros(len(pts))])
+        px = renderer.projector.ground_to_image(ground)
+        inside = np.all(np.isfinite(px), axis=1) & (px[:, 0] >= 0) & (px[:, 0] < cam.width) & (px[:, 1] < cam.height)
+        if inside.sum() >= 2:
+            lanes.append(Lane(b.slot, 1.0, px[inside], ground[inside]))
+    return LaneDetections(lanes, cam.width, cam.height, model_name="ground_truth")
+
+
+def estimate_errors(msg, estimator: CentreEstimator, frame) -> tuple[float, float, float] | None:
+    """(offset, heading rad, width) error of the centre line the planner builds from ``msg``, at the vehicle."""
+    boundaries = {lane.slot: np.array([(p.x, p.y) for p in lane.ground_points]).reshape(-1, 2)
+                  for lane in msg.lanes if len(lane.ground_points)}
+    centre = estimator.update(boundaries)
+    if centre is None or centre.source != "both":
+        return None
+    c = np.pad(centre.coeffs, (0, 2))
+    ego = frame.ego
+    return (-c[0] - ego.lateral_offset_m, -math.atan(c[1]) - ego.heading_error_rad, centre.width_m - ego.width_m)
+
+
+def _stats(values, scale: float = 1.0) -> dict:
+    v = np.asarray([x for x in values if x is not None], np.float64) * scale
+    if not len(v):
+        return {"n": 0}
+    return {"n": int(len(v)), "median": round(float(np.median(v)), 4), "p95": round(float(np.percentile(v, 95)), 4),
+            "max": round(float(np.max(v)), 4)}
+
+
+def _write_png(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+
+
+def write_plots(out: Path, road, log: dict, lane: int, limit: float, title: str) -> None:
+    # Lazy: matplotlib is an optional dependency (setup.py extra "eval") and slow to import.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s_max = max(log["s"]) + 50.0 if log["s"] else road.length_m
+    s = road.s[road.s <= s_max]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 8), gridspec_kw={"height_ratios": [3, 2]})
+    for j, marking in enumerate(road.markings):
+        xy = road.points(s, road.boundary_offset(j))
+        top.plot(xy[:, 0], xy[:, 1], color="goldenrod" if marking.colour == "yellow" else "0.6", lw=0.8)
+        bottom.axhline(road.boundary_offset(j) - road.lane_centre_offset(lane), color="0.6", lw=0.8,
+                       ls="-" if marking.kind == "solid" else "--")
+    top.plot(log["x"], log["y"], color="tab:red", lw=1.2, label="car (rear axle)")
+    top.set_aspect("equal")
+    top.set_xlabel("x (m)")
+    top.set_ylabel("y (m)")
+    top.set_title(title)
+    top.legend(loc="best", fontsize=8)
+    bottom.plot(log["s"], log["lateral_error"], color="tab:red", lw=1.0, label="car")
+    bottom.axhspan(-limit, limit, color="tab:green", alpha=0.12, label=f"within {limit} m of the lane centre")
+    bottom.set_xlabel("station along the road (m)")
+    bottom.set_ylabel("left of lane centre (m)")
+    bottom.set_title("the drive unrolled: lane boundaries (grey) and the car's offset")
+    bottom.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    _write_png(fig, out / "trajectory.png")
+    plt.close(fig)
+
+    fig, (ax, lat) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    ax.plot(log["t"], log["lateral_error"], color="tab:red", lw=1.0, label="lateral error")
+    ax.axhspan(-limit, limit, color="tab:green", alpha=0.12)
+    ax.set_ylabel("lateral error (m, + left)")
+    ax.grid(alpha=0.3)
+    curv = ax.twinx()
+    curv.plot(log["t"], 1000.0 * np.asarray(log["curvature"]), color="0.5", lw=0.8, label="lane curvature")
+    curv.set_ylabel("curvature (1/km)", color="0.4")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("lateral error over time")
+    latency = [v if v is not None else np.nan for v in log["latency_ms"]]
+    lat.plot(log["t"], latency, ".", ms=2, color="tab:blue", label="frame published -> command received")
+    lat.axhline(1000.0 / log["rate"], color="k", lw=0.8, ls="--", label="frame period")
+    lat.set_xlabel("simulated time (s)")
+    lat.set_ylabel("latency (ms)")
+    lat.grid(alpha=0.3)
+    lat.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    _write_png(fig, out / "lateral_error.png")
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from lanesad_ros.ros.evaluate import spawn_node, stop_node
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    if args.domain_id is not None:
+        os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
+    else:
+        os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 200)))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    dt = 1.0 / args.rate
+    frames = int(round(args.duration * args.rate))
+    road = highway_course(length_m=args.speed * args.duration + 400.0, min_radius_m=args.min_radius)
+    camera, mounting = default_drive_camera(args.width, args.height)
+    renderer = DriveRenderer(road, camera, mounting, seed=args.seed)
+    x_near = float(renderer.projector.image_to_ground(np.array([[args.width / 2.0, args.height - 1.0]]))[0, 0])
+    lane = 1
+    car = KinematicBicycle(road.pose_at(0.0, road.lane_centre_offset(lane) + args.start_offset), args.speed)
+    node_params = {"/**/lane_detector": {"ros__parameters": camera_parameters(camera, mounting)}}
+    params_file = out / "lane_detector_params.yaml"
+    write_text_atomic(params_file, yaml.safe_dump(node_params, sort_keys=False))
+    procs = []
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    log = {k: [] for k in ("t", "x", "y", "s", "lateral_error", "heading_error", "curvature", "steer",
+                           "latency_ms", "detector_ms", "inference_ms", "offset_est_err", "heading_est_err",
+                           "width_est_err")}
+    log["rate"] = args.rate
+    missed = resent = 0
+    bridge = None
+    try:
+        if not args.ground_truth_lanes:
+            procs.append(spawn_node(IMAGE_TOPIC, False, args.weights, args.node_param, out / "lane_detector.log",
+                                    params_file=str(params_file)))
+        procs.append(_spawn([sys.executable, str(PLANNER), "--ros-args", "-p", f"speed:={args.speed}",
+                             "-p", f"wheelbase:={car.wheelbase_m}"], env, out / "lane_keeper.log"))
+        bridge = SimBridge(args.ground_truth_lanes)
+        estimator = CentreEstimator()
+
+        def alive() -> None:
+            for proc in procs:
+                if proc.poll() is not None:
+                    tail = Path(proc.log_file.name).read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"{proc.args[2] if len(proc.args) > 2 else proc.args} exited "
+                                       f"({proc.returncode}):\n{tail}")
+
+        def frame_payload(frame):
+            if args.ground_truth_lanes:
+                return None, truth_lanes(frame, renderer, x_near)
+            return frame.image, None
+
+        # Start-up: nodes matched, then frames of the start pose until a command comes back on a
+        # settled backend (the detector's first start-up on a machine measures its backends first).
+        deadline = time.monotonic() + args.startup_timeout
+        while not bridge.ready(args.ground_truth_lanes):
+            alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nodes not connected within {args.startup_timeout} s")
+            time.sleep(0.1)
+        image, lanes = frame_payload(renderer.render(car.pose))
+        warm = 0
+        answered_settled = None
+        while True:
+            alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no settled answer to warm-up frames within {args.startup_timeout} s")
+            stamp = WARM_UP_EPOCH_NS + warm
+            bridge.publish(stamp, image, lanes)
+            warm += 1
+            if bridge.wait(stamp, 0.5):
+                settled = args.ground_truth_lanes or bridge.settled is not False
+                if settled and answered_settled is not None:
+                    break
+                if settled:
+                    answered_settled = stamp
+        print(f"closed loop: nodes answer after {time.perf_counter() - started:.1f} s ({warm} warm-up frames); "
+              f"driving {args.duration:.0f} s at {args.speed:.1f} m/s, {args.rate:.0f} fps", flush=True)
+
+        steer = 0.0
+        pending: list[tuple[float, float]] = []  # (simulated time it acts from, steering angle)
+        s_hint = 0.0
+        for k in range(frames):
+            t = k * dt
+            frame = renderer.render(car.pose, s_hint)
+            s_hint = frame.ego.s_m
+            s_now, d_now = road.project(car.pose.x, car.pose.y, s_hint)
+            log["t"].append(t)
+            log["x"].append(car.pose.x)
+            log["y"].append(car.pose.y)
+            log["s"].append(s_now)
+            log["lateral_error"].append(d_now - road.lane_centre_offset(lane))
+            log["heading_error"].append(frame.ego.heading_error_rad)
+            log["curvature"].append(float(road.curvature_at(s_now, road.lane_centre_offset(lane))))
+            stamp = SIM_EPOCH_NS + int(round(t * 1e9))
+            image, lanes = frame_payload(frame)
+            sent_at = time.perf_counter()
+            bridge.publish(stamp, image, lanes)
+            answered = False
+            while time.perf_counter() - sent_at < args.answer_timeout:
+                if bridge.wait(stamp, args.resend):
+                    answered = True
+                    break
+                alive()
+                bridge.publish(stamp, image, lanes)
+                resent += 1
+            latency = detector = inference = errors = None
+            if answered:
+                received, cmd = bridge.cmds[stamp]
+                latency = received - sent_at
+                if cmd.twist.linear.x > 0:
+                    car.speed_mps = cmd.twist.linear.x
+                    steer = math.atan(car.wheelbase_m * cmd.twist.angular.z / cmd.twist.linear.x)
+                pending.append((t + latency, steer))
+                if stamp in bridge.lanes:
+                    lanes_at, lanes_msg = bridge.lanes[stamp]
+                    detector = (lanes_at - sent_at) * 1000.0
+                    inference = float(lanes_msg.inference_latency_ms)
+                    errors = estimate_errors(lanes_msg, estimator, frame)
+            else:
+                missed += 1
+            log["latency_ms"].append(latency * 1000.0 if latency is not None else None)
+            log["detector_ms"].append(detector if not args.ground_truth_lanes else None)
+            log["inference_ms"].append(inference if not args.ground_truth_lanes else None)
+            for key, value in zip(("offset_est_err", "heading_est_err", "width_est_err"),
+                                  errors if errors else (None, None, None), strict=True):
+                log[key].append(value)
+            # Drive to the next frame: each command acts from the moment it arrived.
+            t_now, t_end = t, t + dt
+            active = log["steer"][-1] if log["steer"] else 0.0
+            for t_apply, value in sorted(pending):
+                if t_apply >= t_end:
+                    break
+                car.step(active, max(t_apply - t_now, 0.0))
+                t_now, active = max(t_apply, t_now), value
+            pending = [p for p in pending if p[0] >= t_end]
+            car.step(active, t_end - t_now)
+            log["steer"].append(active)
+            if k % max(int(args.rate * 5), 1) == 0:
+                print(f"  t={t:5.1f} s  station {s_now:7.1f} m  lateral error {log['lateral_error'][-1]:+.3f} m  "
+                      f"latency {log['latency_ms'][-1] or float('nan'):.0f} ms", flush=True)
+    finally:
+        if bridge is not None:
+            bridge.close()
+        codes = [stop_node(proc) for proc in procs]
+    load_after = os.getloadavg()
+    err = np.asarray(log["lateral_error"])
+    latency = [v for v in log["latency_ms"] if v is not None]
+    period_ms = 1000.0 * dt
+    title = (f"closed loop, {'ground-truth lanes' if args.ground_truth_lanes else 'lane_detector'}: "
+             f"{args.duration:.0f} s at {args.speed:.0f} m/s, curves down to R {args.min_radius:.0f} m")
+    summary = {
+        "mode": "ground_truth_lanes" if args.ground_truth_lanes else "detector",
+        "duration_s": round(frames * dt, 3),
+        "speed_mps": args.speed,
+        "min_radius_m": round(road.min_radius_m, 1),
+        "rms_lateral_error_m": round(float(np.sqrt(np.mean(err**2))), 4),
+        "max_lateral_error_m": round(float(np.max(np.abs(err))), 4),
+        "limit_m": args.limit,
+        "within_limit": bool(np.max(np.abs(err)) <= args.limit),
+        "rms_heading_error_deg": round(float(np.degrees(np.sqrt(np.mean(np.square(log["heading_error"]))))), 3),
+        "frame_rate_hz": args.rate,
+        "frame_period_ms": round(period_ms, 2),
+        "frames": frames,
+        "frames_answered": frames - missed,
+        "frames_missed": missed,
+        "frames_resent": resent,
+        "end_to_end_latency_ms": _stats(latency),
+        "frames_over_period": int(sum(v > period_ms for v in latency)),
+        "real_time": bool(latency) and float(np.percentile(latency, 95)) <= period_ms,
+        "detector_latency_ms": _stats(log["detector_ms"]),
+        "inference_latency_ms": _stats(log["inference_ms"]),
+        "centre_estimate_error": {  # the planner's centre line from /lanes, at the rear axle, vs the truth
+            "offset_m": _stats(np.abs([v for v in log["offset_est_err"] if v is not None])),
+            "heading_deg": _stats(np.abs([v for v in log["heading_est_err"] if v is not None]), 180.0 / math.pi),
+            "width_m": _stats(np.abs([v for v in log["width_est_err"] if v is not None])),
+        },
+        "road": {"lanes": road.lanes, "lane_width_m": road.lane_width_m, "length_m": round(road.length_m, 1),
+                 "ego_lane": lane, "start_offset_m": args.start_offset},
+        "camera": camera_parameters(camera, mounting),
+        "wheelbase_m": car.wheelbase_m,
+        "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in load_after]},
+        "cpu_count": os.cpu_count(),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "node_exit_codes": codes,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    rows = ["t_s,x_m,y_m,station_m,lateral_error_m,heading_error_rad,steer_rad,latency_ms"]
+    for i in range(len(log["t"])):
+        lat_ms = log["latency_ms"][i]
+        rows.append(f"{log['t'][i]:.3f},{log['x'][i]:.4f},{log['y'][i]:.4f},{log['s'][i]:.3f},"
+                    f"{log['lateral_error'][i]:.4f},{log['heading_error'][i]:.5f},{log['steer'][i]:.5f},"
+                    f"{'' if lat_ms is None else f'{lat_ms:.1f}'}")
+    write_text_atomic(out / "trajectory.csv", "\n".join(rows) + "\n")
+    write_plots(out, road, log, lane, args.limit, title)
+    return summary
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except (RuntimeError, ImportError) as exc:
+        print(f"closed loop failed: {exc}", file=sys.stderr)
+        return 2
+    keys = ("mode", "duration_s", "speed_mps", "min_radius_m", "rms_lateral_error_m", "max_lateral_error_m",
+            "frames_answered", "frames_missed", "end_to_end_latency_ms", "frame_period_ms", "real_time")
+    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    print(f"written to {args.out}: summary.json, trajectory.png, lateral_error.png, trajectory.csv")
+    return 0 if summary["within_limit"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
