@@ -358,6 +358,42 @@ def test_tracking_follows_a_change_of_image_size(node, client, random_weights):
         assert all(result.successful for result in client.set_parameters(tracking=False, exist_threshold=0.05))
 
 
+def test_tracking_ages_by_header_time(node, client):
+    """Issue 21.1: the tracker runs on the image header stamps. A frame without lanes 1/30 s after
+    one with lanes still reports the held lanes; 5 s after it (a paused stream) or 1 s before it
+    (a looped bag) it reports none, however quickly the frames arrive."""
+    bgr = synthetic_frames(1, 640, 360)[0]
+    start_s = client.node.get_clock().now().nanoseconds // 10**9 - 30  # in the past: a usable stamp
+
+    def lanes_after_lanes(gap_s: float, name: str) -> list:
+        assert all(result.successful for result in client.set_parameters(tracking=False, exist_threshold=0.05))
+        assert all(result.successful for result in client.set_parameters(tracking=True))  # a fresh tracker
+        for stamp_s, suffix in ((start_s, "lanes"), (start_s + gap_s, "none")):
+            msg = image_message(bgr, frame_id=f"{name}_{suffix}")
+            msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp_s), int(round(stamp_s % 1 * 1e9))
+            answer = client.request_as_is(msg)
+            if suffix == "lanes":
+                assert answer.lanes, "low thresholds: the untrained network reports lanes"
+                assert client.set_parameters(exist_threshold=0.999)[0].successful  # no lane detected from now
+        return answer.lanes
+
+    try:
+        assert lanes_after_lanes(1 / 30, "stream"), "within the stream a missing lane is held"
+        for gap_s, name in ((5.0, "pause"), (-1.0, "loop")):
+            assert lanes_after_lanes(gap_s, name) == [], name
+    finally:
+        assert all(result.successful for result in client.set_parameters(tracking=False, exist_threshold=0.05))
+
+
+def test_start_up_parameters_say_how_to_change_them(node, client, random_weights):
+    """Issue 21.8: weights (like every start-up parameter) is refused at runtime with how to change it."""
+    for name, value in (("weights", str(random_weights)), ("camera_info_topic", "/camera/camera_info")):
+        (result,) = client.set_parameters(**{name: value})
+        assert not result.successful
+        assert result.reason == (f"{name} is read-only while the node is configured: it is read at start-up; "
+                                 "restart the node with the new value (-p name:=value or the params file)")
+
+
 def test_missing_or_nonsense_stamps_give_no_latency_figure(node, client):
     started = time.monotonic()
     bgr = synthetic_frames(1, 640, 360)[0]

@@ -5,7 +5,9 @@ was requested but is missing) reports: input/output rate (Hz, last second),
 frames_received / _processed, frames_dropped (replaced in the node's one-slot mailbox),
 frames_missed (gaps in the publishers' sequence numbers: replaced in the depth-1 DDS queue
 or lost in transport), errors and errors.<kind> (unsupported_encoding, zero_size,
-bad_layout, corrupt_image, too_large, detector, internal, camera_info, debug_image), median
+bad_layout, corrupt_image, too_large, detector, internal, camera_info, debug_image, and
+camera_size: a frame whose size the camera model does not describe, published without
+ground points), median
 and max over the last second of inference_latency_ms, e2e_receive_to_publish_ms (callback
 -> /lanes published) and e2e_stamp_to_publish_ms (image header stamp -> /lanes published;
 "nan" in a second without frames).

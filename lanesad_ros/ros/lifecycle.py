@@ -13,6 +13,10 @@ through the standard services ``<node>/change_state``, ``<node>/get_state``, ...
   Detector stays loaded, so a later ``activate`` is immediate.
 - ``cleanup``: releases the Detector (weights, backend sessions); ``shutdown`` from any state.
 
+Start-up parameters (``weights``, ``device``, ``backend``, the topics, the camera model) can
+be set while unconfigured and take effect at the next configure / activate; while configured
+a change is refused with a reason that says so (cleanup, set, configure).
+
 The plain ``lane_detector`` stays the default executable (configured and active at start-up).
 """
 from __future__ import annotations
@@ -27,6 +31,9 @@ from lanesad_ros.ros.node import NODE_NAME, LaneDetectorCore, run
 
 class LaneDetectorLifecycleNode(LaneDetectorCore, LifecycleNode):
     """Managed lane detector; see the module docstring for what each transition does."""
+
+    STARTUP_CHANGE = ("deactivate and clean up the node (ros2 lifecycle set <node> cleanup), set it, then "
+                      "configure: the new value is read then")
 
     def __init__(self, **node_kwargs: Any) -> None:
         LifecycleNode.__init__(self, NODE_NAME, **node_kwargs)

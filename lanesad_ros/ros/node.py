@@ -41,6 +41,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
+from lanesad_ros.camera import ImageSizeMismatch
 from lanesad_ros.detector import Detector, DetectorError
 from lanesad_ros.msg import LaneArray
 from lanesad_ros.overlay import draw_lanes
@@ -55,7 +56,7 @@ from lanesad_ros.ros.convert import (
 from lanesad_ros.ros.diagnostics import FrameStats, build_status, stamp_latency_ms, stamp_problem
 from lanesad_ros.ros.entry import begin_stopping, install_quiet_signal_handlers, mark_running, stop_requested
 from lanesad_ros.ros.ground import GroundModels
-from lanesad_ros.ros.parameters import PARAMETERS, THRESHOLDS, descriptor, validate_parameter
+from lanesad_ros.ros.parameters import PARAMETERS, SPECS, THRESHOLDS, descriptor, validate_parameter
 from lanesad_ros.ros.worker import InferenceWorker, error_kind
 from lanesad_ros.tracking import LaneTracker
 from lanesad_ros.weights import default_weights_path
@@ -94,8 +95,11 @@ class LaneDetectorCore:
     """
 
     detector: Detector | None
+    # How to change a start-up parameter (weights, device, camera, ...) of this kind of node.
+    STARTUP_CHANGE = "restart the node with the new value (-p name:=value or the params file)"
 
     def _declare(self) -> None:
+        self.detector = None  # configured (not None): start-up parameters are refused
         self.add_on_set_parameters_callback(self._on_set_parameters)
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
@@ -104,7 +108,6 @@ class LaneDetectorCore:
         self.stats = FrameStats()
         self.requested_device = self.params["device"]
         self.device_note = ""
-        self.detector = None
         self.ground: GroundModels | None = None
         self.worker: InferenceWorker | None = None
         self.input_topic = ""
@@ -119,6 +122,7 @@ class LaneDetectorCore:
     def _configure(self) -> None:
         """Camera model and Detector (weights + backend) from the parameters; raises ValueError/OSError."""
         self.ground = GroundModels(self.params)
+        self.requested_device = self.params["device"]
         log = self.get_logger()
         log.info(f"start-up: process start to node {process_age_ms():.0f} ms (interpreter, imports); "
                  f"loading the detector (backend {self.params['backend']}, device {self.params['device']})")
@@ -127,7 +131,10 @@ class LaneDetectorCore:
         phases = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.detector.startup_phases_ms.items())
         log.info(f"start-up: detector {(time.perf_counter() - start) * 1e3:.0f} ms ({phases}); "
                  f"backend {self.detector.backend_name}: {self.detector.backend_reason}")
-        self.detector.tracker = LaneTracker() if self.params["tracking"] else None
+        self.detector.tracker = self._tracker()
+
+    def _tracker(self) -> LaneTracker | None:
+        return LaneTracker(max_gap_s=self.params["tracking_max_gap"]) if self.params["tracking"] else None
 
     def _load_detector(self) -> Detector:
         """Detector from the weights parameter; a CUDA request without CUDA falls back to CPU."""
@@ -212,14 +219,20 @@ class LaneDetectorCore:
     # ----- parameters -----------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
+            spec = SPECS.get(param.name)
+            if spec is not None and spec.read_only and self.detector is not None:
+                return SetParametersResult(successful=False, reason=(
+                    f"{param.name} is read-only while the node is configured: it is read at start-up; "
+                    f"{self.STARTUP_CHANGE}"))
             reason = validate_parameter(param.name, param.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, params) -> None:
-        """Runtime changes (only non-read-only parameters get here after start-up), applied by the
-        worker between frames, or at once when no worker runs (lifecycle node not active)."""
+        """Runtime changes, applied by the worker between frames, or at once when no worker runs
+        (lifecycle node not active). Start-up parameters get here only while the lifecycle node
+        is unconfigured; its next configure reads them."""
         changed = {param.name: param.value for param in params}
         self.params.update(changed)
         changes: list[Callable[[Detector], None]] = []
@@ -229,11 +242,11 @@ class LaneDetectorCore:
                 detector.set_postprocess(**{name: value if value >= 0.0 else getattr(detector.default_config, name)
                                             for name, value in thresholds.items()})
             changes.append(set_thresholds)
-        if "tracking" in changed:
-            enabled = changed["tracking"]
+        if "tracking" in changed or "tracking_max_gap" in changed:
+            tracker = self._tracker()
 
             def set_tracking(detector: Detector) -> None:
-                detector.tracker = LaneTracker() if enabled else None
+                detector.tracker = tracker
             changes.append(set_tracking)
         for change in changes:
             if self.worker is not None:
@@ -266,15 +279,23 @@ class LaneDetectorCore:
             self._warn_throttled("camera_info", f"ignoring CameraInfo on {self.params['camera_info_topic']}: {exc}")
             return
         if changed:
+            images = self.ground.calibration.images
             self.get_logger().info(f"camera model from {self.params['camera_info_topic']}: {msg.width}x{msg.height}, "
-                                   f"fx={msg.k[0]:.1f}; ground points in {self.params['ground_frame_id']}")
+                                   f"fx={msg.k[0]:.1f}; images {images.width}x{images.height} (roi, binning "
+                                   f"applied); ground points in {self.params['ground_frame_id']}")
 
     def _process(self, detector: Detector, item: tuple[Any, float]) -> None:
         """One frame on the worker thread: convert, detect, publish."""
         msg, received = item
         bgr = image_msg_to_bgr(msg, max_pixels=self.params["max_image_pixels"])
-        detector.camera = self.ground.projector(bgr.shape[1], bgr.shape[0])
-        det = detector.detect(bgr)
+        try:
+            detector.camera = self.ground.projector(bgr.shape[1], bgr.shape[0])
+        except ImageSizeMismatch as exc:  # image lanes still go out, without ground points
+            detector.camera = None
+            self.stats.on_error("camera_size")
+            self._warn_throttled("camera_size", f"no ground points: {exc}")
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        det = detector.detect(bgr, stamp_s=stamp_ns / 1e9)  # the tracker ages by header time
         frame = self.params["ground_frame_id"]
         self._pubs["lanes"].publish(detections_to_lane_array(det, msg.header, frame))
         published = time.monotonic()
@@ -283,7 +304,7 @@ class LaneDetectorCore:
             self.get_logger().info(f"start-up: first LaneArray {process_age_ms():.0f} ms after process start "
                                    f"(frame waited {(published - received) * 1e3:.0f} ms in the node, "
                                    f"detect {det.latency_ms:.0f} ms)")
-        stamp_ns, now_ns = stamp_to_ns(msg.header.stamp), self.get_clock().now().nanoseconds
+        now_ns = self.get_clock().now().nanoseconds
         self.stats.on_published(det.latency_ms, (published - received) * 1e3, stamp_latency_ms(stamp_ns, now_ns),
                                 stamp_problem(stamp_ns, now_ns))
         if self.params["publish_debug_image"] or self._pubs["lanes/debug_image"].get_subscription_count() > 0:

@@ -11,7 +11,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One node parameter: default (its type is the parameter's type), meaning, limits."""
+    """One node parameter: default (its type is the parameter's type), meaning, limits.
+
+    ``read_only``: read at start-up (the lifecycle node's configure and activate). The node, not
+    the descriptor, refuses a change while it is configured, with a reason that says how to
+    apply one (restart; or cleanup, set, configure), so the descriptor leaves it writable.
+    """
 
     name: str
     default: Any
@@ -49,6 +54,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_points", True, "Publish lanes/points (PointCloud2 of ground-plane lane points).",
               read_only=False),
     ParamSpec("tracking", False, "Track lanes across frames (slot-consistent temporal smoothing).", read_only=False),
+    ParamSpec("tracking_max_gap", 1.0, "Seconds of image header time after which a lane the tracker has not seen "
+              "again is dropped, not blended into the next detection nor held; header stamps going back (a looped "
+              "bag, a simulator reset) restart every track.", read_only=False, range=(0.01, 3600.0)),
     ParamSpec("camera_info_topic", "", "sensor_msgs/CameraInfo topic for the intrinsics; empty = use fx, fy, cx, cy, "
               "dist below."),
     ParamSpec("fx", 0.0, "Focal length x in pixels; 0 = no camera model from parameters (no ground points)."),
@@ -56,8 +64,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("cx", 0.0, "Principal point x in pixels."),
     ParamSpec("cy", 0.0, "Principal point y in pixels."),
     ParamSpec("dist", [0.0, 0.0, 0.0, 0.0, 0.0], "Distortion coefficients (OpenCV / plumb_bob order k1 k2 p1 p2 k3)."),
-    ParamSpec("image_width", 0, "Image width the intrinsics were calibrated at; frames of another size get "
-              "scaled intrinsics. 0 = the size of the incoming frames.", range=(0, 100_000)),
+    ParamSpec("image_width", 0, "Image width the intrinsics were calibrated at; resized frames get scaled "
+              "intrinsics, frames of another aspect ratio no ground points (counted as errors.camera_size). 0 (with "
+              "image_height 0) = the intrinsics hold for frames of any size.", range=(0, 100_000)),
     ParamSpec("image_height", 0, "Image height the intrinsics were calibrated at (see image_width).",
               range=(0, 100_000)),
     ParamSpec("camera_height", 1.5, "Height of the camera above the road in metres.", range=(0.01, 100.0)),
@@ -66,8 +75,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("pitch", 0.0, "Camera pitch in radians, positive = looking down.", range=(-1.57, 1.57)),
     ParamSpec("roll", 0.0, "Camera roll in radians, positive = right side down.", range=(-1.57, 1.57)),
     ParamSpec("yaw", 0.0, "Camera yaw in radians, positive = looking left.", range=(-1.57, 1.57)),
-    ParamSpec("homography", [0.0] * 9, "Undistorted pixel -> ground (x, y) homography, 9 values row-major; all zeros = "
-              "use the mounting (camera_height, pitch, roll, yaw) instead."),
+    ParamSpec("homography", [0.0] * 9, "Undistorted pixel (of the calibrated full image) -> ground (x, y) "
+              "homography, 9 values row-major; all zeros = use the mounting (camera_height, pitch, roll, yaw) "
+              "instead."),
     ParamSpec("ground_frame_id", "base_link", "Vehicle frame of the ground-plane lane points (REP 103)."),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
@@ -76,9 +86,11 @@ _DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
 
 
 def descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(name=spec.name, description=spec.description, read_only=spec.read_only)
-    if spec.choices:
-        descriptor.additional_constraints = "one of: " + ", ".join(spec.choices)
+    descriptor = ParameterDescriptor(name=spec.name, description=spec.description, read_only=False)
+    constraints = ["one of: " + ", ".join(spec.choices)] if spec.choices else []
+    if spec.read_only:
+        constraints.append("read at start-up (lifecycle node: at configure); refused while configured")
+    descriptor.additional_constraints = "; ".join(constraints)
     if spec.range is not None:
         low, high = spec.range
         if isinstance(spec.default, int) and not isinstance(spec.default, bool):
