@@ -3,7 +3,9 @@
 Exact resume: model, optimiser, scheduler, AMP scaler and the python/numpy/torch RNG states are
 checkpointed; the data order is a pure function of (seed, iteration) (see ``training.data``).
 Multi-GPU / multi-node: under ``torchrun`` each rank trains on its own slots of every iteration,
-so the global batch is ``WORLD_SIZE * train.batch_size``.
+so the global batch is ``WORLD_SIZE * train.batch_size``. Each rank draws its own dropout masks
+(torch seeded with seed + rank), so a checkpoint holds every rank's RNG state (``rng_ranks``,
+gathered from all ranks; rank 0 writes), and a resume needs the same number of ranks.
 """
 from __future__ import annotations
 
@@ -155,6 +157,7 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._writer = None
         self._sad_logged = False
+        self._best_unsaved = False  # evaluate() found a new best; save() writes best.pt
         self._train_data: MixedDataset | None = None
         self._val_sets: list[tuple[dict, Sequence]] | None = None
         if resume is not None:
@@ -216,8 +219,9 @@ class Trainer:
             self._writer = SummaryWriter(str(self.output_dir / "tensorboard"))
         return self._writer
 
-    def log(self, text: str) -> None:
-        if not self.is_main:
+    def log(self, text: str, every_rank: bool = False) -> None:
+        """A time-stamped line on stdout from rank 0 (from every rank with ``every_rank``)."""
+        if not (self.is_main or every_rank):
             return
         stamp = _dt.datetime.now().strftime("%H:%M:%S")
         tqdm.write(f"[{stamp}] {text}", file=sys.stdout)
@@ -290,6 +294,11 @@ class Trainer:
             if self.iteration % t["checkpoint_interval"] == 0 or self.iteration == end or evaluate_now:
                 self.save()
         bar.close()
+        if self.distributed:  # every rank says what it did: a rank that never stepped shows
+            losses = [r["loss"] for r in self.history]
+            done = (f"{len(losses)} steps, iterations {self.history[0]['iteration']}..{self.iteration - 1}, "
+                    f"last loss {losses[-1]:.4f}") if losses else f"0 steps (already at iteration {self.iteration})"
+            self.log(f"rank {self.rank} of {self.world_size}: {done}", every_rank=True)
         if self.iteration >= t["iterations"] and self.cfg["export"]["path"] and self.is_main:
             which = self.cfg["export"]["which"]
             use_best = which == "best" and (self.output_dir / "best.pt").exists()
@@ -318,7 +327,10 @@ class Trainer:
 
     # -- evaluation
     def evaluate(self) -> dict[str, Any]:
-        """Score the val frames through the Detector with the same metric code as lanesad-eval."""
+        """Score the val frames through the Detector with the same metric code as lanesad-eval.
+
+        Rank 0 evaluates while the others wait; a new best is written as best.pt by the next
+        ``save()`` (which every rank calls)."""
         if not self.is_main:
             if self.distributed:
                 dist.barrier()
@@ -336,13 +348,24 @@ class Trainer:
         if value is not None and (self.best["value"] is None or value > self.best["value"]):
             self.best = {"key": key, "value": value, "iteration": self.iteration, "metrics": metrics}
             self.log(f"new best {key} {value:.4f} at iteration {self.iteration}")
-            self._save_to(self.output_dir / "best.pt")
+            self._best_unsaved = True
         if self.distributed:
             dist.barrier()
         return metrics
 
     # -- checkpoints
-    def state(self) -> dict[str, Any]:
+    def rank_rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's RNG state (``rng_state()``) in rank order; under torchrun a collective:
+        every rank must call it."""
+        own = rng_state()
+        if not self.distributed:
+            return [own]
+        states: list[Any] = [None] * self.world_size
+        dist.all_gather_object(states, own)
+        return states
+
+    def state(self, rank_rng: list[dict[str, Any]]) -> dict[str, Any]:
+        """The checkpoint dict; ``rank_rng`` is ``rank_rng_states()``."""
         return {
             "format": CHECKPOINT_FORMAT,
             "iteration": self.iteration,
@@ -350,7 +373,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rank_rng[0],
+            **({"rng_ranks": rank_rng} if self.distributed else {}),  # under torchrun: every rank's, in rank order
             # The data order is a pure function of (seed, iteration): this is all of its state.
             "data_order": {"seed": self.cfg["train"]["seed"], "next_iteration": self.iteration,
                            "batch_size": self.cfg["train"]["batch_size"], "world_size": self.world_size},
@@ -360,16 +384,20 @@ class Trainer:
             "saved_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
 
-    def _save_to(self, path: Path) -> None:
-        atomic_torch_save(self.state(), path)
-
     def save(self) -> None:
-        """Write last.pt (and ckpt_<iteration>.pt when train.keep_checkpoints)."""
+        """Write best.pt after a new best, last.pt, and ckpt_<iteration>.pt when train.keep_checkpoints.
+
+        Every rank calls it (the RNG states are gathered from all); rank 0 alone writes."""
+        rank_rng = self.rank_rng_states()
         if not self.is_main:
             return
-        self._save_to(self.output_dir / "last.pt")
+        names = (["best.pt"] if self._best_unsaved else []) + ["last.pt"]
         if self.cfg["train"]["keep_checkpoints"]:
-            self._save_to(self.output_dir / f"ckpt_{self.iteration:07d}.pt")
+            names.append(f"ckpt_{self.iteration:07d}.pt")
+        state = self.state(rank_rng)
+        for name in names:
+            atomic_torch_save(state, self.output_dir / name)
+        self._best_unsaved = False
 
     def load(self, path: str | Path) -> None:
         """Restore everything a checkpoint holds, so the next step equals an uninterrupted run's."""
@@ -379,6 +407,13 @@ class Trainer:
             raise ConfigError(f"cannot resume from {path}: the config differs from the checkpoint's in "
                               f"{'; '.join(conflicts)} (a resume may change only {', '.join(RESUMABLE_KEYS)}; "
                               f"for other changes start a new run with model.init_weights)")
+        saved_ranks = int(ckpt["data_order"]["world_size"])
+        if saved_ranks != self.world_size:
+            batch = self.cfg["train"]["batch_size"]
+            raise ConfigError(f"cannot resume from {path}: it was saved by {saved_ranks} ranks, this run has "
+                              f"{self.world_size}; the global batch (ranks x train.batch_size = {saved_ranks} x "
+                              f"{batch} -> {self.world_size} x {batch}) and the data order would change "
+                              f"(resume with {saved_ranks} ranks in all, or start a new run with model.init_weights)")
         t, o = self.cfg["train"], self.cfg["optim"]
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -394,7 +429,10 @@ class Trainer:
             if "momentum" in group:
                 group["momentum"] = o["momentum"]
         self.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
+        if self.distributed and "rng_ranks" not in ckpt:  # written before checkpoints held every rank's
+            self.log(f"{path} holds rank 0's RNG state only: every rank continues from it (dropout masks "
+                     "of ranks > 0 differ from the interrupted run's)")
+        set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]] * self.world_size)[self.rank])
         self.iteration = int(ckpt["iteration"])
         self.best = ckpt["best"]
         self.last_metrics = ckpt["metrics"]
