@@ -1,6 +1,7 @@
 """lane_detector_lifecycle: the managed node driven through the standard lifecycle services."""
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 
@@ -50,10 +51,45 @@ def state(client, get) -> int:
     return call(client, get, GetState.Request()).current_state.id
 
 
+def test_new_weights_between_cleanup_and_configure(managed, random_weights, tmp_path):
+    """Issue 21.8: while configured a weights change is refused with what to do; after cleanup it is
+    taken, and the next configure loads the new file."""
+    node, client, change, get = managed
+    second = tmp_path / "enet_sad_second.safetensors"
+    shutil.copyfile(random_weights, second)
+    shutil.copyfile(random_weights.with_suffix(".json"), second.with_suffix(".json"))
+    frame = synthetic_frames(1, 640, 360)[0]
+    assert state(client, get) == State.PRIMARY_STATE_UNCONFIGURED
+    try:
+        assert transition(client, change, Transition.TRANSITION_CONFIGURE)
+        for configured in (State.PRIMARY_STATE_INACTIVE, State.PRIMARY_STATE_ACTIVE):
+            (refused,) = client.set_parameters(f"{NS}/lane_detector", weights=str(second))
+            assert not refused.successful and refused.reason == (
+                "weights is read-only while the node is configured: it is read at start-up; deactivate and clean "
+                "up the node (ros2 lifecycle set <node> cleanup), set it, then configure: the new value is read then")
+            if configured == State.PRIMARY_STATE_INACTIVE:
+                assert transition(client, change, Transition.TRANSITION_ACTIVATE)
+        assert transition(client, change, Transition.TRANSITION_DEACTIVATE)
+        assert transition(client, change, Transition.TRANSITION_CLEANUP)
+        (taken,) = client.set_parameters(f"{NS}/lane_detector", weights=str(second))
+        assert taken.successful, taken.reason
+        assert transition(client, change, Transition.TRANSITION_CONFIGURE)
+        assert transition(client, change, Transition.TRANSITION_ACTIVATE)
+        client.wait_ready(node)
+        assert client.request(image_message(frame)).weights_name == second.name
+    finally:
+        for step in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
+            if state(client, get) != State.PRIMARY_STATE_UNCONFIGURED:
+                transition(client, change, step)
+        client.set_parameters(f"{NS}/lane_detector", weights=str(random_weights))
+    assert state(client, get) == State.PRIMARY_STATE_UNCONFIGURED
+
+
 def test_transitions_load_run_pause_and_release(managed):
     node, client, change, get = managed
     frame = synthetic_frames(1, 640, 360)[0]
     assert state(client, get) == State.PRIMARY_STATE_UNCONFIGURED
+    configured_before = node.log().count("configured: enet_sad")
     assert client.node.count_publishers(f"{NS}/lanes") == 0 and client.publisher.get_subscription_count() == 0
 
     assert transition(client, change, Transition.TRANSITION_CONFIGURE)  # loads weights + backend
@@ -72,7 +108,7 @@ def test_transitions_load_run_pause_and_release(managed):
         while client.publisher.get_subscription_count() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert client.publisher.get_subscription_count() == 0, "deactivated: the image is not subscribed"
-    assert node.log().count("configured: enet_sad") == 1, "deactivate kept the model loaded"
+    assert node.log().count("configured: enet_sad") == configured_before + 1, "deactivate kept the model loaded"
 
     assert transition(client, change, Transition.TRANSITION_CLEANUP)
     assert state(client, get) == State.PRIMARY_STATE_UNCONFIGURED
