@@ -28,7 +28,7 @@ from lanesad_ros.backends import cache
 from lanesad_ros.backends.cache import BackendUnavailable, ChoiceStore
 from lanesad_ros.backends.onnxruntime_backend import OrtBackend, ort_has_cuda
 from lanesad_ros.backends.openvino_backend import OpenVinoBackend
-from lanesad_ros.backends.selection import Candidate, measure_and_remember, remembered
+from lanesad_ros.backends.selection import Candidate, measure_and_remember, remembered, unsettled_reason
 from lanesad_ros.backends.torch_backend import TorchBackend
 from lanesad_ros.lanes import LaneDetections
 from lanesad_ros.postprocess import LaneDecoder, PostprocessConfig
@@ -96,6 +96,8 @@ class Detector:
     Attributes: ``metadata`` (weights metadata), ``preprocessor``, ``config``
     (PostprocessConfig), ``backend_name``, ``backend_reason`` (why this backend: remembered or
     measured, with the timings), ``backend_timings_ms`` (what the choice was based on),
+    ``cache_note`` (why exported graphs and choices are not kept between starts: an unwritable
+    cache folder; "" when they are),
     ``startup_phases_ms`` (time of each start-up step), ``device``, ``camera`` (a
     GroundProjector, or None; when set, lanes get ground points), ``tracker`` (a LaneTracker, or
     None). Build with :meth:`from_weights` or :meth:`from_model`.
@@ -157,6 +159,12 @@ class Detector:
         self._input = np.zeros((1, 3, h, w), dtype=np.float32)
         self.device = self._resolve_device(device, backend)
         start = time.perf_counter()
+        # Why the backend cache is not the persistent one ("" when it is); left-overs of killed
+        # start-ups are cleared before anything is read from it.
+        self.cache_note = ""
+        if backend != "torch":
+            cache.sweep()
+            self.cache_note = cache.cache_note()
         self.on_backend_chosen = on_backend_chosen
         self._backend = self._build_backend(backend, remeasure, background)
         self.backend_name = self._backend.name
@@ -365,16 +373,23 @@ class Detector:
             store = ChoiceStore() if self._own_model and self.weights_path is not None else None
             fields = self._choice_fields(candidates)
             choice, why = remembered(candidates, fields, store, remeasure)
-            if choice is None:
-                torch_first = next((c for c in candidates if c.kind == "torch"), None)
-                if background and torch_first is not None and len(candidates) > 1:
-                    built = torch_first.make()
-                    self.backend_reason = f"{built.name} answers while the candidates are measured ({why})"
-                    self.backend_choice_thread = threading.Thread(
-                        target=self._measure_in_background, args=(candidates, fields, store, why),
-                        name="lanesad_backend_choice", daemon=True)
-                    return built  # the thread starts once __init__ has installed ``built``
-                choice = measure_and_remember(candidates, self._probe(), fields, store, why)
+            if choice is not None and choice.settled:
+                self.backend_timings_ms = choice.timings_ms
+                self.backend_reason = choice.reason
+                return choice.backend
+            previous = None
+            if choice is not None:  # measured under load: it answers, and is measured again
+                why, previous = unsettled_reason(choice.record), choice.record
+            answering = choice.backend if choice is not None else None
+            torch_first = next((c for c in candidates if c.kind == "torch"), None)
+            if background and len(candidates) > 1 and (answering is not None or torch_first is not None):
+                built = answering if answering is not None else torch_first.make()
+                self.backend_reason = f"{built.name} answers while the candidates are measured ({why})"
+                self.backend_choice_thread = threading.Thread(
+                    target=self._measure_in_background, args=(candidates, fields, store, why, previous, remeasure),
+                    name="lanesad_backend_choice", daemon=True)
+                return built  # the thread starts once __init__ has installed ``built``
+            choice = measure_and_remember(candidates, self._probe(), fields, store, why, previous, remeasure)
         except (BackendUnavailable, ValueError) as exc:
             raise DetectorError(str(exc)) from None
         self.backend_timings_ms = choice.timings_ms
@@ -384,13 +399,14 @@ class Detector:
     def _probe(self) -> np.ndarray:
         return np.random.default_rng(0).standard_normal(self._input.shape).astype(np.float32)
 
-    def _measure_in_background(self, candidates: list[Candidate], fields: dict, store, why: str) -> None:
+    def _measure_in_background(self, candidates: list[Candidate], fields: dict, store, why: str,
+                               previous: dict | None, remeasure: bool) -> None:
         """Thread body: measure, remember, then switch ``detect`` to the chosen backend. The switch
         is one attribute assignment: a detect() in flight finishes on the backend it started with."""
         start = time.perf_counter()
         try:
-            choice = measure_and_remember(candidates, self._probe(), fields, store, why)
-        except Exception as exc:  # the torch backend keeps answering; say why nothing changed
+            choice = measure_and_remember(candidates, self._probe(), fields, store, why, previous, remeasure)
+        except Exception as exc:  # the answering backend goes on; say why nothing changed
             self.backend_reason += f"; measurement failed ({type(exc).__name__}: {exc}), staying on {self.backend_name}"
         else:
             self.backend_timings_ms = choice.timings_ms

@@ -7,7 +7,8 @@ target holds the old bytes or the new ones, never an empty or partial file.
 
 A writer holds an advisory lock (``flock``) on its temporary file while it writes; a write
 killed on the way (SIGKILL, power cut) leaves its temporary behind unlocked, and the next
-write of the same target removes it (:func:`remove_stale_temporaries`).
+write of the same target removes it (:func:`remove_stale_temporaries`). A temporary folder
+(:func:`scratch_folder`) is marked the same way by a locked ``.owner`` file in it.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import contextlib
 import fcntl
 import glob
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -40,8 +42,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def is_stale(path: str | os.PathLike, min_age_s: float = STALE_MIN_AGE_S) -> bool:
-    """Whether a temporary file is left over from a dead writer: no process holds its lock and it
-    is older than ``min_age_s`` seconds. False for a file that is gone or cannot be opened."""
+    """Whether a temporary file (or :func:`scratch_folder`) is left over from a dead writer: no
+    process holds its lock and it is older than ``min_age_s`` seconds. False for one that is
+    gone or cannot be opened."""
+    if os.path.isdir(path):
+        path = os.path.join(path, ".owner")
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -94,6 +99,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def scratch_folder(parent: str | os.PathLike, prefix: str) -> Iterator[Path]:
+    """A new folder ``<parent>/.<prefix>.<random>.tmp``, marked in use by a locked ``.owner`` file
+    while the block runs (:func:`is_stale`), removed with its contents afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=f".{prefix}.", suffix=".tmp", dir=parent))
+    fd = os.open(folder / ".owner", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

@@ -35,6 +35,13 @@ def onnx_cache(tmp_path_factory):
     mp.undo()
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """Backend measurements here count as made on a quiet machine (settled at once): the machine's
+    load is an input of the choice, tested in test_backend_cache.py."""
+    monkeypatch.setattr(selection.CpuShare, "others", lambda self: 0.0)
+
+
 @pytest.fixture(scope="module")
 def torch_detector(random_weights):
     return Detector.from_weights(random_weights, device="cpu", backend="torch", **OPEN)

@@ -4,7 +4,14 @@ Everything here is derived, never authoritative: deleting the directory only cos
 start-up its exports and measurements. Names carry what the content depends on (a hash of the
 weights and metadata files, input size, exporter/runtime versions), so a stale entry is never
 served; every write is atomic (:mod:`lanesad_ros.fileio`), so concurrent start-ups on the same
-machine at worst both write the same file.
+machine at worst both write the same file, and a start-up killed while writing leaves only
+temporaries, which the next start-up removes (:func:`sweep`). The backend measurement is
+serialised across processes by a lock file (:meth:`ChoiceStore.measuring`).
+
+A cache folder that cannot be written (read-only home in a container, HOME unset with no
+passwd entry) is replaced, for this process, by a temporary folder removed at exit: the
+exported graphs and compiled models are made again at each start, and :func:`cache_note` says
+why (the node reports it in /diagnostics).
 
 Layout under :func:`cache_dir`::
 
@@ -18,17 +25,24 @@ can skip them.
 """
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lanesad_ros.fileio import write_text_atomic
+from filelock import FileLock, Timeout
+
+from lanesad_ros.fileio import is_stale, write_text_atomic
 
 ONNX_OPSET = 17
 # Bumped whenever the exported or rewritten graph changes for the same weights, so that no
@@ -42,11 +56,84 @@ class BackendUnavailable(ValueError):
     """A backend cannot run here (missing package, provider or device); the message says why."""
 
 
-def cache_dir() -> Path:
-    """$LANESAD_CACHE_DIR, else $XDG_CACHE_HOME/lanesad_ros, else ~/.cache/lanesad_ros."""
+# Configured folder -> (folder in use, note); a temporary stand-in is made once per process.
+_resolved: dict[str, tuple[Path, str]] = {}
+
+
+def configured_cache_dir() -> tuple[Path | None, str]:
+    """($LANESAD_CACHE_DIR, else $XDG_CACHE_HOME/lanesad_ros, else ~/.cache/lanesad_ros; "") or,
+    when none of them can be named (HOME unset and no passwd entry), (None, why)."""
     if os.environ.get("LANESAD_CACHE_DIR"):
-        return Path(os.environ["LANESAD_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lanesad_ros"
+        return Path(os.environ["LANESAD_CACHE_DIR"]), ""
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "lanesad_ros", ""
+    try:
+        return Path.home() / ".cache" / "lanesad_ros", ""
+    except RuntimeError as exc:  # "Could not determine home directory"
+        return None, f"no cache folder ({exc}: HOME is unset and user {os.getuid()} has no passwd entry)"
+
+
+def _writable(folder: Path) -> str:
+    """"" when files can be created in ``folder`` (made if missing), else why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"cache folder {folder} is not writable ({exc.strerror or exc})"
+    return ""
+
+
+def cache_dir() -> Path:
+    """The cache folder of this process: the configured one (:func:`configured_cache_dir`) when
+    files can be written there, else a temporary folder of this process, removed at exit
+    (:func:`cache_note` says why, also when no temporary folder can be made either)."""
+    configured, why = configured_cache_dir()
+    key = str(configured)
+    if key in _resolved:
+        return _resolved[key][0]
+    if configured is not None:
+        why = _writable(configured)
+        if not why:
+            return configured  # checked again next time: a folder that turns read-only is noticed
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="lanesad_ros-cache-"))
+    except OSError as exc:  # writes into the configured folder will fail: only torch can run
+        folder = configured or Path(tempfile.gettempdir()) / "lanesad_ros-cache"
+        _resolved[key] = (folder, f"{why}; no temporary folder can be made either ({exc.strerror or exc}): "
+                                  f"the ONNX Runtime and OpenVINO backends cannot run (set LANESAD_CACHE_DIR to a "
+                                  f"writable folder)")
+        return folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _resolved[key] = (folder, f"{why}; using {folder} for this process only: exports, compiled models and the "
+                              f"backend choice are made again at every start (set LANESAD_CACHE_DIR to a writable "
+                              f"folder to keep them)")
+    return folder
+
+
+def cache_note() -> str:
+    """Why this process does not use a persistent cache ("" when it does); see :func:`cache_dir`."""
+    configured, _ = configured_cache_dir()
+    cache_dir()
+    return _resolved.get(str(configured), (None, ""))[1]
+
+
+def sweep(root: Path | None = None) -> list[Path]:
+    """Remove what start-ups killed while writing left in the cache: temporaries (``.*.tmp*``
+    files and folders) whose writer is gone (:func:`lanesad_ros.fileio.is_stale`). Returns what
+    was removed; what cannot be removed is left."""
+    root = root or cache_dir()
+    removed = []
+    for pattern in ("onnx/.*.tmp*", "choice/.*.tmp*", "openvino/.*.tmp*", "int8/.*.tmp*", "int8/*/.*.tmp*"):
+        for path in root.glob(pattern):
+            if not is_stale(path):
+                continue
+            try:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+            except OSError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def package_version(name: str) -> str:
@@ -139,6 +226,23 @@ class ChoiceStore:
 
     def __init__(self, root: Path | None = None):
         self.root = (root or cache_dir()) / "choice"
+
+    @contextlib.contextmanager
+    def measuring(self, timeout_s: float) -> Iterator[bool]:
+        """Hold the machine-wide measurement lock (``choice/.measuring.lock``, an flock: released
+        by the kernel when its holder dies) while the block measures. Yields True when held, False
+        when another process kept it longer than ``timeout_s`` or no lock file can be made."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(self.root / ".measuring.lock", timeout=timeout_s)
+            lock.acquire()
+        except (Timeout, OSError):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
 
     @staticmethod
     def key(fields: dict) -> str:

@@ -146,6 +146,8 @@ def build_status(name: str, report: dict[str, Any], info: dict[str, str], device
     if report["window_errors"]:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(report["errors_by_kind"].items()))
         warnings.append(f"{report['window_errors']} bad frames (total by kind: {kinds})")
+    if info.get("cache_note"):  # exports, compiles and the backend choice are redone at every start
+        warnings.append("backend cache not writable")
     note = stamp_note(report)
     if note:
         warnings.append(f"{report['window_bad_stamps']} frames without a usable header stamp")

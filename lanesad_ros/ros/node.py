@@ -349,6 +349,7 @@ class LaneDetectorCore:
             "requested_device": self.requested_device,
             "backend": detector.backend_name,
             "backend_reason": detector.backend_reason,
+            "cache_note": detector.cache_note,  # why the backend cache is not kept ("" when it is)
             # false while a first start-up measures the backends in the background (answers come
             # from torch meanwhile); replay waits for true before timing anything
             "backend_settled": str(detector.backend_choice_thread is None
