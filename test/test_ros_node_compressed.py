@@ -190,6 +190,48 @@ def test_camera_info_topic_gives_ground_points(node, client):
         assert len(xyz) and (xyz[:, 0] > 0).all() and (xyz[:, 0] <= 100).all() and np.allclose(xyz[:, 2], 0)
 
 
+def test_camera_info_roi_and_a_frame_it_does_not_describe(node, client):
+    """Issue 21.2: a CameraInfo whose roi is the bottom half of the calibrated 1280x720 image. Its
+    1280x360 frames get the ground points of the full-image pixels 360 rows lower; a 1280x720
+    frame (which that CameraInfo does not describe) keeps its image lanes, gets no ground points,
+    and is counted and logged."""
+    from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    from lanesad_ros.camera import CameraModel, GroundProjector, Mounting
+
+    info = CameraInfo(width=1280, height=720, distortion_model="plumb_bob", d=[-0.24, -0.05, -0.001, 0.0, 0.02],
+                      k=[1157.0, 0.0, 667.0, 0.0, 1152.0, 386.0, 0.0, 0.0, 1.0],
+                      roi=RegionOfInterest(x_offset=0, y_offset=360, width=1280, height=360))
+    publisher = client.node.create_publisher(CameraInfo, "/test_camera/camera_info", 10)
+    deadline = time.monotonic() + 20
+    while "images 1280x360 (roi, binning applied)" not in node.log():  # best effort: repeat until taken
+        assert time.monotonic() < deadline, f"CameraInfo never taken:\n{node.log()[-2000:]}"
+        publisher.publish(info)
+        time.sleep(0.5)
+    paths = real_frame_paths()
+    full = cv2.imread(str(paths[0])) if paths else synthetic_frames(1)[0]
+    full = cv2.resize(full, (1280, 720))
+    # The same camera (node parameters pitch 0.05, height 1.6), on full-image pixels.
+    full_camera = GroundProjector(CameraModel(np.reshape(info.k, (3, 3)), info.d, 1280, 720),
+                                  Mounting(height_m=1.6, pitch_rad=0.05))
+    answer = client.request(CompressedImage(header=Header(frame_id="bottom_half"), format="jpeg",
+                                            data=cv2.imencode(".jpg", full[360:])[1].tobytes()))
+    assert answer.image_height == 360
+    assert any(len(lane.ground_points) for lane in answer.lanes), "lanes on the road half of the frame"
+    for lane in answer.lanes:
+        pixels = np.array([(p.x, p.y + 360.0) for p in lane.image_points])
+        expected = full_camera.image_to_ground(pixels)
+        found = np.array([(p.x, p.y, p.z) for p in lane.ground_points]).reshape(-1, 3)
+        np.testing.assert_allclose(found, expected, rtol=1e-3, atol=1e-3)
+    since = time.monotonic()
+    answer = client.request(CompressedImage(header=Header(frame_id="not_described"), format="jpeg",
+                                            data=cv2.imencode(".jpg", full)[1].tobytes()))
+    assert answer.image_height == 720 and all(len(lane.ground_points) == 0 for lane in answer.lanes)
+    values = client.diagnostics_after(since, lambda v: int(v.get("errors.camera_size", 0)) >= 1)
+    assert values["ground_points"] == "true" and node.alive()
+    assert "no ground points: a 1280x720 frame is not the 1280x360 calibrated image resized" in node.log()
+
+
 def test_sigint_shuts_the_node_down_cleanly(node, client):
     assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
     assert "Traceback" not in node.log()
