@@ -3,11 +3,13 @@ the lanesad-bag CLI, and damaged bags (truncated file, missing topic, wrong type
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from conftest import shared_path
 from lanesad_ros.data.synthetic import SceneGenerator
@@ -15,6 +17,11 @@ from lanesad_ros.ros.bag.cli import main as bag_main
 from lanesad_ros.ros.bag.reader import BagReader, bag_info
 from lanesad_ros.ros.bag.typestore import COMPRESSED_TYPE, IMAGE_TYPE, LANE_ARRAY_TYPE, START_NS, BagError, typestore
 from lanesad_ros.ros.bag.writer import BagWriter
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 W, H = 256, 144
 N = 4
@@ -222,3 +229,64 @@ def test_unknown_message_type_is_named(tmp_path):
     writer.close()
     with pytest.raises(BagError, match=r"no sensor_msgs Image or CompressedImage topic.*/cam \[foo_msgs/msg/Camera\]"):
         BagReader(tmp_path / "unknown")
+
+
+def compress_files(path: Path) -> Path:
+    """Turn a bag into what ``ros2 bag record --compression-mode file --compression-format zstd``
+    writes: each storage file zstd-compressed as ``<name>.zstd``, metadata.yaml saying so."""
+    meta_path = path / "metadata.yaml"
+    meta = yaml.safe_load(meta_path.read_text())
+    info = meta["rosbag2_bagfile_information"]
+    for name in info["relative_file_paths"]:
+        data = path / name
+        (path / f"{name}.zstd").write_bytes(zstd.compress(data.read_bytes()))
+        data.unlink()
+    info["relative_file_paths"] = [f"{name}.zstd" for name in info["relative_file_paths"]]
+    for entry in info.get("files", []):
+        entry["path"] += ".zstd"
+    info["compression_format"], info["compression_mode"] = "zstd", "FILE"
+    meta_path.write_text(yaml.safe_dump(meta, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_file_compressed_bag_is_read(tmp_path, scenes, storage):
+    """Issue 21 item 6: ``*.db3.zstd`` / ``*.mcap.zstd`` bags were refused as "no .mcap or .db3 file
+    in the bag folder" though they are fine."""
+    path = compress_files(write_bag(tmp_path / "drive", scenes, storage, False))
+    assert sorted(p.suffix for p in path.iterdir()) == [".yaml", ".zstd"]
+    with BagReader(path) as reader:
+        assert reader.storage == storage and len(reader) == N
+        frames = list(reader.frames())
+        assert reader.problems == []
+    assert len(frames) == N
+    for got, want in zip(frames, scenes, strict=True):
+        np.testing.assert_array_equal(got.image, want.image)
+        assert got.ground_truth is not None
+    lone = next(path.glob("*.zstd"))  # the storage file alone
+    with BagReader(lone) as reader:
+        assert len(list(reader.frames())) == N and reader.problems == []
+    assert bag_main(["info", str(path)]) == 0
+
+
+def test_cut_file_compressed_bag_yields_what_is_readable(tmp_path):
+    gen = SceneGenerator(seed=4, width=W, height=H)
+    scenes = [gen.frame(i) for i in range(12)]
+    path = compress_files(write_bag(tmp_path / "drive", scenes, "mcap", False))
+    data_file = next(path.glob("*.zstd"))
+    with open(data_file, "r+b") as fh:
+        fh.truncate(int(data_file.stat().st_size * 0.6))
+    with BagReader(path) as reader:
+        frames = list(reader.frames())
+        problems = " | ".join(reader.problems)
+    assert 0 < len(frames) < 12 and "compressed stream damaged" in problems and str(path) in problems
+    for i, f in enumerate(frames):
+        np.testing.assert_array_equal(f.image, scenes[i].image)
+
+
+def test_a_folder_without_storage_files_says_what_it_holds(tmp_path):
+    folder = tmp_path / "not_a_bag"
+    folder.mkdir()
+    (folder / "drive_0.mcap.lz4").write_bytes(b"lz4 is no rosbag2 compression")
+    with pytest.raises(BagError, match=r"no .mcap or .db3 file \(nor .mcap.zstd / .db3.zstd\).*drive_0.mcap.lz4"):
+        BagReader(folder)

@@ -1,14 +1,21 @@
 """Opening a bag's storage: rosbags' Reader when the bag is sound, record-by-record scanners of
 the MCAP / sqlite3 file when it is damaged (truncated, index or metadata lost).
 
+File-compressed bags (``ros2 bag record --compression-mode file``: ``*.mcap.zstd``,
+``*.db3.zstd``, zstd being rosbag2's one compression format) are read by rosbags as they
+are; a lone compressed file, or a damaged compressed bag, is first decompressed into a
+temporary folder (as much of it as is readable), then read as above.
+
 Each source offers ``connections``, ``counts``, ``custom``, ``duration_ns``, ``messages(conns)``
 and ``close()``; problems met while opening are appended to the caller's list.
 """
 from __future__ import annotations
 
 import mmap
+import shutil
 import sqlite3
 import struct
+import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -19,7 +26,13 @@ import yaml
 
 from lanesad_ros.ros.bag.typestore import BagError
 
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:  # the backport rosbags itself reads compressed bags with
+    from backports import zstd
+
 _MCAP_MAGIC = b"\x89MCAP0\r\n"
+ZSTD_SUFFIX = ".zstd"  # the file name suffix rosbag2 gives file-compressed storage files
 
 
 class _Conn(NamedTuple):
@@ -31,14 +44,51 @@ class _Conn(NamedTuple):
     raw: Any  # the reader's own connection object
 
 
+def _storage_id(file: Path) -> str:
+    """rosbag2 storage id of a data file, compressed (``x.mcap.zstd``) or not."""
+    name = file.name.removesuffix(ZSTD_SUFFIX)
+    return "mcap" if name.endswith(".mcap") else "sqlite3"
+
+
 def _storage_file(path: Path) -> tuple[str, list[Path]]:
-    """(storage id, data files) of a bag folder or a single .mcap/.db3 file."""
+    """(storage id, data files) of a bag folder or a single .mcap/.db3 file (either may be zstd-compressed)."""
     if path.is_file():
-        return ("mcap" if path.suffix == ".mcap" else "sqlite3"), [path]
-    files = sorted(path.glob("*.mcap")) or sorted(path.glob("*.db3"))
-    if not files:
-        raise BagError(f"{path}: no .mcap or .db3 file in the bag folder")
-    return ("mcap" if files[0].suffix == ".mcap" else "sqlite3"), files
+        return _storage_id(path), [path]
+    for pattern in ("*.mcap", "*.db3", "*.mcap" + ZSTD_SUFFIX, "*.db3" + ZSTD_SUFFIX):
+        files = sorted(path.glob(pattern))
+        if files:
+            return _storage_id(files[0]), files
+    present = sorted(p.name for p in path.iterdir())
+    raise BagError(f"{path}: no .mcap or .db3 file (nor .mcap.zstd / .db3.zstd) in the bag folder "
+                   f"(it holds: {', '.join(present[:8]) or 'nothing'}{', ...' if len(present) > 8 else ''})")
+
+
+def _decompress(file: Path, folder: Path) -> tuple[Path, str]:
+    """(decompressed copy of a zstd-compressed storage file in ``folder``, "" or what was cut).
+    A cut or damaged stream keeps what came before the damage."""
+    out = folder / file.name.removesuffix(ZSTD_SUFFIX)
+    try:
+        with file.open("rb") as raw, zstd.open(raw, "rb") as infile, out.open("wb") as outfile:
+            shutil.copyfileobj(infile, outfile)
+    except (zstd.ZstdError, EOFError) as exc:
+        return out, f"{file.name}: compressed stream damaged after {out.stat().st_size} bytes ({exc})"
+    return out, ""
+
+
+class _Decompressed:
+    """A source reading a decompressed copy of a compressed bag file; close() removes the copy."""
+
+    def __init__(self, source: Any, folder: tempfile.TemporaryDirectory) -> None:
+        self._source, self._folder = source, folder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def close(self) -> None:
+        try:
+            self._source.close()
+        finally:
+            self._folder.cleanup()
 
 
 class _RosbagsSource:
@@ -228,18 +278,43 @@ def open_source(path: Path, problems: list[str]):
         raise BagError(f"bag not found: {path}")
     storage, files = _storage_file(path)
     errors = []
-    for target in ([path, files[0]] if path.is_dir() else [path]):
+    if path.is_dir():
         try:
-            return storage, _RosbagsSource(target)
+            return storage, _RosbagsSource(path)
         except Exception as exc:  # noqa: BLE001 - rosbags raises several types for damage
-            error = f"{type(exc).__name__}: {exc}"
-            if error not in errors:
-                errors.append(error)
-    problem = f"{path}: bag damaged, reading what is left ({'; '.join(errors)})"
-    if len(files) > 1:
-        problem += f"; only the first of {len(files)} files is recovered"
+            errors.append(f"{type(exc).__name__}: {exc}")
+    if files[0].name.endswith(ZSTD_SUFFIX):
+        folder = tempfile.TemporaryDirectory(prefix="lanesad_bag_")
+        try:
+            data, cut = _decompress(files[0], Path(folder.name))
+            source = _open_file(path, data, storage, len(files), errors + [cut] if cut else errors, problems)
+            return storage, _Decompressed(source, folder)
+        except BaseException:
+            folder.cleanup()
+            raise
+    return storage, _open_file(path, files[0], storage, len(files), errors, problems)
+
+
+def _open_file(path: Path, data: Path, storage: str, file_count: int, errors: list[str], problems: list[str]):
+    """A source for one (uncompressed) data file of bag ``path``: rosbags when it reads it, else
+    the record-by-record recovery. ``errors``: what failed before (rosbags on the folder, a cut
+    compressed stream): reported as the damage when the recovery is needed."""
     try:
-        source = _McapRecovery(files[0]) if storage == "mcap" else _SqliteRecovery(files[0])
+        source = _RosbagsSource(data)
+    except Exception as exc:  # noqa: BLE001 - rosbags raises several types for damage
+        error = f"{type(exc).__name__}: {exc}"
+        if error not in errors:
+            errors.append(error)
+    else:
+        cut = [e for e in errors if "compressed stream damaged" in e]
+        if cut:
+            problems.append(f"{path}: bag damaged, reading what is left ({cut[0]})")
+        return source
+    problem = f"{path}: bag damaged, reading what is left ({'; '.join(errors)})"
+    if file_count > 1:
+        problem += f"; only the first of {file_count} files is recovered"
+    try:
+        source = _McapRecovery(data) if storage == "mcap" else _SqliteRecovery(data)
     except BagError as exc:
         raise BagError(f"{problem}; recovery failed: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure here means nothing is readable
@@ -248,7 +323,7 @@ def open_source(path: Path, problems: list[str]):
         problem += f"; stopped at: {source.stop_reason}"
     problems.append(problem)
     source.expected_counts = _metadata_counts(path)
-    return storage, source
+    return source
 
 
 def _metadata_counts(path: Path) -> dict[str, int]:
