@@ -1,0 +1,143 @@
+"""The road model stage after the Detector: lanes in the image -> what a planner steers by.
+
+Per frame: each detected boundary's ground cubic with its covariance (:mod:`.boundary`), its
+marking type and colour (:mod:`.marking`, voted over recent frames per slot), and the ego lane
+filtered over time (:mod:`.ego`). The stage keeps state across frames (the filter, the votes):
+frames must come in time order from one camera; a frame of another size (a camera that
+switched resolution) or an earlier stamp restarts it.
+
+Marking votes: a slot's per-frame judgement adds its confidence to that class; older votes
+decay by ``vote_decay`` per frame. The reported class is the strongest; its confidence is its
+share of the votes times the evidence (the votes' sum, saturating at ``vote_saturation``), so
+one frame's guess is not reported as a certainty. On a lane change the votes move with the
+boundaries (the old right boundary is the new left one); a slot unseen for more than
+``max_vote_misses`` frames forgets its votes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lanesad_ros.camera import GroundProjector
+from lanesad_ros.lanes import LaneDetections, LaneSlot
+from lanesad_ros.road.boundary import BoundaryFit, BoundaryFitConfig, fit_boundary
+from lanesad_ros.road.ego import INVALID, EgoLaneConfig, EgoLaneEstimate, EgoLaneFilter
+from lanesad_ros.road.marking import Marking, MarkingColor, MarkingConfig, MarkingType, measure_marking
+from lanesad_ros.road.motion import Motion
+
+_SLOTS = (LaneSlot.LEFT_LEFT, LaneSlot.LEFT, LaneSlot.RIGHT, LaneSlot.RIGHT_RIGHT)
+
+
+@dataclass(frozen=True)
+class BoundaryEstimate:
+    """One boundary of one frame: ``slot``, ``existence`` probability, ground ``fit`` and the voted ``marking``."""
+
+    slot: LaneSlot
+    existence: float
+    fit: BoundaryFit
+    marking: Marking
+
+
+@dataclass(frozen=True)
+class RoadModel:
+    """Everything the stage says about one frame (LaneModel.msg)."""
+
+    boundaries: list[BoundaryEstimate] = field(default_factory=list)
+    ego: EgoLaneEstimate = INVALID
+
+
+class _Votes:
+    """Decaying class votes of one slot for marking type and colour."""
+
+    def __init__(self) -> None:
+        self.type = np.zeros(len(MarkingType))
+        self.color = np.zeros(len(MarkingColor))
+        self.misses = 0  # frames in a row without this slot
+
+    def add(self, marking: Marking, decay: float) -> None:
+        self.type *= decay
+        self.color *= decay
+        self.misses = 0
+        if marking.length_m > 0:  # measured at all (UNMEASURED has no length): a vote
+            self.type[marking.type] += marking.type_confidence
+            self.color[marking.color] += marking.color_confidence
+
+
+def _winner(votes: np.ndarray, saturation: float) -> tuple[int, float]:
+    total = float(votes.sum())
+    if total <= 0:
+        return 0, 0.0
+    best = int(np.argmax(votes))
+    return best, float(votes[best] / total * min(1.0, total / saturation))
+
+
+class RoadModelStage:
+    """``update(detections, bgr, projector, stamp_s, motion) -> RoadModel`` once per frame, in time order."""
+
+    def __init__(self, fit: BoundaryFitConfig | None = None, marking: MarkingConfig | None = None,
+                 ego: EgoLaneConfig | None = None, vote_decay: float = 0.8, vote_saturation: float = 2.0,
+                 max_vote_misses: int = 5) -> None:
+        if not 0.0 <= vote_decay < 1.0 or not vote_saturation > 0:
+            raise ValueError(f"RoadModelStage needs 0 <= vote_decay < 1 and vote_saturation > 0, got "
+                             f"{vote_decay}, {vote_saturation}")
+        self.fit_config, self.marking_config = fit or BoundaryFitConfig(), marking or MarkingConfig()
+        self.vote_decay, self.vote_saturation, self.max_vote_misses = vote_decay, vote_saturation, max_vote_misses
+        self.ego = EgoLaneFilter(ego or EgoLaneConfig())
+        self.image_size: tuple[int, int] | None = None
+        self._votes: dict[LaneSlot, _Votes] = {}
+
+    def reset(self) -> None:
+        """Forget the ego lane and the marking votes."""
+        self.ego.reset()
+        self._votes.clear()
+
+    def _shift_votes(self, lane_change: int) -> None:
+        """After a lane change to the right (-1) the old RIGHT is the new LEFT, and so on."""
+        moved = {}
+        for slot, votes in self._votes.items():
+            if slot in _SLOTS:
+                index = _SLOTS.index(slot) + lane_change
+                if 0 <= index < len(_SLOTS):
+                    moved[_SLOTS[index]] = votes
+        self._votes = moved
+
+    def update(self, detections: LaneDetections, bgr: np.ndarray, projector: GroundProjector | None,
+               stamp_s: float, motion: Motion | None = None) -> RoadModel:
+        """The road model of one frame. ``bgr``: the source image (H, W, 3 uint8) the detections came
+        from; ``projector``: its camera model (None: no ground model, an invalid ego lane);
+        ``stamp_s``: its time (s, header stamp); ``motion``: the vehicle's, from odometry, or None."""
+        size = (int(detections.image_width), int(detections.image_height))
+        if self.image_size is not None and size != self.image_size:
+            self.reset()  # another camera geometry: nothing measured in the old one carries over
+        self.image_size = size
+        if projector is None:
+            return RoadModel()
+        fits: dict[LaneSlot, tuple[float, BoundaryFit]] = {}
+        for lane in detections.lanes:
+            fit = fit_boundary(lane.image_points, projector, self.fit_config)
+            if fit is not None and lane.slot not in fits:
+                fits[lane.slot] = (float(lane.confidence), fit)
+        left, right = fits.get(LaneSlot.LEFT), fits.get(LaneSlot.RIGHT)
+        ego = self.ego.update(stamp_s, left[1] if left else None, right[1] if right else None, motion)
+        if ego.lane_change:
+            self._shift_votes(ego.lane_change)
+        for slot in list(self._votes):
+            if slot not in fits:
+                self._votes[slot].misses += 1
+                if self._votes[slot].misses > self.max_vote_misses:
+                    del self._votes[slot]  # the boundary is gone: the slot's next one may be painted otherwise
+        boundaries = []
+        for slot in sorted(fits):
+            existence, fit = fits[slot]
+            measured = measure_marking(bgr, fit, projector, self.marking_config)
+            votes = self._votes.setdefault(slot, _Votes())
+            votes.add(measured, self.vote_decay)
+            kind, kind_confidence = _winner(votes.type, self.vote_saturation)
+            color, color_confidence = _winner(votes.color, self.vote_saturation)
+            marking = Marking(MarkingType(kind), kind_confidence, MarkingColor(color), color_confidence,
+                              painted_fraction=measured.painted_fraction, longest_gap_m=measured.longest_gap_m,
+                              length_m=measured.length_m, yellowness=measured.yellowness)
+            boundaries.append(BoundaryEstimate(slot=slot, existence=existence, fit=fit, marking=marking))
+        return RoadModel(boundaries=boundaries, ego=ego)
+
