@@ -19,6 +19,7 @@ from rosutil import require_ros_messages, ros_env
 
 require_ros_messages()
 
+from rclpy.parameter_client import AsyncParameterClient  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 from sensor_msgs.msg import Image, PointCloud2  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
@@ -83,6 +84,35 @@ def test_edited_params_file_applies_under_a_namespace(domain_id, random_weights,
     finally:
         client.close()
         assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
+
+
+def test_use_sim_time_from_the_params_file_stands_unless_the_argument_is_given(domain_id, tmp_path):
+    """Issue 22.2: the launch argument's default 'false' overrode use_sim_time: true from the params file.
+    The managed node (lifecycle:=true: unconfigured, nothing loaded) gets the launch file's own mapping."""
+    config = yaml.safe_load(PARAMS_FILE.read_text())
+    (key,) = config
+    config[key]["ros__parameters"]["use_sim_time"] = True
+    sim_params = tmp_path / "sim_time.yaml"
+    sim_params.write_text(yaml.safe_dump(config))
+    cases = {"unset": ("", True), "given": ("false", False)}  # use_sim_time argument -> the node's use_sim_time
+    env = ros_env(domain_id)
+    nodes = {}
+    for case, (given, _) in cases.items():
+        values = {"params_file": str(sim_params), "namespace": f"sim_{case}", "lifecycle": "true",
+                  "use_sim_time": given}
+        nodes[case] = NodeProcess(env, tmp_path / f"{case}.log", executable=executable(values), params_file=None,
+                                  ros_args=tuple(ros_arguments(values)[1:]))
+    client = RosClient(domain_id, "/sim_time_test/image_raw")
+    try:
+        for case, (_, expected) in cases.items():
+            parameters = AsyncParameterClient(client.node, f"/sim_{case}/lane_detector")
+            assert parameters.wait_for_services(timeout_sec=STARTUP_TIMEOUT), nodes[case].log()[-3000:]
+            (value,) = client.wait_future(parameters.get_parameters(["use_sim_time"]), 20).values
+            assert value.bool_value is expected, f"{case}: use_sim_time {value.bool_value}\n{nodes[case].log()[-2000:]}"
+    finally:
+        client.close()
+        codes = {case: node.stop(signal.SIGINT) for case, node in nodes.items()}
+    assert codes == {case: 0 for case in cases}, codes
 
 
 # ----- Ctrl-C / launch shutdown at any moment of start-up -------------------------------------
@@ -238,6 +268,27 @@ def test_startup_failure_exits_with_a_clear_message(startup_failures, case):
     assert "Traceback" not in log, log[-3000:]
 
 
+@pytest.mark.parametrize("case", ["unwritable_ros_log_dir", "home_unset"])
+def test_no_usable_ros_log_folder_is_one_line(random_weights, tmp_path, case):
+    """Issue 21 item 3: without a usable ROS log folder rclpy.init failed with a traceback; one line
+    naming ROS_LOG_DIR does."""
+    env = ros_env()
+    for name in ("ROS_LOG_DIR", "ROS_HOME"):
+        env.pop(name, None)
+    if case == "home_unset":
+        env.pop("HOME", None)  # ~/.ros/log cannot be named
+    else:
+        (tmp_path / "file").write_text("a file, not a folder")
+        env["ROS_LOG_DIR"] = str(tmp_path / "file" / "log")
+    proc = NodeProcess(env, tmp_path / "node.log", f"weights:={random_weights}")
+    code = proc.wait(STARTUP_TIMEOUT)
+    log = proc.log()
+    assert code == 1, log[-2000:]
+    assert "Traceback" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "ROS_LOG_DIR" in line]
+    assert len(lines) == 1 and "cannot start: ROS cannot set up its log folder" in lines[0], log[-2000:]
+
+
 # ----- launch file (runs only where launch_ros exists; its contents are checked everywhere) ----
 
 LAUNCH_FILE = REPO_ROOT / "launch" / "lane_detector.launch.py"
@@ -258,14 +309,16 @@ def test_launch_arguments_match_the_node_and_the_readme():
     specs = {spec.name: spec for spec in PARAMETERS}
     arguments = {argument.name: argument for argument in ARGUMENTS}
     for argument in ARGUMENTS:
-        if argument.parameter:
+        if argument.parameter and argument.name in specs:
             spec = specs[argument.name]
             if isinstance(spec.default, bool):
-                assert argument.choices == ("", "true", "false"), argument
+                assert argument.choices == ("true", "false"), argument
             if spec.choices:
-                assert set(argument.choices) == {""} | set(spec.choices), argument
+                assert argument.choices == spec.choices, argument
+        assert "" not in (argument.choices or ()), f"{argument.name}: '' is no choice a user should see"
     assert "openvino" in arguments["backend"].choices and "openvino" in arguments["backend"].description
     assert arguments["use_sim_time"].choices == arguments["lifecycle"].choices == ("true", "false")
+    assert arguments["use_sim_time"].default == "", "given only when set: the params file decides otherwise"
     readme = (REPO_ROOT / "README.md").read_text()
     listed = readme[readme.index("Launch arguments:"):].split("\n\n")[0]
     for name in arguments:

@@ -1,9 +1,16 @@
 """The launch file's arguments and what they turn into, without the launch libraries.
 
 ``launch/lane_detector.launch.py`` declares these arguments and hands the given values to
-:func:`parameter_overrides` and :func:`output_remappings`; :func:`ros_arguments` turns the
-same values into the node's ``--ros-args`` for the pip path (no launch_ros), so both start
-the same node the same way and the tests can check the mapping where launch_ros is absent.
+:func:`parameter_overrides`, :func:`output_remappings`, :func:`managed` and :func:`autostart`;
+:func:`ros_arguments` turns the same values into the node's ``--ros-args`` for the pip path
+(no launch_ros), so both start the same node the same way and the tests can check the
+mapping where launch_ros is absent.
+
+An argument that overrides a node parameter (``use_sim_time`` included) is passed to the node
+only when given: left empty, the params file decides. launch checks the choices itself only
+where the default is one of them (``lifecycle``, ``autostart``: launch rejects a default outside
+its ``choices``, so an argument that may stay empty would have to list ``''`` as a valid option);
+the others are checked by :func:`parameter_overrides`, whose error lists the real choices.
 """
 from __future__ import annotations
 
@@ -19,8 +26,8 @@ LOCALHOST_PROFILE = "fastdds_localhost_frames.xml"  # in config/, see that file 
 
 @dataclass(frozen=True)
 class LaunchArgument:
-    """One launch argument: ``parameter`` arguments override that node parameter only when given
-    (empty default: the params file decides); ``choices`` are enforced by launch itself."""
+    """One launch argument: ``parameter`` arguments override the node parameter of that name only
+    when given (empty default: the params file decides); ``choices`` are the valid values."""
 
     name: str
     description: str
@@ -28,26 +35,32 @@ class LaunchArgument:
     choices: tuple[str, ...] | None = None
     parameter: bool = False
 
+    @property
+    def launch_choices(self) -> list[str] | None:
+        """The choices handed to launch's DeclareLaunchArgument: only where the default is one of them."""
+        return list(self.choices) if self.choices and self.default in self.choices else None
 
-def _parameter_argument(name: str, description: str) -> LaunchArgument:
-    spec = SPECS[name]
-    if isinstance(spec.default, bool):
-        choices = ("",) + BOOLEAN_CHOICES
-        description = f"{description} ({' | '.join(BOOLEAN_CHOICES)}; empty: the params file decides)"
-    elif spec.choices:
-        choices = ("",) + spec.choices
-        description = f"{description} ({' | '.join(spec.choices)}; empty: the params file decides)"
-    else:
-        choices = None
+
+def _parameter_argument(name: str, description: str, choices: tuple[str, ...] | None = None) -> LaunchArgument:
+    spec = SPECS.get(name)
+    if spec is not None:
+        choices = BOOLEAN_CHOICES if isinstance(spec.default, bool) else spec.choices or None
+    if choices:
+        description = f"{description} ({' | '.join(choices)}; empty: the params file decides)"
     return LaunchArgument(name, description, choices=choices, parameter=True)
 
 
 ARGUMENTS: tuple[LaunchArgument, ...] = (
     LaunchArgument("params_file", "node parameters, YAML keyed /**/lane_detector: ros__parameters: (applies in "
                    "any namespace); default: the installed config/lane_detector.yaml"),
-    LaunchArgument("use_sim_time", "use /clock (bag replay)", default="false", choices=BOOLEAN_CHOICES),
+    _parameter_argument("use_sim_time", "use /clock, e.g. for bag replay (false when the params file does not "
+                        "set it either)", BOOLEAN_CHOICES),
     LaunchArgument("namespace", "namespace of the node and its relative topics"),
-    LaunchArgument("lifecycle", "true: run lane_detector_lifecycle (managed node, starts unconfigured)",
+    LaunchArgument("lifecycle", "true: run lane_detector_lifecycle as a launch_ros LifecycleNode (managed node, "
+                   "starts unconfigured; launch's ChangeState / OnStateTransition events drive it)",
+                   default="false", choices=BOOLEAN_CHOICES),
+    LaunchArgument("autostart", "true (with lifecycle:=true): configure, then activate the managed node at "
+                   "start-up (the plain node always starts configured and active)",
                    default="false", choices=BOOLEAN_CHOICES),
     LaunchArgument("lanes_topic", "base name of the outputs: <lanes_topic>, <lanes_topic>/debug_image, "
                    "<lanes_topic>/markers, <lanes_topic>/points move together", default="lanes"),
@@ -82,24 +95,32 @@ def parameter_overrides(values: dict[str, str]) -> dict[str, object]:
     overrides: dict[str, object] = {}
     for argument in ARGUMENTS:
         value = values.get(argument.name, "")
-        if argument.name == "use_sim_time":
-            overrides["use_sim_time"] = parse_boolean("use_sim_time", value or argument.default)
         if not argument.parameter or value == "":
             continue
-        if isinstance(SPECS[argument.name].default, bool):
+        if argument.choices == BOOLEAN_CHOICES:
             overrides[argument.name] = parse_boolean(argument.name, value)
         elif argument.choices and value not in argument.choices:
             raise ValueError(f"launch argument {argument.name}:={value!r} must be one of: "
-                             f"{', '.join(c for c in argument.choices if c)}")
+                             f"{', '.join(argument.choices)}")
         else:
             overrides[argument.name] = value
     return overrides
 
 
+def managed(values: dict[str, str]) -> bool:
+    """lifecycle:=true: the managed node, started as a launch_ros LifecycleNode."""
+    return parse_boolean("lifecycle", values.get("lifecycle") or "false")
+
+
+def autostart(values: dict[str, str]) -> bool:
+    """lifecycle:=true autostart:=true: the launch file configures the managed node, then activates it
+    once configured (the plain node needs neither: it starts configured and active)."""
+    return parse_boolean("autostart", values.get("autostart") or "false") and managed(values)
+
+
 def executable(values: dict[str, str]) -> str:
     """The node executable these launch argument values start."""
-    return "lane_detector_lifecycle" if parse_boolean("lifecycle", values.get("lifecycle") or "false") \
-        else "lane_detector"
+    return "lane_detector_lifecycle" if managed(values) else "lane_detector"
 
 
 def output_remappings(lanes_topic: str) -> list[tuple[str, str]]:
