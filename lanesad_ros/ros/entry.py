@@ -71,6 +71,17 @@ def begin_stopping() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def ros_log_folder_problem(exc: BaseException) -> str | None:
+    """One line for an ``rclpy.init`` that failed to set up ROS's log folder (unwritable, or HOME
+    unset so ~/.ros/log cannot be named); None for any other failure."""
+    text = str(exc)
+    if "failed to initialize logging" not in text:
+        return None
+    cause = text.split(", at ", 1)[0]  # drop rcl's source locations
+    return (f"ROS cannot set up its log folder ({cause}): set ROS_LOG_DIR to a writable folder "
+            f"(or add --ros-args --disable-external-lib-logs)")
+
+
 def _run(executable: str, argv: list[str] | None) -> int:
     install_quiet_signal_handlers()
     # Imported here, after the handlers, on purpose: see the module docstring.

@@ -54,7 +54,13 @@ from lanesad_ros.ros.convert import (
     stamp_to_ns,
 )
 from lanesad_ros.ros.diagnostics import FrameStats, build_status, stamp_latency_ms, stamp_problem
-from lanesad_ros.ros.entry import begin_stopping, install_quiet_signal_handlers, mark_running, stop_requested
+from lanesad_ros.ros.entry import (
+    begin_stopping,
+    install_quiet_signal_handlers,
+    mark_running,
+    ros_log_folder_problem,
+    stop_requested,
+)
 from lanesad_ros.ros.ground import GroundModels
 from lanesad_ros.ros.parameters import PARAMETERS, SPECS, THRESHOLDS, descriptor, validate_parameter
 from lanesad_ros.ros.worker import InferenceWorker, error_kind
@@ -395,7 +401,14 @@ def run(build: Callable[[], Node], argv: list[str] | None, logger_name: str = NO
         return 0
     # No rclpy signal handlers: entry's phases own SIGINT/SIGTERM (rclpy's would chain to them and,
     # uninstalled at shutdown, swap handlers under the teardown).
-    rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    except RuntimeError as exc:  # rclpy's RCLError; ROS logging is not up, so say it on stderr
+        problem = ros_log_folder_problem(exc)
+        if problem is None:
+            raise
+        print(f"{logger_name}: cannot start: {problem}", file=sys.stderr)
+        return 1
     logger = rclpy.logging.get_logger(logger_name)
     node = None
     try:
