@@ -76,6 +76,11 @@ class DriveRenderer:
             camera, mounting = default_drive_camera()
         self.road, self.camera, self.mounting = road, camera, mounting
         self.projector = GroundProjector(camera, mounting, max_range_m=1e5)
+        self._rotation, self._centre = mounting.rotation(), mounting.position()
+        self._r_max = math.inf  # lens distortion holds inside the image; beyond it, see _project
+        if np.any(camera.dist):
+            corners = np.array([[0, 0], [camera.width, 0], [0, camera.height], [camera.width, camera.height]], float)
+            self._r_max = 1.1 * float(np.max(np.hypot(*camera.normalised_rays(corners).T)))
         self.truth_x_max = truth_x_max
         rng = np.random.default_rng([seed, 0xD21E])
         grey = rng.uniform(95.0, 135.0)
@@ -99,7 +104,7 @@ class DriveRenderer:
         angles = np.radians(np.linspace(-89.0, 89.0, 181))
         far = np.stack([2000.0 * np.cos(angles), 2000.0 * np.sin(angles), np.zeros_like(angles)], 1)
         near = np.array([[self.mounting.x_m + NEAR_M, 1e3, 0.0], [self.mounting.x_m + NEAR_M, -1e3, 0.0]])
-        fan = self.projector.ground_to_image(np.concatenate([far, near]))
+        fan = self._project(np.concatenate([far, near]))
         fan = fan[np.all(np.isfinite(fan), axis=1)]
         g = rng.uniform(70, 120)
         grass = np.array([g * rng.uniform(0.55, 0.75), g, g * rng.uniform(0.75, 0.95)])
@@ -130,7 +135,26 @@ class DriveRenderer:
     def _to_px(self, pose: Pose, world_xy: np.ndarray, z: float | np.ndarray = 0.0) -> np.ndarray:
         veh = pose.to_vehicle(world_xy)
         zs = np.broadcast_to(np.asarray(z, np.float64), (len(veh),))
-        return self.projector.ground_to_image(np.column_stack([veh, zs]))
+        return self._project(np.column_stack([veh, zs]))
+
+    def _project(self, points: np.ndarray) -> np.ndarray:
+        """Vehicle-frame (N, 3) -> pixels, NaN behind the camera. Inside ``_r_max`` (the image plus a
+        margin, in normalised radius) exactly ``GroundProjector.ground_to_image``; beyond it the
+        distortion polynomial of a real lens folds back, so the polygon corners out there are
+        placed along their ray, scaled from the distorted edge radius (continuous, monotonic)."""
+        if math.isinf(self._r_max):
+            return self.projector.ground_to_image(points)
+        cam = (points - self._centre) @ self._rotation
+        out = np.full((len(cam), 2), np.nan)
+        front = cam[:, 2] > 1e-9
+        n = cam[front, :2] / cam[front, 2:3]
+        r = np.hypot(n[:, 0], n[:, 1])
+        scale = np.maximum(r / self._r_max, 1.0)
+        edge = np.column_stack([n / scale[:, None], np.ones(len(n))])
+        px, _ = cv2.projectPoints(edge.reshape(-1, 1, 3), np.zeros(3), np.zeros(3), self.camera.K, self.camera.dist)
+        principal = self.camera.K[:2, 2]
+        out[front] = principal + (px.reshape(-1, 2) - principal) * scale[:, None]
+        return out
 
     def _strip(self, pose: Pose, s: np.ndarray, d_left: float, d_right: float, z: tuple[float, float] = (0.0, 0.0)
                ) -> np.ndarray | None:

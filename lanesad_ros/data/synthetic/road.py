@@ -94,7 +94,7 @@ class EgoLaneTruth:
 @dataclass
 class BoundaryTruth:
     """One painted boundary as the vehicle sees it: ``points`` (N, 2) vehicle-frame metres along
-    the boundary, nearest first, from ``x_min`` to ``x_max`` ahead (dense: every 0.5 m of road);
+    the boundary, nearest first, at x = ``x_min``, ``x_min + step``, ... ``x_max`` ahead;
     ``slot`` relative to the ego lane (LaneSlot; UNKNOWN beyond the two neighbours); ``index``
     counted from the leftmost boundary."""
 
@@ -265,13 +265,16 @@ class Road:
         (what a lane model reports; the points themselves are exact).
         """
         ego = ego if ego is not None else self.ego_lane(pose)
-        s_rel = np.arange(x_min - 5.0, x_max * 1.2 + 5.0, step_m)
+        s_rel = np.arange(x_min - 5.0, x_max * 1.2 + 5.0, 0.25)
         s = ego.s_m + s_rel
         s = s[(s >= 0) & (s <= self.length_m)]
         out = []
         for j, marking in enumerate(self.markings):
-            pts = pose.to_vehicle(self.points(s, self.boundary_offset(j)))
-            pts = pts[(pts[:, 0] >= x_min) & (pts[:, 0] <= x_max)]
+            dense = pose.to_vehicle(self.points(s, self.boundary_offset(j)))
+            # On a uniform x grid (the boundary runs forward: x grows along it), from the dense samples.
+            x = np.arange(x_min, x_max + 1e-9, step_m)
+            x = x[(x >= dense[0, 0]) & (x <= dense[-1, 0])]
+            pts = np.column_stack([x, np.interp(x, dense[:, 0], dense[:, 1])])
             rel = j - ego.lane_index  # 0: left boundary of the ego lane, 1: its right boundary
             slot = {-1: LaneSlot.LEFT_LEFT, 0: LaneSlot.LEFT, 1: LaneSlot.RIGHT, 2: LaneSlot.RIGHT_RIGHT}.get(
                 rel, LaneSlot.UNKNOWN)
