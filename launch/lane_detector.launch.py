@@ -10,8 +10,8 @@ Parameters come from ``params_file`` (default: the installed config/lane_detecto
 parameters on top of it only when given (``use_sim_time`` too: the file's value stands unless
 the argument is set). Boolean arguments take true or false, backend and device their listed
 choices; anything else stops the launch with an error naming the argument and the valid values.
-``lanes_topic`` is the base name of every output: lanes, lanes/debug_image, lanes/markers and
-lanes/points move together. The arguments, their choices and their mapping live in
+``lanes_topic`` is the base name of every output: lanes, lanes/debug_image, lanes/markers,
+lanes/points and lanes/model move together. The arguments, their choices and their mapping live in
 lanesad_ros.ros.launch_args (the backend/device choices are the node's own), which is what
 `ros2 launch ... --show-args` lists.
 

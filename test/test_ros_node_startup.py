@@ -344,7 +344,8 @@ def test_output_remappings_move_every_output_together():
     assert output_remappings("lanes") == []
     assert output_remappings("/perception/lanes/") == [
         ("lanes", "/perception/lanes"), ("lanes/debug_image", "/perception/lanes/debug_image"),
-        ("lanes/markers", "/perception/lanes/markers"), ("lanes/points", "/perception/lanes/points")]
+        ("lanes/markers", "/perception/lanes/markers"), ("lanes/points", "/perception/lanes/points"),
+        ("lanes/model", "/perception/lanes/model")]
 
 
 def test_launch_description_builds():

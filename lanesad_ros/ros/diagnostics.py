@@ -7,7 +7,9 @@ frames_missed (gaps in the publishers' sequence numbers: replaced in the depth-1
 or lost in transport), errors and errors.<kind> (unsupported_encoding, zero_size,
 bad_layout, corrupt_image, too_large, detector, internal, camera_info, debug_image, and
 camera_size: a frame whose size the camera model does not describe, published without
-ground points), median
+ground points; odometry_none / _stale / _not_finite / _implausible: a frame whose ego lane went
+without vehicle motion because the odom_topic's newest sample was missing, too far from the
+frame's stamp, NaN/infinite or beyond a car's speed or yaw rate), median
 and max over the last second of inference_latency_ms, e2e_receive_to_publish_ms (callback
 -> /lanes published) and e2e_stamp_to_publish_ms (image header stamp -> /lanes published;
 "nan" in a second without frames).

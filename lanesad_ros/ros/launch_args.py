@@ -63,7 +63,8 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                    "start-up (the plain node always starts configured and active)",
                    default="false", choices=BOOLEAN_CHOICES),
     LaunchArgument("lanes_topic", "base name of the outputs: <lanes_topic>, <lanes_topic>/debug_image, "
-                   "<lanes_topic>/markers, <lanes_topic>/points move together", default="lanes"),
+                   "<lanes_topic>/markers, <lanes_topic>/points, <lanes_topic>/model move together",
+                   default="lanes"),
     _parameter_argument("image_topic", "camera topic, sensor_msgs/Image (with input_compressed: "
                         "<image_topic>/compressed)"),
     _parameter_argument("input_compressed", "true: subscribe to <image_topic>/compressed"),
@@ -75,7 +76,7 @@ ARGUMENTS: tuple[LaunchArgument, ...] = (
                         "subscribed)"),
 )
 ARGUMENT_NAMES = tuple(argument.name for argument in ARGUMENTS)
-OUTPUT_SUFFIXES = ("", "/debug_image", "/markers", "/points")  # node topics: lanes, lanes/debug_image, ...
+OUTPUT_SUFFIXES = ("", "/debug_image", "/markers", "/points", "/model")  # node topics: lanes, lanes/debug_image, ...
 
 
 def parse_boolean(name: str, value: str) -> bool:

@@ -14,7 +14,9 @@ its own worker and mailbox, so drawing never delays /lanes.
 
 Topics (relative, so a namespace or the launch file's ``lanes_topic`` moves them together):
 ``lanes`` (lanesad_ros/LaneArray), ``lanes/debug_image`` (sensor_msgs/Image),
-``lanes/markers`` (visualization_msgs/MarkerArray), ``lanes/points`` (sensor_msgs/PointCloud2),
+``lanes/markers`` (visualization_msgs/MarkerArray, with the ego lane), ``lanes/points``
+(sensor_msgs/PointCloud2), ``lanes/model`` (lanesad_ros/LaneModel: ground cubics with their
+uncertainty, marking type and colour, the filtered ego lane; :mod:`lanesad_ros.road`),
 all published reliable, keep-last 1 (REP 2003: sensor *inputs* are subscribed best-effort;
 outputs reliable so RViz, image_view and rosbag2 with their default reliable QoS receive them,
 and best-effort subscribers match as well); ``/diagnostics`` (see
@@ -32,6 +34,7 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException
@@ -43,8 +46,9 @@ from visualization_msgs.msg import MarkerArray
 
 from lanesad_ros.camera import ImageSizeMismatch
 from lanesad_ros.detector import Detector, DetectorError
-from lanesad_ros.msg import LaneArray
+from lanesad_ros.msg import LaneArray, LaneModel
 from lanesad_ros.overlay import draw_lanes
+from lanesad_ros.road import OdometryGate, RoadModel, RoadModelStage
 from lanesad_ros.ros.convert import (
     bgr_to_image_msg,
     detections_to_lane_array,
@@ -53,6 +57,7 @@ from lanesad_ros.ros.convert import (
     lanes_to_point_cloud,
     stamp_to_ns,
 )
+from lanesad_ros.ros.convert_road import ego_lane_markers, road_model_to_lane_model
 from lanesad_ros.ros.diagnostics import FrameStats, build_status, stamp_latency_ms, stamp_problem
 from lanesad_ros.ros.entry import (
     begin_stopping,
@@ -78,7 +83,7 @@ INPUT_QOS = QoSProfile(depth=1, history=qos_profile_sensor_data.history,
                        reliability=qos_profile_sensor_data.reliability,
                        durability=qos_profile_sensor_data.durability)
 OUTPUTS = {"lanes": LaneArray, "lanes/debug_image": Image, "lanes/markers": MarkerArray,
-           "lanes/points": PointCloud2}
+           "lanes/points": PointCloud2, "lanes/model": LaneModel}
 
 
 def process_age_ms() -> float:
@@ -115,6 +120,8 @@ class LaneDetectorCore:
         self.requested_device = self.params["device"]
         self.device_note = ""
         self.ground: GroundModels | None = None
+        self.road_stage: RoadModelStage | None = None  # ground model and ego lane, on the inference worker
+        self.odometry = OdometryGate(self.params["odom_max_age"]) if self.params["odom_topic"] else None
         self.worker: InferenceWorker | None = None
         self.input_topic = ""
         self._inputs: list[Any] = []  # subscriptions and the diagnostics timer of the active state
@@ -138,6 +145,7 @@ class LaneDetectorCore:
         log.info(f"start-up: detector {(time.perf_counter() - start) * 1e3:.0f} ms ({phases}); "
                  f"backend {self.detector.backend_name}: {self.detector.backend_reason}")
         self.detector.tracker = self._tracker()
+        self.road_stage = RoadModelStage()
 
     def _tracker(self) -> LaneTracker | None:
         return LaneTracker(max_gap_s=self.params["tracking_max_gap"]) if self.params["tracking"] else None
@@ -194,6 +202,9 @@ class LaneDetectorCore:
         if self.params["camera_info_topic"]:
             self._inputs.append(self.create_subscription(CameraInfo, self.params["camera_info_topic"],
                                                          self._on_camera_info, INPUT_QOS))
+        if self.odometry is not None:
+            self._inputs.append(self.create_subscription(Odometry, self.params["odom_topic"], self._on_odometry,
+                                                         INPUT_QOS))
         self._inputs.append(self.create_timer(1.0, self._publish_diagnostics))
 
     def _start_workers(self) -> None:
@@ -290,6 +301,22 @@ class LaneDetectorCore:
                                    f"fx={msg.k[0]:.1f}; images {images.width}x{images.height} (roi, binning "
                                    f"applied); ground points in {self.params['ground_frame_id']}")
 
+    def _on_odometry(self, msg: Odometry) -> None:
+        """Keep the newest speed and yaw rate (base_link twist); checked when a frame uses them."""
+        self.odometry.put(stamp_to_ns(msg.header.stamp) / 1e9, msg.twist.twist.linear.x, msg.twist.twist.angular.z)
+
+    def _road_model(self, det: Any, bgr: Any, projector: Any, stamp_s: float) -> RoadModel:
+        """The planner-facing model of this frame. Odometry that cannot be used (none yet, stale,
+        NaN, implausible) is logged (throttled) and counted, and the ego lane is predicted without it."""
+        motion = None
+        if self.odometry is not None:
+            motion, problem = self.odometry.motion_for(stamp_s)
+            if problem:
+                self.stats.on_error(f"odometry_{problem}")
+                self._warn_throttled(f"odometry_{problem}", f"ego lane without vehicle motion: "
+                                     f"{self.odometry.describe(stamp_s, problem)} on {self.params['odom_topic']}")
+        return self.road_stage.update(det, bgr, projector, stamp_s, motion)
+
     def _process(self, detector: Detector, item: tuple[Any, float]) -> None:
         """One frame on the worker thread: convert, detect, publish."""
         msg, received = item
@@ -315,9 +342,13 @@ class LaneDetectorCore:
                                 stamp_problem(stamp_ns, now_ns))
         if self.params["publish_debug_image"] or self._pubs["lanes/debug_image"].get_subscription_count() > 0:
             self._debug_worker.submit((bgr, det, msg.header))
+        road = self._road_model(det, bgr, detector.camera, stamp_ns / 1e9)
+        self._pubs["lanes/model"].publish(road_model_to_lane_model(road, msg.header, frame))
         if detector.camera is not None:
             if self.params["publish_markers"]:
-                self._pubs["lanes/markers"].publish(lanes_to_marker_array(det, msg.header, frame))
+                markers = lanes_to_marker_array(det, msg.header, frame)
+                markers.markers.extend(ego_lane_markers(road, msg.header, frame))
+                self._pubs["lanes/markers"].publish(markers)
             if self.params["publish_points"]:
                 self._pubs["lanes/points"].publish(lanes_to_point_cloud(det, msg.header, frame))
 
@@ -365,6 +396,7 @@ class LaneDetectorCore:
             "input_size": "x".join(str(v) for v in detector.preprocessor.input_size[::-1]),
             "tracking": str(self.params["tracking"]).lower(),
             "ground_points": str(self.ground.calibration is not None).lower(),
+            "odom_topic": self.params["odom_topic"],
         }
         diag = DiagnosticArray(status=[build_status(self.get_name(), self.stats.report(), info, self.device_note)])
         diag.header.stamp = self.get_clock().now().to_msg()

@@ -79,6 +79,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "homography, 9 values row-major; all zeros = use the mounting (camera_height, pitch, roll, yaw) "
               "instead."),
     ParamSpec("ground_frame_id", "base_link", "Vehicle frame of the ground-plane lane points (REP 103)."),
+    ParamSpec("odom_topic", "", "nav_msgs/Odometry topic (speed and yaw rate of the ground frame in its twist) that "
+              "moves the ego-lane filter between frames; empty = no odometry (the filter assumes nothing about the "
+              "motion)."),
+    ParamSpec("odom_max_age", 0.5, "Odometry stamped more than this many seconds from a frame is stale: that frame's "
+              "ego lane goes without motion (logged, counted in /diagnostics).", range=(0.01, 10.0)),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 THRESHOLDS = ("exist_threshold", "prob_threshold")  # -1 = the weights' recommendation
