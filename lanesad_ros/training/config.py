@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from lanesad_ros.data.synthetic.profile import PROFILES, scene_profile
 from lanesad_ros.fileio import write_text_atomic
 
 
@@ -69,6 +70,10 @@ DATASET_SCHEMA: dict[str, Any] = {
     "seed": Field((int,), default=0),
     "width": Field((int,), default=1280),
     "height": Field((int,), default=720),
+    # synthetic: how the cameras and scenes vary (lanesad_ros.data.synthetic.profile): highway
+    # (the default, TuSimple-like), varied or city; options override per-ingredient probabilities
+    "profile": Field((str,), default="highway", choices=tuple(PROFILES)),
+    "profile_options": Field((dict,), default={}),
     # corrupt/missing files: "raise" names the file; "skip" counts and skips it
     "on_error": Field((str,), default="raise", choices=("raise", "skip")),
     "max_frames": Field((int,), nullable=True),
@@ -304,6 +309,10 @@ def _check_semantics(cfg: dict[str, Any], where: str) -> None:
             raise ConfigError(f"{where}config key 'data.train[{i}].weight' must be > 0")
         if entry["type"] != "synthetic" and not entry["root"]:
             raise ConfigError(f"{where}config key 'data.train[{i}].root' is required for type {entry['type']}")
+        try:
+            scene_profile(entry["profile"], entry["profile_options"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}config key 'data.train[{i}].profile_options': {exc}") from None
 
 
 def validate(config: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def load_frames(entry: dict, role: str) -> Sequence:
     skip = entry["on_error"] == "skip"
     if kind == "synthetic":
         geometry = load_geometry(entry["geometry"]) if entry["geometry"] else None
-        gen = SceneGenerator(seed=entry["seed"], width=entry["width"], height=entry["height"], geometry=geometry)
+        gen = SceneGenerator(seed=entry["seed"], width=entry["width"], height=entry["height"], geometry=geometry,
+                             profile=entry["profile"], profile_options=entry["profile_options"])
         size = entry["size"] if entry["size"] is not None else (10**9 if role == "train" else 64)
         frames: Sequence = SyntheticFrames(gen, size)
     else:

@@ -14,9 +14,18 @@ marking exactly as drawn; the marking is drawn between the first and last labell
 are labelled through their gaps, and lanes are labelled behind vehicles, as in TuSimple.
 A frame is a pure function of (seed, index).
 
+``profile`` (``profile`` module) makes the cameras and streets vary the way real robots' do:
+``highway`` (the default) renders the scenes above; ``varied`` and ``city`` add a field of
+view of 50-120 degrees, camera height, pitch and roll, barrel distortion (``lens``: image and
+labels warped by one model), a CULane-like hood with lanes labelled across it, and city
+streets (``city``): kerbs, stop lines, zebra crossings, arrows, parked and crossing cars,
+intersections and negatives without markings (no lanes), at dusk or in rain (``weather``).
+Kerbs, stop lines, crossings, arrows and cars are painted and never labelled.
+
 Modules: ``generator`` (SceneGenerator, the public entry), ``sampling`` (scene parameters and
 labels), ``geometry`` (road model, real-label lane shapes), ``render`` (background, texture,
-lighting, camera) and ``scenery`` (markings, vehicles, shadows).
+lighting, camera), ``scenery`` (markings, vehicles, shadows), ``city``, ``weather``, ``lens``
+and ``profile``.
 """
 from lanesad_ros.data.synthetic.generator import SceneGenerator
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from lanesad_ros.data.frames import TUSIMPLE_H_SAMPLES, DataError, LabelledFrame, assign_slots
 from lanesad_ros.data.synthetic.geometry import _geometry_lanes
+from lanesad_ros.data.synthetic.profile import SceneProfile, scene_profile
 from lanesad_ros.data.synthetic.render import Renderer
 from lanesad_ros.data.synthetic.sampling import SceneSampler
 from lanesad_ros.data.tusimple import load_label_dicts, write_tusimple_labels
@@ -20,10 +21,15 @@ class SceneGenerator(SceneSampler, Renderer):
     ``geometry``: a TuSimple label file, a list of files, or a list of label dicts; each
     frame then takes its lane positions from one real label set. ``length`` is what
     ``len()`` reports, so a generator can stand in for a dataset (``gen[i] == gen.frame(i)``).
+    ``profile``: ``highway`` (the default, TuSimple-like), ``varied`` or ``city``, or a
+    ``SceneProfile``; ``profile_options`` override its per-ingredient probabilities
+    (``lanesad_ros.data.synthetic.profile``). Frames with lens distortion or roll carry their
+    lanes as image polylines (``h_samples`` None); negatives (no markings) have no lanes.
     """
 
     def __init__(self, seed: int = 0, width: int = 1280, height: int = 720, geometry=None,
-                 length: int = 10000, jitter: bool = True):
+                 length: int = 10000, jitter: bool = True, profile: str | SceneProfile = "highway",
+                 profile_options: dict | None = None):
         if width < 64 or height < 64:
             raise ValueError(f"image size too small: {width}x{height}")
         self.seed = int(seed)
@@ -31,6 +37,7 @@ class SceneGenerator(SceneSampler, Renderer):
         self.height = int(height)
         self.length = int(length)
         self.jitter = jitter
+        self.profile = scene_profile(profile, profile_options)
         self.h_samples = np.round(TUSIMPLE_H_SAMPLES * (self.height / 720.0)).astype(np.int32)
         self.geometry = None
         if geometry is not None:
@@ -59,14 +66,19 @@ class SceneGenerator(SceneSampler, Renderer):
         scene = self._scene(rng)
         image, hood = self._render(scene, rng)
         lanes, kinds = [], []
-        for lane in scene.lanes:
+        for lane in [] if scene.meta.get("negative") else scene.lanes:
             pts = self._label_points(scene, lane, hood)
+            if scene.lens is not None and len(pts):  # the labels move with the pixels
+                pts = scene.lens.to_image(pts)
+                pts = pts[(pts[:, 0] >= 0) & (pts[:, 0] <= self.width - 1)
+                          & (pts[:, 1] >= 0) & (pts[:, 1] <= self.height - 1)]
             if len(pts) >= 2:
                 lanes.append(pts)
                 kinds.append(f"{lane.colour}-{lane.kind}")
         meta = dict(scene.meta, index=int(index), seed=self.seed, lane_kinds=kinds)
+        h_samples = self.h_samples.copy() if scene.lens is None else None
         return LabelledFrame(image_path=None, image=image, lanes=lanes,
-                             slots=assign_slots(lanes, self.width), h_samples=self.h_samples.copy(),
+                             slots=assign_slots(lanes, self.width), h_samples=h_samples,
                              width=self.width, height=self.height, meta=meta)
 
     def write_tusimple(self, out_dir: str | Path, n: int, start: int = 0, quality: int = 95,

@@ -37,6 +37,9 @@ class _Scene:
     rows: np.ndarray          # float rows from just below the horizon to the bottom
     lanes: list[_Lane]
     meta: dict = field(default_factory=dict)
+    curv: float = 0.0         # road curvature (1/m) of the parametric model
+    z_cap: float = 1e9        # beyond this distance (m) the parametric road runs straight
+    lens: object = None       # lens.Lens applied after rendering (distortion / roll), or None
 
     def ppm(self, y):
         """Pixels per metre (laterally) on the ground at row y."""
@@ -50,8 +53,23 @@ class _Scene:
         """Ground distance (metres) seen at row y."""
         return self.focal / (self.ppm_slope * np.maximum(np.asarray(y, np.float32) - self.horizon, 0.5))
 
+    def project(self, lateral, z):
+        """Image (x, y) of the ground point ``lateral`` metres right of the camera, ``z`` ahead,
+        on the parametric road (curving with ``curv``, straight beyond ``z_cap``)."""
+        z = np.maximum(np.asarray(z, np.float32), 0.3)
+        y = self.row_at(z)
+        bend = 0.5 * self.curv * self.focal * np.minimum(z, self.z_cap)
+        x = self.xvp + np.asarray(lateral, np.float32) * self.ppm(y) + bend
+        return x, y
+
     def x_of(self, lane_xf: np.ndarray, y):
         return np.interp(y, self.rows, lane_xf)
+
+
+def _chance(rng: np.random.Generator, p: float) -> bool:
+    """True with probability ``p``; draws nothing when ``p`` is 0, so an ingredient switched off
+    leaves every later draw, and so the frame, as it was without that ingredient."""
+    return p > 0.0 and bool(rng.random() < p)
 
 
 def _fx(v) -> np.ndarray:

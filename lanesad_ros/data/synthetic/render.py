@@ -7,8 +7,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lanesad_ros.data.synthetic.geometry import _SHIFT, _fx, _lowres_noise, _Scene
+from lanesad_ros.data.synthetic.city import CityPainter
+from lanesad_ros.data.synthetic.geometry import _SHIFT, _chance, _fx, _lowres_noise, _Scene
 from lanesad_ros.data.synthetic.scenery import SceneryPainter
+from lanesad_ros.data.synthetic.weather import WeatherPainter
 
 
 def _tree(img, rng, x, y, height, colour, dim):
@@ -29,7 +31,7 @@ def _tree(img, rng, x, y, height, colour, dim):
                     shade.tolist(), -1, cv2.LINE_AA)
 
 
-class Renderer(SceneryPainter):
+class Renderer(SceneryPainter, CityPainter, WeatherPainter):
     """Mixin of SceneGenerator: ``_render(scene, rng) -> (BGR image, hood)``."""
 
     def _noise_bank(self):
@@ -52,19 +54,39 @@ class Renderer(SceneryPainter):
 
     def _render(self, sc: _Scene, rng):
         W, H = self.width, self.height
-        night = rng.random() < 0.12
+        prof = self.profile
+        night = rng.random() < prof.night
+        dusk = not night and _chance(rng, prof.dusk)
+        rain = _chance(rng, prof.rain)
         sc.meta["night"] = bool(night)
+        if prof.name != "highway":
+            sc.meta.update(dusk=bool(dusk), rain=bool(rain))
+        city = sc.meta.get("city", False)
+        dark = 0.3 if night else 1.0
         img = np.empty((H, W, 3), np.uint8)
         yh = int(sc.horizon)
         self._sky(img, sc, rng, night)
-        left_edge, right_edge = self._edges(sc, rng)
-        self._ground(img, sc, rng, night)
-        self._roadside(img, sc, rng, left_edge, right_edge, night)
+        if city:
+            left_edge, right_edge = self._city_edges(sc)
+            self._pavement(img, sc, rng, dark)
+            self._buildings(img, sc, rng, dark)
+        else:
+            left_edge, right_edge = self._edges(sc, rng)
+            self._ground(img, sc, rng, night)
+            self._roadside(img, sc, rng, left_edge, right_edge, night)
         gain = np.ones((H, W), np.float32)
         road_base = self._road(img, gain, sc, rng, left_edge, right_edge)
-        self._markings(img, sc, rng, road_base)
+        if city:
+            if sc.meta["intersection"]:
+                self._crossing_road(img, sc, road_base)
+            self._kerbs(img, sc, rng, dark)
+            self._road_paint(img, sc, rng, road_base)
+        if not sc.meta.get("negative"):
+            self._markings(img, sc, rng, road_base)
         shadow = np.zeros((H, W), np.uint8)
         self._vehicles(img, shadow, sc, rng, night)
+        if city:
+            self._city_cars(img, shadow, sc, rng, night)
         self._shadows(img, shadow, sc, rng, left_edge, right_edge)
         # Road texture and shadows act multiplicatively on everything below the horizon.
         noise = self._noise_bank()
@@ -74,6 +96,8 @@ class Renderer(SceneryPainter):
         if shadow.any():
             soft = cv2.GaussianBlur(shadow, (0, 0), rng.uniform(1.0, 4.0))
             gain *= 1.0 - soft.astype(np.float32) * (rng.uniform(0.45, 0.7) / 255.0)
+        if rain:  # a wet road is darker
+            gain[yh:] *= rng.uniform(0.6, 0.85)
         if night:
             self._night_gain(gain, sc, rng)
         else:
@@ -89,6 +113,15 @@ class Renderer(SceneryPainter):
         elif rng.random() < 0.12:
             sc.meta["glare"] = True
             self._sun_glare(img, sc, rng)
+        if rain:
+            self._rain(img, sc, rng, dark)
+        if dusk:
+            self._dusk(img, sc, rng)
+        sc.meta.pop("lights", None)
+        if sc.lens is not None:
+            img = sc.lens.warp(img)
+        if sc.meta.get("hood") == "culane":
+            self._culane_hood(img, sc, rng, dark)
         img = self._camera(img, rng, noise)
         return img, hood
 
@@ -305,8 +338,12 @@ class Renderer(SceneryPainter):
         return base
 
     def _hood(self, img, sc, rng, night):
-        """Sometimes a car bonnet at the bottom (Udacity-like); returns its top row as f(x)."""
-        if rng.random() > 0.15:
+        """Sometimes a car bonnet at the bottom: Udacity-like (returns its top row as f(x); labels
+        stop above it) or CULane-like (returns None: labels continue across it, as CULane's do)."""
+        if rng.random() > self.profile.hood:
+            return None
+        if _chance(rng, self.profile.hood_culane):
+            sc.meta["hood"] = "culane"  # drawn after the lens: the bonnet is not on the road
             return None
         W, H = self.width, self.height
         y0 = H - rng.uniform(0.03, 0.08) * H

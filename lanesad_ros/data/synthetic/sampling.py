@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lanesad_ros.data.synthetic.geometry import _extend_curve, _Lane, _Scene
+from lanesad_ros.data.synthetic.geometry import _chance, _extend_curve, _Lane, _Scene
+from lanesad_ros.data.synthetic.lens import Lens
 
 
 class SceneSampler:
@@ -22,28 +23,55 @@ class SceneSampler:
 
     def _scene(self, rng: np.random.Generator) -> _Scene:
         W, H = self.width, self.height
-        # Horizon: mostly TuSimple-like, sometimes lower (Udacity-like camera).
-        if rng.random() < 0.62:
-            horizon = H * rng.uniform(0.33, 0.43)
+        prof = self.profile
+        camera = _chance(rng, prof.camera)
+        city = _chance(rng, prof.city)
+        cam_h = None
+        if camera:  # a pinhole camera of some FOV, height and pitch (REP 103: pitch down > 0)
+            fov = rng.uniform(*prof.fov_deg)
+            focal = (W / 2) / np.tan(np.radians(fov / 2))
+            cam_h = rng.uniform(*prof.height_m)
+            pitch = rng.uniform(*prof.pitch_deg)
+            horizon = float(np.clip(H / 2 - focal * np.tan(np.radians(pitch)), 0.2 * H, 0.62 * H))
         else:
-            horizon = H * rng.uniform(0.43, 0.64)
-        focal = W * rng.uniform(0.7, 1.0)
-        if self.geometry is not None:
+            # Horizon: mostly TuSimple-like, sometimes lower (Udacity-like camera).
+            if rng.random() < 0.62:
+                horizon = H * rng.uniform(0.33, 0.43)
+            else:
+                horizon = H * rng.uniform(0.43, 0.64)
+            focal = W * rng.uniform(0.7, 1.0)
+        if self.geometry is not None and not camera and not city:
             scene = self._geometry_scene(rng, horizon, focal)
         else:
-            scene = self._parametric_scene(rng, horizon, focal)
+            scene = self._parametric_scene(rng, horizon, focal, cam_h, city)
         self._style_lanes(scene, rng)
+        if prof.name != "highway":
+            fov = float(np.degrees(2 * np.arctan(W / 2 / focal)))
+            scene.meta.update(fov_deg=fov, camera_height_m=None if cam_h is None else float(cam_h),
+                              horizon=float(horizon))
+        roll = rng.uniform(-1, 1) * np.radians(prof.roll_deg) if _chance(rng, prof.roll) else 0.0
+        k = 0.0
+        if _chance(rng, prof.distortion):  # barrel distortion grows with the field of view
+            fov = np.degrees(2 * np.arctan(W / 2 / focal))
+            k = rng.uniform(0.3, 1.0) * (0.04 + 0.36 * np.clip((fov - 50) / 70, 0, 1))
+        if roll or k:
+            scene.lens = Lens(W, H, k, roll)
+            scene.meta.update(roll_deg=float(np.degrees(roll)), distortion_k=float(k))
         return scene
 
     def _rows(self, horizon: float) -> np.ndarray:
         return np.arange(np.floor(horizon) + 1.0, self.height + 1.0, 1.0, dtype=np.float32)
 
-    def _parametric_scene(self, rng, horizon, focal) -> _Scene:
+    def _parametric_scene(self, rng, horizon, focal, cam_h=None, city=False) -> _Scene:
         W, H = self.width, self.height
-        lane_w = rng.uniform(3.3, 3.9)
-        ppm_slope = rng.uniform(0.5, 0.8)  # 1 / camera height: TuSimple-like lane spacing
+        lane_w = rng.uniform(3.3, 3.9) if not city else rng.uniform(2.9, 3.6)
+        # 1 / camera height: TuSimple-like lane spacing unless the camera height was drawn
+        ppm_slope = rng.uniform(0.5, 0.8) if cam_h is None else 1.0 / cam_h
         xvp = W / 2 + rng.normal(0, W * 0.04)
-        curv = 0.0 if rng.random() < 0.35 else rng.uniform(-1, 1) * rng.choice([1 / 250, 1 / 600, 1 / 1500])
+        if city and rng.random() < 0.7:
+            curv = 0.0
+        else:
+            curv = 0.0 if rng.random() < 0.35 else rng.uniform(-1, 1) * rng.choice([1 / 250, 1 / 600, 1 / 1500])
         offset = rng.uniform(-0.45, 0.45) * lane_w
         n_left = rng.choice([0, 1, 1, 2, 2])
         n_right = rng.choice([0, 1, 1, 2, 2])
@@ -51,8 +79,17 @@ class SceneSampler:
         z = focal / (ppm_slope * np.maximum(rows - horizon, 0.5))
         z_cap = rng.uniform(60, 140)
         zc = np.minimum(z, z_cap)
-        scene = _Scene(horizon, xvp, ppm_slope, focal, rows, [], {"mode": "parametric"})
+        scene = _Scene(horizon, xvp, ppm_slope, focal, rows, [], {"mode": "parametric"}, curv=float(curv),
+                       z_cap=float(z_cap))
         z_top = rng.uniform(45, 110)
+        if city:
+            scene.meta.update(city=True, negative=_chance(rng, self.profile.negative),
+                              laterals=[(k + 0.5) * lane_w - offset for k in range(-n_left - 1, n_right + 1)])
+            self._city_layout(scene, rng)
+            if scene.meta["intersection"]:  # lane markings end at the stop line
+                z_top = min(z_top, scene.meta["z_stop"])
+            elif "z_zebra" in scene.meta:
+                z_top = min(z_top, scene.meta["z_zebra"] - 1.0)
         y_top = float(scene.row_at(z_top))
         for k in range(-n_left - 1, n_right + 1):
             lateral = (k + 0.5) * lane_w - offset
