@@ -7,7 +7,9 @@ command and markdown table of each figure, and the issue #7 CPU targets against 
 Each script runs in its own process (``--json`` where it has one, for the Targets section).
 ``--quick`` uses few runs: rough figures that check the harness, not ones to quote. The CPU
 figures move with whatever else runs on the machine: the load average is recorded before and
-after each script; run the full set on a quiet machine.
+after each script; run the full set on a quiet machine. The soak (issue 21: the node for an
+hour) is not part of the set: ``bench_soak.py --results benchmarks/RESULTS.md`` writes its
+section, and this script keeps that section as it is when it rewrites the report.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ REPO = HERE.parent
 TARGET_E2E_FPS = 25.0
 TARGET_POSTPROCESS_MS = 1.0
 TARGET_PREPROCESS_MS = 3.0
+SOAK_HEADING = "## Soak (issue 21)"  # bench_soak.py --results writes the section that starts so
 
 
 def _proc_field(path: str, key: str) -> str | None:
@@ -168,7 +171,17 @@ def targets(results: dict) -> list[str]:
     return lines
 
 
-def report(results: dict, info: dict, args, started: str, load_start: float) -> str:
+def previous_soak(path: Path) -> str:
+    """The soak section of an earlier report (from its heading to the next section), or ""."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    start = next((i for i, line in enumerate(lines) if line.startswith(SOAK_HEADING)), None)
+    if start is None:
+        return ""
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).rstrip()
+
+
+def report(results: dict, info: dict, args, started: str, load_start: float, kept_soak: str = "") -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -196,6 +209,8 @@ def report(results: dict, info: dict, args, started: str, load_start: float) -> 
             lines += [f"**Failed** (exit {result['rc']}):", "",
                       "```", result["stderr_tail"] or "(no output)", "```", ""]
         lines += [_demote_headings(result["stdout"]) or "(no output)", ""]
+    if kept_soak:
+        lines += [kept_soak, ""]
     return "\n".join(lines)
 
 
@@ -247,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             status = "ok" if result["rc"] == 0 else f"FAILED ({result['rc']})"
             print(f"[run_all] {step['key']}: {status} in {result['seconds']:.0f} s", file=sys.stderr, flush=True)
             results[step["key"]] = result
-    write_atomic(args.out, report(results, info, args, started, load_start) + "\n")
+    write_atomic(args.out, report(results, info, args, started, load_start, previous_soak(args.out)) + "\n")
     print(f"[run_all] wrote {args.out}", file=sys.stderr)
     return 0 if all(r["rc"] == 0 for r in results.values()) else 1
 
