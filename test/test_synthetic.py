@@ -292,6 +292,24 @@ def test_negatives_have_no_lanes_and_no_markings():
         assert len(marked.frame(i).lanes) >= 1
 
 
+def test_arrows_cars_and_crossings_change_pixels_not_labels():
+    """Painted arrows, zebra crossings, parked and crossing cars are drawn (the image changes)
+    but never labelled: the same scene with them switched off has the very same lanes."""
+    base = dict(_PLAIN, city=1.0, negative=0.0, intersection=1.0)
+    on = SceneGenerator(seed=3, width=640, height=360, profile="city",
+                        profile_options=dict(base, arrows=1.0, parked_cars=1.0, crossing_cars=1.0, zebra=1.0))
+    off = SceneGenerator(seed=3, width=640, height=360, profile="city",
+                         profile_options=dict(base, arrows=0.0, parked_cars=0.0, crossing_cars=0.0, zebra=1.0))
+    for i in range(4):
+        fa, fb = on.frame(i), off.frame(i)
+        assert fa.meta["arrows"] and fa.meta["parked_cars"] and fa.meta["crossing_cars"]
+        assert not (fb.meta["arrows"] or fb.meta["parked_cars"] or fb.meta["crossing_cars"])
+        assert not np.array_equal(fa.image, fb.image)
+        assert len(fa.lanes) == len(fb.lanes) >= 1 and fa.slots == fb.slots
+        for la, lb in zip(fa.lanes, fb.lanes, strict=True):
+            assert np.array_equal(la, lb)
+
+
 def test_stop_lines_and_crossings_are_painted_not_labelled():
     """At an intersection the lanes end at the stop line: the stop line is bright paint on the
     road, and no label point lies on it or on the zebra crossing and crossing road beyond it."""
