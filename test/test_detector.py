@@ -370,6 +370,13 @@ def test_camera_adds_ground_points_and_tracker_smooths(random_weights):
         assert np.all(lane.ground_points[:, 0] > 0) and np.all(lane.ground_points[:, 2] == 0)
     assert len(detector.detect(image).lanes) == 4
     assert set(detector.tracker.tracks) == {0, 1, 2, 3}
+    # The images' stamps reach the tracker (it ages tracks by them); one stamp per image.
+    detector.detect(image, stamp_s=20.0)
+    assert detector.tracker.stamp_s == 20.0
+    assert len(detector.detect_batch([image, image], [19.0, 19.5])[1].lanes) == 4  # back in time: tracks restart
+    assert detector.tracker.stamp_s == 19.5 and set(detector.tracker.tracks) == {0, 1, 2, 3}
+    with pytest.raises(DetectorError, match="1 stamps for 2 images"):
+        detector.detect_batch([image, image], [1.0])
 
 
 def test_weights_metadata_recommends_postprocess_and_options_override(tmp_path):
