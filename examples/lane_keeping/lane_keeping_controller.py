@@ -37,10 +37,11 @@ class CentreLine:
 
     @classmethod
     def from_ego_lane(cls, lateral_offset_m: float, heading_error_rad: float, curvature: float,
-                      width_m: float) -> CentreLine:
-        """From an ego-lane estimate: the vehicle ``lateral_offset_m`` left of the centre, pointing
-        ``heading_error_rad`` left of the lane, on a lane of ``curvature`` (second-order road model)."""
-        coeffs = np.array([-lateral_offset_m, -math.tan(heading_error_rad), curvature / 2.0])
+                      width_m: float, curvature_rate: float = 0.0) -> CentreLine:
+        """From an ego-lane estimate (lanesad_ros/EgoLane): the vehicle ``lateral_offset_m`` left of
+        the centre, pointing ``heading_error_rad`` left of the lane, on a lane of ``curvature``
+        changing by ``curvature_rate`` per metre (the clothoid's cubic, as EgoLane.msg gives it)."""
+        coeffs = np.array([-lateral_offset_m, -math.tan(heading_error_rad), curvature / 2.0, curvature_rate / 6.0])
         return cls(coeffs, width_m, "model")
 
 
