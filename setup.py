@@ -14,6 +14,7 @@ setup(
     packages=find_packages(include=["lanesad_ros", "lanesad_ros.*"]),
     package_data={"lanesad_ros.weights": ["*.safetensors", "*.json"]},
     install_requires=[
+        "filelock",
         "numpy",
         "opencv-python-headless",
         "pyyaml",

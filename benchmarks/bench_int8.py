@@ -3,7 +3,7 @@
     python benchmarks/bench_int8.py [--threads 2] [--rounds 5] [--runs 20] [--frames 150] [--json out.json]
 
 Two rows:
-- **shipped weights at their input size**: quantised with ``python -m lanesad_ros.backends.quantize``'s
+- **shipped weights at their input size**: quantised with ``python -m lanesad_ros.training.quantize``'s
   code path, guarded on the held-out validation clips of ../shared/data/tusimple-train
   (config/train/splits/tusimple_val.txt; all labelled frames when that file is absent), so
   the row carries the TuSimple accuracy delta and the median lane shift;
@@ -81,8 +81,8 @@ def random_weights(folder: Path, input_size: tuple[int, int]) -> Path:
 def compare(weights: Path | None, source_size: tuple[int, int], labels: Path | None, split: Path | None,
             args) -> dict:
     from lanesad_ros.backends.openvino_backend import OpenVinoBackend
-    from lanesad_ros.backends.quantize import quantize_weights
     from lanesad_ros.detector import Detector
+    from lanesad_ros.training.quantize import quantize_weights
 
     load = os.getloadavg()[0]
     record = quantize_weights(weights, args.calibration, args.frames, labels, split, args.threads, log=lambda *_: None)

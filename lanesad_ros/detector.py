@@ -328,7 +328,7 @@ class Detector:
             why = ("no INT8 model for these weights" if guard is None
                    else f"its accuracy guard failed: {guard.get('verdict')}")
             raise BackendUnavailable(f"backend 'openvino-int8' unavailable: {why} ({folder}; "
-                                     f"make one with python -m lanesad_ros.backends.quantize)")
+                                     f"make one with python -m lanesad_ros.training.quantize)")
         backend = OpenVinoBackend(folder / "model.xml", self.threads, cache_dir=cache.cache_dir() / "openvino",
                                   name="openvino-int8", static_ir=folder / "model-b1.xml")
         backend.prepare(self._input.shape)

@@ -23,7 +23,7 @@ def _fsync_path(path: Path) -> None:
 class OpenVinoBackend:
     """OpenVINO on the CPU, reading the exported ONNX graph with its pooling indices rewritten
     (:func:`lanesad_ros.model.export.pool_indices_as_arithmetic`), or a quantised IR
-    (``name="openvino-int8"``, see :mod:`lanesad_ros.backends.quantize`). One compiled model
+    (``name="openvino-int8"``, see :mod:`lanesad_ros.training.quantize`). One compiled model
     per batch size (static shapes: faster kernels than a dynamic batch).
 
     fp32 is asked for explicitly: on CPUs with bf16 support OpenVINO would otherwise run in

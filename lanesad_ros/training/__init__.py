@@ -5,5 +5,6 @@ optimiser, the iteration at which Self Attention Distillation switches on, evalu
 output folder. Modules: ``config`` (schema and loader), ``data`` (datasets and the deterministic
 training stream), ``trainer`` (the loop and schedule), ``checkpoint`` (exact-resume state),
 ``validation`` (metrics during training), ``export`` (checkpoint -> weights + metadata),
-``pseudo`` (pseudo-labels for self-training), ``cli`` (the command line).
+``pseudo`` (pseudo-labels for self-training), ``quantize`` (OpenVINO INT8 of a weights file with
+its accuracy guard: ``python -m lanesad_ros.training.quantize``), ``cli`` (the command line).
 """

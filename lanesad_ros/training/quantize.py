@@ -1,7 +1,11 @@
 """OpenVINO INT8 post-training quantisation (NNCF) of a weights file, with an accuracy guard.
 
-    python -m lanesad_ros.backends.quantize [--weights W] [--calibration DIR] [--labels labels.json]
+    python -m lanesad_ros.training.quantize [--weights W] [--calibration DIR] [--labels labels.json]
                                             [--split tusimple_val.txt] [--frames N] [--threads N]
+
+A command above the Detector (it calibrates and guards with it), beside the other commands that
+turn trained weights into artefacts (:mod:`lanesad_ros.training.export`); the backends only
+read what it leaves in the cache.
 
 1. Calibration: NNCF's default post-training quantisation (min-max ranges, fast bias
    correction) of the OpenVINO graph the ``openvino`` backend runs, on real road frames
@@ -20,12 +24,13 @@
    than fp32 (:mod:`lanesad_ros.backends.selection`).
 
 Exit status: 0 passed, 1 the guard failed (the model is kept, marked failed, never offered),
-2 bad arguments or inputs (``quantize: error: ...``). Needs ``nncf`` (an optional tool
-dependency: ``pip install nncf``); the Detector itself only needs ``openvino``.
+2 bad arguments or inputs, or ``nncf`` / ``openvino`` missing (one line: ``quantize: error:
+...``). ``make setup`` installs both; the Detector itself only needs ``openvino``.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -142,7 +147,7 @@ def quantize_graph(graph_path: Path, input_shape: tuple[int, ...], batches: list
     ``keep_fp32``: regular expressions of operation names left unquantised; ``mixed``: NNCF's
     MIXED preset (symmetric weights, asymmetric activations: PReLU outputs are not one-signed).
     """
-    # Imported here: nncf is an optional tool dependency (pip install nncf), heavy to import.
+    # Imported here: heavy to import (seconds), and only this step needs it.
     import nncf
     import openvino as ov
 
@@ -193,6 +198,15 @@ def quantize_weights(weights: Path | None, calibration: Path, frames: int, label
     return record
 
 
+def missing_tools() -> str:
+    """"" when the packages quantisation needs are installed, else one line saying what to install."""
+    missing = [name for name in ("nncf", "openvino") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return ""
+    return (f"needs {' and '.join(missing)}, not installed here: pip install {' '.join(missing)} "
+            f"(make setup installs {'them' if len(missing) > 1 else 'it'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quantize", description="OpenVINO INT8 quantisation with an accuracy guard.")
     parser.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
@@ -204,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                              "without it every labelled frame is used)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads")
     args = parser.parse_args(argv)
+    missing = missing_tools()
+    if missing:
+        print(f"{parser.prog}: error: {missing}", file=sys.stderr)
+        return 2
     if args.frames < 1:
         parser.error("--frames must be >= 1")
     for name in ("calibration", "labels", "split"):
