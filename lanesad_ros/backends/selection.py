@@ -215,16 +215,15 @@ def _measure(candidates: list[Candidate], probe: np.ndarray, fields: dict, store
               "settled": quiet or count >= MAX_MEASUREMENTS}
     kept = record
     if previous is not None and not quiet and _less_contended(previous, record):
-        kept = dict(previous, measurements=count, settled=record["settled"])  # the quieter one stands
-        rule += f"; kept the less contended earlier choice {previous.get('backend_name')}"
-    if kept is not record and kept["backend"] != kind:
-        # run what is remembered, so that this start and the next ones agree
-        by_kind = {c.kind: c for c in candidates}
-        if kept["backend"] in by_kind:
-            try:
-                backend = by_kind[kept["backend"]].make()
-            except Exception:  # it loaded before; if it no longer does, the fresh measurement stands
-                kept = record
+        earlier = previous.get("backend")
+        maker = {c.kind: c.make for c in candidates}.get(earlier)
+        try:  # run what is remembered, so that this start and the next ones agree
+            backend = backend if earlier == kind else maker()
+        except Exception:  # noqa: BLE001 - it loaded before; if it no longer does, the fresh measurement stands
+            pass
+        else:
+            kept = dict(previous, measurements=count, settled=record["settled"])  # the quieter one stands
+            rule += f"; kept the less contended earlier choice {previous.get('backend_name')}"
     state = ("settled" if kept["settled"] else
              f"not settled, measured again at the next start (up to {MAX_MEASUREMENTS} measurements)")
     if store is None:
