@@ -244,7 +244,8 @@ class LaneDecoder:
         x = np.where(seen, x, np.nan)
         num_slots = self.num_lanes or num_lanes
         if cfg.geometry:
-            x, slots = resolve_slots(x, ys, exist_prob[present], src_w, self.camera_column, num_slots)
+            x, slots = resolve_slots(x, ys, exist_prob[present], src_w, self.camera_column, num_slots,
+                                     image_height=src_h)
         else:
             slots = np.array([int(LaneSlot.from_index(int(i), num_slots)) for i in present])
         lanes = []

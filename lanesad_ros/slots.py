@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lanesad_ros.convergence import converging, trim_across
 from lanesad_ros.lanes import LaneSlot
 
 # Plausible spacing of an outer lane to its neighbouring ego lane, as a ratio to the ego lane
@@ -97,14 +98,18 @@ def assign_slots(lanes: list[np.ndarray], image_width: int, num_slots: int = 4) 
 
 
 def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_width: int,
-                  camera_column: float | None = None, num_slots: int | None = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Apply the three rules of the module docstring to one frame's lanes.
+                  camera_column: float | None = None, num_slots: int | None = 4,
+                  image_height: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Apply the rules of ``lanesad_ros.convergence`` (no lane runs across the view; the lanes
+    of a frame converge to one vanishing region), then the three rules of the module docstring,
+    to one frame's lanes.
 
     ``x`` (n, R): each lane's x (source px) at ``rows`` (R,), NaN where it is not reported;
     lanes are listed in the network's channel order (left to right). ``confidence`` (n,):
     existence probabilities. ``camera_column``: source column under the camera (default the
-    image centre). ``num_slots``: the network's lane count; for anything but 4 only rule 1
-    applies (other counts have no ego-relative slots).
+    image centre). ``image_height``: source rows (default: the last of ``rows`` + 1).
+    ``num_slots``: the network's lane count; for anything but 4 only rule 1 and the
+    convergence rules apply (other counts have no ego-relative slots).
 
     Returns (x with dropped lanes and trimmed rows set to NaN, slot per lane): dropped lanes
     have all-NaN rows and slot ``LaneSlot.UNKNOWN``.
@@ -112,6 +117,10 @@ def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image
     x = np.array(x, dtype=np.float64)
     rows = np.asarray(rows, dtype=np.float64)
     confidence = np.asarray(confidence, dtype=np.float64)
+    height = int(rows[-1]) + 1 if image_height is None else int(image_height)
+    if len(x):
+        x = trim_across(x, rows, height)
+        x[~converging(x, rows, confidence, image_width, height)] = np.nan
     _uncross(x, confidence)
     seen = np.isfinite(x)
     bottom_x = np.full(len(x), np.nan)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 
 import pytest
 
 from conftest import shared_path
 from lanesad_ros.detector import Detector
 from lanesad_ros.training.config import validate
-from lanesad_ros.training.tune import tune_thresholds, tune_weights, tusimple_f1
+from lanesad_ros.training.tune import ValFrame, fold_groups, tune_thresholds, tune_weights, tusimple_f1
 from lanesad_ros.weights import default_weights_path
 
 
@@ -26,11 +27,12 @@ def test_tune_picks_the_best_f1_and_writes_metadata(tmp_path):
     shutil.copy(default_weights_path().with_suffix(".json"), weights.with_suffix(".json"))
     cfg = validate({"data": {"val": [{"type": "tusimple", "root": str(root), "labels": "labels.json"}]}})
     result = tune_weights(weights, cfg, folds=3, write=True)
-    best = max(result["grid"], key=lambda g: (g["f1"], g["accuracy"]))
+    best = max(result["grid"], key=lambda g: (g["objective"], g["tusimple"]["accuracy"]))
     assert (result["chosen"]["exist_threshold"], result["chosen"]["prob_threshold"]) == \
         (best["exist_threshold"], best["prob_threshold"])
-    assert result["on_all"]["f1"] == best["f1"] and result["cross_fitted"]["frames"] == 3
-    assert [len(f["clips"]) for f in result["folds"]] == [1, 1, 1]
+    assert result["on_all"]["tusimple"]["f1"] == best["tusimple"]["f1"] == result["on_all"]["objective"]
+    assert result["cross_fitted"]["tusimple"]["frames"] == 3 and "culane" not in result["cross_fitted"]
+    assert [len(f["groups"]) for f in result["folds"]] == [1, 1, 1]
     meta = json.loads(weights.with_suffix(".json").read_text())
     assert meta["metrics"]["validation"]["chosen"] == result["chosen"]
     detector = Detector.from_weights(weights, device="cpu", backend="torch")
@@ -41,9 +43,36 @@ def test_tune_picks_the_best_f1_and_writes_metadata(tmp_path):
 def test_tune_needs_as_many_clips_as_folds():
     root = shared_path("tusimple")
     cfg = validate({"data": {"val": [{"type": "tusimple", "root": str(root), "labels": "labels.json"}]}})
-    with pytest.raises(ValueError, match="3 validation clips cannot make 4 folds"):
+    with pytest.raises(ValueError, match="3 validation frames cannot make 4 folds"):
         tune_weights(default_weights_path(), cfg, folds=4)
-    with pytest.raises(ValueError, match="TuSimple-labelled entry"):
+    with pytest.raises(ValueError, match="TuSimple- or CULane-labelled entry"):
         tune_weights(default_weights_path(), validate({}), folds=2)
     with pytest.raises(ValueError, match="cannot make"):
-        tune_thresholds(Detector.from_weights(default_weights_path(), device="cpu", backend="torch"), [], [], folds=2)
+        tune_thresholds(Detector.from_weights(default_weights_path(), device="cpu", backend="torch"), [], folds=2)
+
+
+def test_folds_split_a_lone_clip_by_time_and_hold_every_camera():
+    """A camera with fewer clips than folds (one CULane drive) is split into contiguous time
+    blocks of its clip; a camera with enough clips is split by clip; every fold holds both."""
+
+    @dataclass
+    class _F:
+        image_path: str
+
+    frames = ([ValFrame("culane", _F(f"d/clip/{i:05d}.jpg"), "culane:d/clip") for i in (30, 0, 90, 60)]
+              + [ValFrame("tusimple", _F(f"c{i}/20.jpg"), f"tusimple:c{i}") for i in range(3)])
+    fold = fold_groups(frames, 2)
+    assert fold[:4] == [0, 0, 1, 1]  # 00000, 00030 | 00060, 00090
+    assert fold[4:] == [0, 1, 0]
+    with pytest.raises(ValueError, match="1 culane validation frames cannot make 2 folds"):
+        fold_groups(frames[:1], 2)
+
+
+def test_tune_scores_culane_frames_with_the_culane_metric():
+    root = shared_path("culane-train")
+    cfg = validate({"data": {"val": [{"type": "culane", "root": str(root), "list_file": "list.txt",
+                                      "max_frames": 4}]}, "eval": {"metric": "auto"}})
+    result = tune_weights(default_weights_path(), cfg, folds=2)
+    assert set(result["cross_fitted"]) == {"culane", "objective"}
+    assert result["cross_fitted"]["culane"]["frames"] == 4
+    assert result["on_all"]["objective"] == (result["on_all"]["culane"]["f1"] or 0.0)

@@ -1,17 +1,22 @@
-"""Postprocess thresholds chosen on validation frames, with an honest estimate of their score.
+"""Postprocess thresholds chosen on validation frames of every camera, with an honest estimate of their score.
 
 ``lanesad-train tune WEIGHTS --config CFG [--write]`` runs the weights on the config's ``data.val``
-frames for every (``exist_threshold``, ``prob_threshold``) pair of a grid, scores each frame
-with the official TuSimple metric, and picks the pair with the highest TuSimple F1
-(precision = 1 - FP rate, recall = 1 - FN rate, as LaneATT and CLRNet report TuSimple F1;
-ties go to the higher accuracy). The chosen pair is what the weights' metadata recommends.
+frames for every (``exist_threshold``, ``prob_threshold``) pair of a grid and scores each frame
+with its dataset's official metric: TuSimple frames with the TuSimple metric (F1 from its FP and
+FN rates: precision = 1 - FP, recall = 1 - FN, as LaneATT and CLRNet report TuSimple F1), CULane
+frames with the CULane metric (F1 over lane matches at IoU 0.5, 30 px lines). The pair with the
+highest *mean F1 over the cameras* wins (ties go to the higher TuSimple accuracy), so one default
+serves every camera instead of the one with the most frames. The chosen pair is what the
+weights' metadata recommends.
 
 A score measured on the frames the thresholds were chosen on is optimistic, so the figure
-reported beside it is *cross-fitted*: the validation clips are split into ``folds`` groups,
-each group is scored with the pair chosen on the other groups, and the per-frame scores of
-all groups are averaged. That figure never saw its own frames during the choice.
-With ``--write`` the chosen pair goes into the metadata's ``postprocess`` and the figures
-into ``metrics.validation`` (the JSON sidecar is rewritten atomically; tensors untouched).
+reported beside it is *cross-fitted*: the validation frames are split into ``folds`` groups,
+each group is scored with the pair chosen on the other groups, and the per-frame scores of all
+groups are pooled. That figure never saw its own frames during the choice. Groups never split
+a clip; a camera with fewer clips than folds is split by time within its clip (contiguous
+blocks of its frames in name order), and every fold holds frames of every camera.
+With ``--write`` the chosen pair goes into the metadata's ``postprocess`` and the figures into
+``metrics.validation`` (the JSON sidecar is rewritten atomically; tensors untouched).
 """
 from __future__ import annotations
 
@@ -25,12 +30,15 @@ from tqdm import tqdm
 
 from lanesad_ros.detector import Detector
 from lanesad_ros.fileio import write_text_atomic
+from lanesad_ros.metrics.culane import CULaneScorer, prf
 from lanesad_ros.metrics.tusimple import TuSimpleScorer, mean_scores
 from lanesad_ros.model.weights import metadata_path, read_metadata
 from lanesad_ros.training.data import frame_clip, load_frames
+from lanesad_ros.training.validation import metric_for
 
 EXIST_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 PROB_GRID = (0.2, 0.3, 0.4, 0.5)
+CAMERAS = ("tusimple", "culane")
 
 
 def tusimple_f1(fp: float, fn: float) -> float:
@@ -45,72 +53,138 @@ class Setting:
     prob_threshold: float
 
 
-def _summary(records: Sequence[dict]) -> dict:
-    m = mean_scores(records)
-    return {"accuracy": round(m["accuracy"], 4), "fp": round(m["fp"], 4), "fn": round(m["fn"], 4),
-            "f1": round(tusimple_f1(m["fp"], m["fn"]), 4), "frames": m["frames"]}
+@dataclass(frozen=True)
+class ValFrame:
+    """One validation frame: its metric (``tusimple`` | ``culane``), the frame and its fold group."""
+
+    metric: str
+    frame: object
+    group: str
 
 
-def _best(scores: dict[Setting, list[dict]], frames: Sequence[int]) -> Setting:
-    def key(setting: Setting) -> tuple[float, float]:
-        s = _summary([scores[setting][i] for i in frames])
-        return s["f1"], s["accuracy"]
-    return max(scores, key=key)
+def _summary(records: Sequence[dict], metrics: Sequence[str]) -> dict:
+    """Per camera figures of a set of per-frame records, plus ``objective`` (mean F1 over cameras)."""
+    out: dict = {}
+    tus = [r for r, m in zip(records, metrics, strict=True) if m == "tusimple"]
+    cul = [r for r, m in zip(records, metrics, strict=True) if m == "culane"]
+    if tus:
+        s = mean_scores(tus)
+        out["tusimple"] = {"accuracy": round(s["accuracy"], 4), "fp": round(s["fp"], 4), "fn": round(s["fn"], 4),
+                           "f1": round(tusimple_f1(s["fp"], s["fn"]), 4), "frames": s["frames"]}
+    if cul:
+        s = prf(sum(r["tp"] for r in cul), sum(r["fp"] for r in cul), sum(r["fn"] for r in cul))
+        out["culane"] = {k: (round(s[k], 4) if s.get(k) is not None else None)
+                         for k in ("precision", "recall", "f1")}
+        out["culane"]["frames"] = len(cul)
+    f1s = [out[c]["f1"] or 0.0 for c in CAMERAS if c in out]
+    out["objective"] = round(sum(f1s) / len(f1s), 4) if f1s else 0.0
+    return out
 
 
-def tune_thresholds(detector: Detector, frames: Sequence, clips: Sequence[str], folds: int = 2,
+def fold_groups(frames: Sequence[ValFrame], folds: int) -> list[int]:
+    """Fold of each frame: per camera, its clips (or, with fewer clips than folds, contiguous time
+    blocks of its clips) dealt round-robin to the folds. Raises ValueError when a camera has
+    fewer frames than folds."""
+    fold = [0] * len(frames)
+    for metric in CAMERAS:
+        idx = [i for i, f in enumerate(frames) if f.metric == metric]
+        if not idx:
+            continue
+        if len(idx) < folds:
+            raise ValueError(f"{len(idx)} {metric} validation frames cannot make {folds} folds")
+        clips = sorted({frames[i].group for i in idx})
+        if len(clips) >= folds:
+            for i in idx:
+                fold[i] = clips.index(frames[i].group) % folds
+            continue
+        for clip in clips:  # split each clip into time blocks
+            members = sorted((i for i in idx if frames[i].group == clip), key=lambda i: str(frames[i].frame.image_path))
+            for rank, i in enumerate(members):
+                fold[i] = rank * folds // len(members)
+    return fold
+
+
+def tune_thresholds(detector: Detector, frames: Sequence[ValFrame], folds: int = 2,
                     exist_grid: Sequence[float] = EXIST_GRID, prob_grid: Sequence[float] = PROB_GRID) -> dict:
-    """Choose (exist, prob) thresholds on ``frames`` (LabelledFrame with TuSimple labels).
+    """Choose (exist, prob) thresholds on ``frames`` (TuSimple- and/or CULane-labelled).
 
-    ``clips``: the clip of each frame; folds never split a clip. Returns ``chosen`` (the pair),
-    ``on_all`` (its score on all frames: optimistic, it chose on them), ``cross_fitted`` (the
-    honest estimate, see the module docstring), ``folds`` and the whole ``grid``.
-    Raises ValueError for fewer clips than folds.
+    Returns ``chosen`` (the pair), ``on_all`` (its per-camera score on all frames: optimistic,
+    it chose on them), ``cross_fitted`` (the honest estimate, see the module docstring),
+    ``folds`` and the whole ``grid``. Raises ValueError for too few frames or clips for ``folds``.
     """
-    unique = sorted(set(clips))
-    if len(unique) < folds:
-        raise ValueError(f"{len(unique)} validation clips cannot make {folds} folds")
-    fold_of_clip = {clip: i % folds for i, clip in enumerate(unique)}
-    images = [frame.load_image() for frame in frames]
+    if len(frames) < folds or folds < 2:
+        raise ValueError(f"{len(frames)} validation frames cannot make {folds} folds")
+    fold = fold_groups(frames, folds)
+    if len(set(fold)) < folds:
+        raise ValueError(f"{len(set(fold))} validation clips cannot make {folds} folds")
+    metrics = [f.metric for f in frames]
+    images = [f.frame.load_image() for f in frames]
     scores: dict[Setting, list[dict]] = {}
     grid = [Setting(e, p) for e, p in itertools.product(exist_grid, prob_grid)]
     for setting in tqdm(grid, desc="threshold grid", unit="setting"):
         detector.set_postprocess(exist_threshold=setting.exist_threshold, prob_threshold=setting.prob_threshold)
-        scorer = TuSimpleScorer()
-        for image, frame in zip(images, frames, strict=True):
-            scorer.add(detector.detect(image).lanes, frame)
-        scores[setting] = scorer.records
+        tusimple, culane, records = TuSimpleScorer(), CULaneScorer(), []
+        for image, vf in zip(images, frames, strict=True):
+            lanes = detector.detect(image).lanes
+            if vf.metric == "tusimple":
+                records.append(tusimple.add(lanes, vf.frame))
+            else:
+                records.append(culane.add(lanes, vf.frame.lanes, image_size=(image.shape[1], image.shape[0])))
+        scores[setting] = records
+
+    def best(indices: Sequence[int]) -> Setting:
+        def key(setting: Setting) -> tuple[float, float]:
+            s = _summary([scores[setting][i] for i in indices], [metrics[i] for i in indices])
+            return s["objective"], s.get("tusimple", {}).get("accuracy", 0.0)
+        return max(scores, key=key)
+
     everything = list(range(len(frames)))
-    chosen = _best(scores, everything)
-    cross, per_fold = [], []
+    chosen = best(everything)
+    cross: list[dict | None] = [None] * len(frames)
+    per_fold = []
     for k in range(folds):
-        inside = [i for i in everything if fold_of_clip[clips[i]] == k]
-        outside = [i for i in everything if fold_of_clip[clips[i]] != k]
-        pick = _best(scores, outside)
-        cross += [scores[pick][i] for i in inside]
-        per_fold.append({"fold": k, "clips": sorted({clips[i] for i in inside}), "chosen": vars(pick),
-                         **_summary([scores[pick][i] for i in inside])})
+        inside = [i for i in everything if fold[i] == k]
+        pick = best([i for i in everything if fold[i] != k])
+        for i in inside:
+            cross[i] = scores[pick][i]
+        per_fold.append({"fold": k, "groups": sorted({frames[i].group for i in inside}), "chosen": vars(pick),
+                         **_summary([scores[pick][i] for i in inside], [metrics[i] for i in inside])})
     detector.set_postprocess(exist_threshold=chosen.exist_threshold, prob_threshold=chosen.prob_threshold)
-    return {"chosen": vars(chosen), "on_all": _summary(scores[chosen]), "cross_fitted": _summary(cross),
-            "folds": per_fold, "selection": "max TuSimple F1 (1-FP, 1-FN), ties by accuracy",
-            "grid": [{**vars(s), **_summary(r)} for s, r in scores.items()]}
+    return {"chosen": vars(chosen), "on_all": _summary(scores[chosen], metrics),
+            "cross_fitted": _summary(cross, metrics), "folds": per_fold,
+            "selection": "max mean F1 over cameras (TuSimple F1 from 1-FP, 1-FN; CULane F1), ties by TuSimple accuracy",
+            "grid": [{**vars(s), **_summary(r, metrics)} for s, r in scores.items()]}
+
+
+def validation_frames(cfg: dict) -> list[ValFrame]:
+    """The TuSimple- and CULane-scored frames of ``cfg["data"]["val"]``, each with its clip
+    (relative to its dataset root) as fold group."""
+    out = []
+    for entry in cfg["data"]["val"]:
+        metric = metric_for(entry, cfg)
+        if metric not in CAMERAS:
+            continue
+        root = Path(entry["root"]) if entry["root"] else None
+        for frame in load_frames(entry, "val"):
+            out.append(ValFrame(metric, frame, f"{metric}:{frame_clip(frame, root)}"))
+    return out
 
 
 def tune_weights(weights: str | Path, cfg: dict, folds: int = 2, write: bool = False) -> dict:
-    """Tune the thresholds of ``weights`` on the TuSimple-labelled ``data.val`` entries of ``cfg``.
+    """Tune the thresholds of ``weights`` on the TuSimple- and CULane-labelled ``data.val`` entries of ``cfg``.
 
     Returns the result of :func:`tune_thresholds` plus ``frames_from`` (the entries used).
     With ``write`` the metadata JSON of ``weights`` gets ``postprocess`` (the chosen pair,
     other recommended options kept) and ``metrics.validation``. Raises ValueError when the
-    config has no TuSimple validation entry.
+    config has no TuSimple or CULane validation entry.
     """
-    entries = [e for e in cfg["data"]["val"] if e["type"] == "tusimple"]
-    if not entries:
-        raise ValueError("tune needs a TuSimple-labelled entry in data.val of the config")
-    frames = [f for entry in entries for f in load_frames(entry, "val")]
+    frames = validation_frames(cfg)
+    if not frames:
+        raise ValueError("tune needs a TuSimple- or CULane-labelled entry in data.val of the config")
     detector = Detector.from_weights(weights, device="cpu", backend="torch")
-    result = tune_thresholds(detector, frames, [frame_clip(f) for f in frames], folds=folds)
-    result["frames_from"] = [{k: e[k] for k in ("name", "root", "labels", "split_file", "split")} for e in entries]
+    result = tune_thresholds(detector, frames, folds=folds)
+    result["frames_from"] = [{k: e[k] for k in ("name", "type", "root", "labels", "list_file", "split_file", "split")}
+                             for e in cfg["data"]["val"] if metric_for(e, cfg) in CAMERAS]
     if write:
         meta = read_metadata(weights)
         meta["postprocess"] = {**meta.get("postprocess", {}), **result["chosen"]}

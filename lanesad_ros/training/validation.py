@@ -41,7 +41,7 @@ def best_key(cfg: dict, metrics: dict[str, Any]) -> str:
     return "tusimple.accuracy"
 
 
-def _metric_for(entry: dict, cfg: dict) -> str:
+def metric_for(entry: dict, cfg: dict) -> str:
     chosen = cfg["eval"]["metric"]
     if chosen != "auto":
         return chosen
@@ -82,7 +82,7 @@ def evaluate_model(model: torch.nn.Module, cfg: dict, val_sets: list[tuple[dict,
     overlays_left = cfg["eval"]["overlays"]
     limit = cfg["eval"]["max_frames"]
     for entry, frames in val_sets:
-        kind = _metric_for(entry, cfg)
+        kind = metric_for(entry, cfg)
         if kind == "none":
             continue
         name = entry["name"] or entry["type"]

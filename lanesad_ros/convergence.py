@@ -1,0 +1,196 @@
+"""What a lane looks like from a car, on any camera: it runs away from the camera towards one
+vanishing region shared by every lane of the frame.
+
+Lane boundaries are (nearly) parallel lines on the road plane, so a pinhole camera sees them
+converge to one vanishing point on the horizon, whatever its focal length, height or pitch
+(the premise of the lane hyperbola in ``lanefit``: Kluge 1994; and of vanishing-point lane
+detectors, e.g. Lee et al., "VPGNet", ICCV 2017). Painted lines that are *not* lane
+boundaries break this: a stop line, a zebra crossing or the kerb of a cross street at an
+intersection runs across the view; the horizon or a roof edge is flat; a vehicle's side or a
+kerb curving away points somewhere else. Two rules, both without a camera model:
+
+1. **Across the view** (``MAX_SLOPE``): a boundary seen from the car runs up the image. Where a
+   decoded lane turns flatter than any real boundary (``|dx/dy|`` above ``MAX_SLOPE`` over a
+   chord of ``CHORD`` of the image height), the rest of it, further up, is cut off
+   (``trim_across``): the lane that swept along a kerb or a row of cars keeps its near part.
+   A lane whose near-field direction (the line fitted to the lower half of its rows) is that
+   flat is no lane at all: a stop line, a crossing, the horizon.
+2. **Not converging** (``MAX_VP_OFFSET``, ``MAX_ABOVE_VP``): with two or more lanes, the frame's
+   vanishing point is the robust (weighted median) intersection of the lanes' near-field
+   lines. A lane is dropped when its line passes the vanishing point further than
+   ``MAX_VP_OFFSET`` image widths from it, or when it is seen more than ``MAX_ABOVE_VP`` image
+   heights above the vanishing row (nothing on the road plane lies above the horizon). The
+   lane with the lowest existence is judged first and the point is re-estimated without it,
+   so one wrong lane cannot carry the others away.
+
+The bounds come from the real label geometry (measured by ``test_convergence.py`` on the
+3,626 TuSimple training labels and the 120 CULane frames of ``../shared/data``): the flattest
+labelled lane has ``|dx/dy|`` 9.4 (TuSimple; CULane 6.7), the 99.9th percentile of a lane's
+line missing the others' vanishing point is under 0.1 image widths; the bounds below add a
+margin for decoding noise, so no labelled lane of either dataset is rejected.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Flattest near-field direction a boundary may have, |dx/dy| (columns per row): the label
+# maximum (9.4, TuSimple: an outer lane at the image edge) with a 1.5x margin, i.e. about
+# 4 degrees from the horizontal.
+MAX_SLOPE = 14.0
+# Largest angle between a lane's near-field direction and the ray from its lowest point to the
+# frame's vanishing point, degrees.
+MAX_VP_ANGLE = 30.0
+# Lanes seen over fewer rows than this share of the image height have too uncertain a direction
+# for the angle rule (short far-away stubs near the horizon); the other rules still apply.
+MIN_SPAN = 0.1
+# How far above the vanishing row a lane may be seen, in image heights (decoding noise near
+# the horizon; a lane never truly reaches above it).
+MAX_ABOVE_VP = 0.15
+# Rows (as a share of the image height) over which a local direction is measured: label points
+# are 10 px apart, a single step of them is too noisy a slope.
+CHORD = 0.03
+# Share of a lane's seen rows (the lowest) its near-field line is fitted to.
+NEAR_FIELD = 0.5
+
+
+def trim_across(x: np.ndarray, rows: np.ndarray, image_height: int) -> np.ndarray:
+    """Rule 1's cut: ``x`` (n, R) at ``rows`` (R,) ascending, NaN where unseen -> a copy with each
+    lane's rows from the first (going up from its lowest row) where it runs flatter than
+    ``MAX_SLOPE`` over a chord of ``CHORD * image_height`` rows set to NaN."""
+    x = np.array(x, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.float64)
+    chord = CHORD * image_height
+    for k in range(len(x)):
+        seen = np.flatnonzero(np.isfinite(x[k]))[::-1]  # bottom first
+        if len(seen) < 2:
+            continue
+        y, xs = rows[seen], x[k, seen]
+        # for each point, the next point at least a chord further up (or the topmost)
+        far = np.minimum(np.searchsorted(-y, -(y - chord), side="left"), len(y) - 1)
+        dy = y - y[far]
+        usable = dy >= 0.5 * chord
+        slope = np.where(usable, np.abs(xs[far] - xs) / np.where(usable, dy, 1.0), 0.0)
+        flat = np.flatnonzero(slope > MAX_SLOPE)
+        if len(flat):
+            x[k, seen[flat[0] + 1:]] = np.nan
+    return x
+
+
+def near_field_lines(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Line ``x = m * y + q`` through the lower ``NEAR_FIELD`` of each lane's seen rows.
+
+    ``x`` (n, R) source x at ``rows`` (R,) ascending, NaN where unseen. Returns (n, 2) [m, q];
+    NaN for a lane seen on fewer than 2 rows.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    rows = np.asarray(rows, dtype=np.float64)
+    out = np.full((len(x), 2), np.nan)
+    for k in range(len(x)):
+        seen = np.flatnonzero(np.isfinite(x[k]))
+        if len(seen) < 2:
+            continue
+        top, bottom = rows[seen[0]], rows[seen[-1]]
+        near = seen[rows[seen] >= bottom - NEAR_FIELD * (bottom - top)]
+        if len(near) < 2:
+            near = seen[-2:]
+        out[k] = np.polyfit(rows[near], x[k, near], 1)
+    return out
+
+
+def vanishing_point(lines: np.ndarray, weights: np.ndarray) -> tuple[float, float] | None:
+    """Weighted median of the pairwise intersections of ``lines`` (k, 2) [m, q]; None when no
+    two lines intersect (all parallel in the image). ``weights`` (k,) >= 0 per line; a pair
+    weighs the product of its lines' weights."""
+    points, w = [], []
+    for i in range(len(lines)):
+        for j in range(i + 1, len(lines)):
+            (mi, qi), (mj, qj) = lines[i], lines[j]
+            if abs(mi - mj) < 1e-6:
+                continue
+            y = (qj - qi) / (mi - mj)
+            points.append((mi * y + qi, y))
+            w.append(weights[i] * weights[j])
+    if not points:
+        return None
+    points, w = np.asarray(points), np.asarray(w) + 1e-12
+    return _weighted_median(points[:, 0], w), _weighted_median(points[:, 1], w)
+
+
+def direction_error(line: np.ndarray, bottom_row: float, point: tuple[float, float]) -> float:
+    """Angle (degrees) between a lane's near-field line [m, q] and the ray from its lowest seen
+    point (at ``bottom_row``) to the vanishing ``point`` (x, y); 180 when the point lies below it."""
+    m, q = line
+    x0 = m * bottom_row + q
+    dx, dy = point[0] - x0, point[1] - bottom_row
+    if dy >= 0:
+        return 180.0
+    return float(np.degrees(abs(np.arctan2(-m, 1.0) - np.arctan2(dx, -dy))))
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_width: int,
+               image_height: int) -> np.ndarray:
+    """Which lanes of one frame pass both rules of the module docstring.
+
+    ``x`` (n, R): source x of each lane at ``rows`` (R,) ascending, NaN where not reported;
+    ``confidence`` (n,): existence probabilities. Returns a bool mask (n,).
+
+    The vanishing point is chosen by consensus (as RANSAC does): every intersection of two
+    lanes seen over at least ``MIN_SPAN`` of the image height is a candidate; a lane supports it
+    when its direction points there (``MAX_VP_ANGLE``; lanes shorter than ``MIN_SPAN`` are not
+    asked) and it is not seen more than ``MAX_ABOVE_VP`` above it. The candidate supported by
+    the most lanes wins (then by the smaller summed angle, as MSAC scores, then by the summed
+    existence);
+    a candidate not supported by its own two lanes (they meet below where they are seen) is
+    no vanishing point. Lanes that do not support the winner are dropped; when no candidate
+    is valid, only the most confident of the long lanes is kept.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    keep = np.ones(n, dtype=bool)
+    if n == 0:
+        return keep
+    lines = near_field_lines(x, rows)
+    valid = np.isfinite(lines[:, 0])
+    keep[valid & (np.abs(lines[:, 0]) > MAX_SLOPE)] = False
+    seen = np.isfinite(x)
+    top = np.array([rows[np.flatnonzero(r)[0]] if r.any() else np.inf for r in seen])
+    bottom = np.array([rows[np.flatnonzero(r)[-1]] if r.any() else -np.inf for r in seen])
+    confidence = np.asarray(confidence, dtype=np.float64)
+    judged = np.flatnonzero(valid & keep)
+    long = [k for k in judged if bottom[k] - top[k] >= MIN_SPAN * image_height]
+    if len(long) < 2:
+        return keep
+    best, best_key = None, None
+    for a in range(len(long)):
+        for b in range(a + 1, len(long)):
+            i, j = long[a], long[b]
+            (mi, qi), (mj, qj) = lines[i], lines[j]
+            if abs(mi - mj) < 1e-9:
+                continue
+            yv = (qj - qi) / (mi - mj)
+            point = (mi * yv + qi, yv)
+            errors = {}
+            for k in judged:
+                if point[1] - top[k] > MAX_ABOVE_VP * image_height:
+                    continue
+                angle = direction_error(lines[k], bottom[k], point) if k in long else 0.0
+                if angle <= MAX_VP_ANGLE:
+                    errors[k] = angle
+            if i not in errors or j not in errors:
+                continue
+            support = sorted(errors)
+            key = (len(support), -round(sum(errors.values()), 1), float(confidence[support].sum()))
+            if best_key is None or key > best_key:
+                best, best_key = support, key
+    if best is None:
+        strongest = max(long, key=lambda k: confidence[k])
+        keep[[k for k in judged if k != strongest]] = False
+        return keep
+    keep[[k for k in judged if k not in best]] = False
+    return keep
