@@ -8,6 +8,7 @@ with exactly the weights, optimiser state and RNG states of the uninterrupted ru
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import re
 import shlex
@@ -89,18 +90,20 @@ class FolderWrites:
         return renamed, temporaries
 
 
-def tiny_config(output_dir: Path) -> dict:
-    """64x160 ENet-SAD on 4 small synthetic frames; 4 iterations, checkpoints kept every 2."""
+def tiny_config(output_dir: Path, validation: bool = True) -> dict:
+    """64x160 ENet-SAD on 4 small synthetic frames; 4 iterations, checkpoints kept every 2 and
+    (with ``validation``) 2 synthetic frames evaluated at the end."""
+    val = [{"type": "synthetic", "name": "val", "seed": 99, "width": 320, "height": 180, "size": 2}]
     return validate({
         "name": "tiny_ddp",
         "model": {"name": "enet_sad", "num_lanes": 4, "input_size": [64, 160], "crop_top": 0.3},
         "data": {"train": [{"type": "synthetic", "seed": 1, "width": 320, "height": 180, "size": 4}],
-                 "num_workers": 0},
+                 "val": val if validation else [], "num_workers": 0},
         "optim": {"name": "sgd", "lr": 0.01},
         "train": {"iterations": 4, "batch_size": 2, "sad_start_iter": 1, "seed": 3, "device": "cpu",
                   "num_threads": 1, "log_interval": 1, "checkpoint_interval": 2, "keep_checkpoints": True,
                   "output_dir": str(output_dir), "tensorboard": False, "progress": False},
-        "eval": {"interval": 0},
+        "eval": {"interval": 0, "overlays": 0},
     })
 
 
@@ -122,6 +125,8 @@ def assert_same_state(a: dict, b: dict, where: str = "") -> None:
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_same_state(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and math.isnan(a):
+        assert isinstance(b, float) and math.isnan(b), f"{where}: nan != {b!r}"
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
@@ -133,15 +138,16 @@ def test_two_ranks_step_rank0_writes_and_resume_is_exact(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config(full_dir), sort_keys=False))
 
-    # The uninterrupted run: 4 iterations on 2 ranks.
+    # The uninterrupted run: 4 iterations on 2 ranks, rank 0 evaluating at the end (the others wait).
     writes = FolderWrites(full_dir)
     output = torchrun(readme_line("--config"), str(config), [])
     assert rank_lines(output) == {0: (4, 0, 3), 1: (4, 0, 3)}, output[-3000:]
     assert "(world size 2)" in output and re.search(r"it 4 loss [0-9.]+ ", output), output[-3000:]
+    assert output.count("eval at it 4") == 1, output[-3000:]
     renamed, temporaries = writes.read()
-    written = {"config.yaml": 1, "last.pt": 2, "ckpt_0000002.pt": 1, "ckpt_0000004.pt": 1}
+    written = {"config.yaml": 1, "last.pt": 2, "ckpt_0000002.pt": 1, "ckpt_0000004.pt": 1, "best.pt": 1}
     assert renamed == written and temporaries == written, (renamed, temporaries)  # once each: rank 0 alone
-    assert sorted(p.name for p in full_dir.iterdir()) == sorted(written)
+    assert sorted(p.name for p in full_dir.iterdir()) == sorted([*written, "metrics.jsonl"])
     full = load_checkpoint(full_dir / "last.pt")
     assert full["iteration"] == 4 and full["data_order"]["world_size"] == 2
     assert len(full["rng_ranks"]) == 2
@@ -153,24 +159,27 @@ def test_two_ranks_step_rank0_writes_and_resume_is_exact(tmp_path):
                       [f"train.output_dir={resumed_dir}"])
     assert rank_lines(output) == {0: (2, 2, 3), 1: (2, 2, 3)}, output[-3000:]
     renamed, temporaries = writes.read()
-    written = {"config.yaml": 1, "last.pt": 1, "ckpt_0000004.pt": 1}
+    written = {"config.yaml": 1, "last.pt": 1, "ckpt_0000004.pt": 1, "best.pt": 1}
     assert renamed == written and temporaries == written, (renamed, temporaries)
-    resumed = load_checkpoint(resumed_dir / "last.pt")
-    for key in ("iteration", "model", "optimizer", "scheduler", "scaler", "rng", "rng_ranks", "data_order", "best"):
-        assert_same_state(full[key], resumed[key], key)
+    keys = ("iteration", "model", "optimizer", "scheduler", "scaler", "rng", "rng_ranks", "data_order", "best",
+            "metrics")
+    for name in ("last.pt", "best.pt"):
+        expected, got = load_checkpoint(full_dir / name), load_checkpoint(resumed_dir / name)
+        for key in keys:
+            assert_same_state(expected[key], got[key], f"{name} {key}")
 
     # Rank 1's gradients took part: rank 0's slots alone (one process) end elsewhere.
-    alone = Trainer(tiny_config(tmp_path / "alone"))
+    alone = Trainer(tiny_config(tmp_path / "alone", validation=False))
     alone.run()
     state = alone.model.state_dict()
     assert any(not torch.equal(state[k], full["model"][k]) for k in state if state[k].is_floating_point())
 
 
 def test_resume_with_another_number_of_ranks_is_refused(tmp_path):
-    trainer = Trainer(tiny_config(tmp_path / "run"))
+    trainer = Trainer(tiny_config(tmp_path / "run", validation=False))
     trainer.run(stop_at=2)
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     ckpt["data_order"]["world_size"] = 2
     torch.save(ckpt, tmp_path / "two_ranks.pt")
     with pytest.raises(ValueError, match=r"saved by 2 ranks, this run has 1.*global batch"):
-        Trainer(tiny_config(tmp_path / "run"), resume=tmp_path / "two_ranks.pt")
+        Trainer(tiny_config(tmp_path / "run", validation=False), resume=tmp_path / "two_ranks.pt")
