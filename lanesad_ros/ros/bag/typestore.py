@@ -1,5 +1,5 @@
 """What reader and writer share: the topic and type names, custom-data keys, BagError, and the rosbags typestore
-that knows ``lanesad_ros/msg/Lane`` and ``LaneArray`` (read from the package's ``msg/`` files).
+that knows ``lanesad_ros/msg/Lane``, ``LaneArray`` and the LaneModel types (read from the package's ``msg/`` files).
 
 Built on ``rosbags`` only (no rclpy).
 """
@@ -72,14 +72,14 @@ def find_msg_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def typestore():
-    """A ROS 2 typestore with sensor_msgs etc. plus our LaneArray / Lane types."""
+    """A ROS 2 typestore with sensor_msgs etc. plus our types (LaneArray, Lane; LaneModel, LaneBoundary, EgoLane)."""
     # Lazy: rosbags is an optional dependency (setup.py extra "eval"); only bag work needs it.
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.ROS2_KILTED)
     msg_dir = find_msg_dir()
     types = {}
-    for name in ("Lane", "LaneArray"):
+    for name in ("Lane", "LaneArray", "LaneBoundary", "EgoLane", "LaneModel"):
         types.update(get_types_from_msg((msg_dir / f"{name}.msg").read_text(), f"lanesad_ros/msg/{name}"))
     store.register(types)
     return store
