@@ -515,8 +515,6 @@ def soak(args) -> int:
                                                     "summary": summary}, indent=1), encoding="utf-8")
     if args.results:
         update_results(args.results, text)
-    if args.json:
-        args.json.write_text(json.dumps({"meta": meta, "rows": rows, "summary": summary}, indent=1), encoding="utf-8")
     print(text)
     print(f"[soak] wrote {args.out / 'soak.md'} and {args.out / 'soak.json'} (node log: {log_path})", file=sys.stderr)
     return 0
@@ -532,7 +530,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path,
                         help=f"also put the table into this markdown file as its '{SECTION}' section "
                              "(benchmarks/RESULTS.md; replaces the previous one)")
-    parser.add_argument("--json", type=Path, help="also write the rows and the summary here")
     parser.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     parser.add_argument("--backend", default="auto", help="the node's backend parameter (default auto)")
     parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
