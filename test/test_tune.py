@@ -10,7 +10,14 @@ import pytest
 from conftest import shared_path
 from lanesad_ros.detector import Detector
 from lanesad_ros.training.config import validate
-from lanesad_ros.training.tune import ValFrame, fold_groups, tune_thresholds, tune_weights, tusimple_f1
+from lanesad_ros.training.tune import (
+    ValFrame,
+    calibrate_on_config,
+    fold_groups,
+    tune_thresholds,
+    tune_weights,
+    tusimple_f1,
+)
 from lanesad_ros.weights import default_weights_path
 
 
@@ -76,3 +83,24 @@ def test_tune_scores_culane_frames_with_the_culane_metric():
     assert set(result["cross_fitted"]) == {"culane", "objective"}
     assert result["cross_fitted"]["culane"]["frames"] == 4
     assert result["on_all"]["objective"] == (result["on_all"]["culane"]["f1"] or 0.0)
+
+
+def test_calibrate_fits_one_map_and_checks_it_on_every_camera(tmp_path):
+    """One Platt fit on the validation frames of both cameras, with each camera's reliability
+    (before / after) reported, drawn and written to the metadata."""
+    tusimple, culane = shared_path("tusimple"), shared_path("culane-train")
+    weights = tmp_path / "w.safetensors"
+    shutil.copy(default_weights_path(), weights)
+    shutil.copy(default_weights_path().with_suffix(".json"), weights.with_suffix(".json"))
+    cfg = validate({"data": {"val": [
+        {"type": "tusimple", "root": str(tusimple), "labels": "labels.json"},
+        {"type": "culane", "root": str(culane), "list_file": "list.txt", "max_frames": 5}]},
+        "eval": {"metric": "auto"}})
+    result = calibrate_on_config(weights, cfg, out=tmp_path / "cal", write=True)
+    assert set(result["per_group"]) == {"tusimple", "culane"}
+    assert result["per_group"]["tusimple"]["before"]["samples"] == 3 * 4
+    assert result["per_group"]["culane"]["before"]["samples"] == 5 * 4
+    assert (tmp_path / "cal" / "reliability_culane.png").stat().st_size > 0
+    meta = json.loads(weights.with_suffix(".json").read_text())
+    assert set(meta["exist_calibration"]["per_camera"]) == {"tusimple", "culane"}
+    assert meta["postprocess"]["exist_calibration"] == result["fit"]

@@ -32,13 +32,15 @@ from lanesad_ros.postprocess import PostprocessConfig
 IDENTITY = (1.0, 0.0)
 
 
-def existence_samples(detector: Detector, frames: Iterable[Any],
-                      max_frames: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+def existence_samples(detector: Detector, frames: Iterable[Any], max_frames: int = 0,
+                      groups: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Existence probabilities of every slot on labelled frames: (prob (N,), present (N,), frames used).
 
     ``frames``: objects with ``image`` (BGR uint8) and ``ground_truth`` (a LabelledFrame with
     ``slots``, or None: skipped), e.g. a BagReader's ``frames()``. N = frames used x lane slots.
     The probabilities are what ``detector`` reports (calibrated if its config says so).
+    ``frames`` may carry a ``group`` (e.g. the camera); with a ``groups`` list given, each
+    sample's group is appended to it (N entries, ``""`` for frames without one).
     """
     probs, present, used = [], [], 0
     for index, frame in enumerate(frames):
@@ -49,6 +51,8 @@ def existence_samples(detector: Detector, frames: Iterable[Any],
         found = detector.detect(frame.image)
         probs.append(found.exist_prob)
         present.append(slot_presence(frame.ground_truth.slots, len(found.exist_prob)))
+        if groups is not None:
+            groups.extend([getattr(frame, "group", "")] * len(found.exist_prob))
         used += 1
     if not used:
         raise ValueError("no frame with ground truth: existence calibration needs labelled validation frames")
@@ -62,17 +66,26 @@ def calibrate_weights(weights: str | Path, frames: Iterable[Any], *, method: str
 
     Returns ``{"fit", "before", "after", "frames", "source", "exist_threshold"}`` where before/after are
     ``reliability()`` results of the uncalibrated and calibrated probabilities on the same
-    frames (so "after" is an in-sample figure: the check of the fit, not a test score).
+    frames (so "after" is an in-sample figure: the check of the fit, not a test score), and,
+    when the frames carry a ``group`` (the camera), ``per_group``: the same two per group, so
+    one fit can be checked on every camera it serves.
     ``write``: update the weights' .json metadata atomically (see the module docstring).
     """
     weights = Path(weights)
     meta = read_metadata(weights)
     detector = Detector.from_weights(weights, device=device, backend=backend, exist_calibration=IDENTITY)
-    prob, present, used = existence_samples(detector, frames, max_frames=max_frames)
+    groups: list[str] = []
+    prob, present, used = existence_samples(detector, frames, max_frames=max_frames, groups=groups)
     fit = fit_calibration(prob, present, method=method)
     calibrated = apply_calibration(prob, as_calibration(fit))
     result = {"fit": fit, "frames": used, "before": reliability(prob, present, bins),
               "after": reliability(calibrated, present, bins), "source": source}
+    names = sorted({g for g in groups if g})
+    if names:
+        labels = np.asarray(groups)
+        result["per_group"] = {g: {"before": reliability(prob[labels == g], present[labels == g], bins),
+                                   "after": reliability(calibrated[labels == g], present[labels == g], bins)}
+                               for g in names}
     # The threshold the weights used so far (recommended, else the Detector's default), on the new scale.
     old_threshold = float(meta.get("postprocess", {}).get("exist_threshold", PostprocessConfig().exist_threshold))
     raw_threshold = _invert(old_threshold, as_calibration(meta.get("postprocess", {}).get("exist_calibration")))
@@ -90,6 +103,10 @@ def calibrate_weights(weights: str | Path, frames: Iterable[Any], *, method: str
             "nll_before": round(result["before"]["nll"], 4), "nll_after_in_sample": round(result["after"]["nll"], 4),
             "fitted_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         }
+        if "per_group" in result:
+            meta["exist_calibration"]["per_camera"] = {
+                g: {"samples": r["before"]["samples"], "ece_before": round(r["before"]["ece"], 4),
+                    "ece_after_in_sample": round(r["after"]["ece"], 4)} for g, r in result["per_group"].items()}
         write_text_atomic(metadata_path(weights), json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return result
 

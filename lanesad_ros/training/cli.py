@@ -1,5 +1,6 @@
 """``lanesad-train``: train (``--config CFG.yaml [key=value ...]``, ``--resume``), ``export``, ``pseudo-label``,
-``tune``, ``adapt`` (to a user's camera from unlabelled drives, :mod:`lanesad_ros.training.adapt`).
+``calibrate`` (existence, on every camera's validation frames), ``tune``,
+``adapt`` (to a user's camera from unlabelled drives, :mod:`lanesad_ros.training.adapt`).
 
 Errors in the config or the inputs end in ``lanesad-train: error: ...`` and exit status 2.
 """
@@ -17,7 +18,7 @@ from lanesad_ros.training.config import ConfigError, apply_overrides, load_confi
 from lanesad_ros.training.export import export_checkpoint
 from lanesad_ros.training.pseudo import pseudo_label
 from lanesad_ros.training.trainer import Trainer
-from lanesad_ros.training.tune import tune_weights
+from lanesad_ros.training.tune import calibrate_on_config, tune_weights
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def _train_parser() -> argparse.ArgumentParser:
         description="Train an ENet-SAD / ResNet-SAD lane network. "
                     "Subcommands: 'lanesad-train export CKPT OUT.safetensors', "
                     "'lanesad-train pseudo-label WEIGHTS OUT.json IMAGES... --root DIR', "
+                    "'lanesad-train calibrate WEIGHTS --config CFG [--out DIR] [--write]', "
                     "'lanesad-train tune WEIGHTS --config CFG [--write]', "
                     "'lanesad-train adapt SOURCE... --out OUT.safetensors' (adapt to your camera, no labels).")
     p.add_argument("--config", "-c", help="YAML config (config/train/*.yaml); optional with --resume")
@@ -67,6 +69,19 @@ def _tune_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _calibrate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lanesad-train calibrate",
+                                description="Fit the existence calibration (Platt) on the config's validation frames "
+                                            "of every camera; reliability diagram per camera.")
+    p.add_argument("weights")
+    p.add_argument("--config", "-c", required=True, help="training config whose data.val holds the validation frames")
+    p.add_argument("--out", help="folder for reliability_<camera>.png and calibration.json")
+    p.add_argument("--method", choices=("platt", "temperature"), default="platt")
+    p.add_argument("--write", action="store_true", help="store the fit in the weights' metadata")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "adapt":
@@ -76,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
             args = _pseudo_parser().parse_args(argv[1:])
             out = pseudo_label(args.weights, args.images, args.root, args.out, args.min_confidence)
             print(f"wrote {out}")
+            return 0
+        if argv and argv[0] == "calibrate":
+            args = _calibrate_parser().parse_args(argv[1:])
+            result = calibrate_on_config(args.weights, load_config(args.config, args.overrides), args.out,
+                                         args.write, args.method)
+            summary = {"fit": result["fit"], "frames": result["frames"],
+                       "ece": {g: {k: round(r[k]["ece"], 4) for k in ("before", "after")}
+                               for g, r in result.get("per_group", {}).items()}}
+            print(json.dumps(summary, indent=2))
             return 0
         if argv and argv[0] == "tune":
             args = _tune_parser().parse_args(argv[1:])

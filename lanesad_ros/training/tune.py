@@ -25,10 +25,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from tqdm import tqdm
 
 from lanesad_ros.detector import Detector
+from lanesad_ros.evaluation.calibration import calibrate_weights
+from lanesad_ros.evaluation.plots import plot_reliability
 from lanesad_ros.fileio import write_text_atomic
 from lanesad_ros.metrics.culane import CULaneScorer, prf
 from lanesad_ros.metrics.tusimple import TuSimpleScorer, mean_scores
@@ -190,4 +193,32 @@ def tune_weights(weights: str | Path, cfg: dict, folds: int = 2, write: bool = F
         meta["postprocess"] = {**meta.get("postprocess", {}), **result["chosen"]}
         meta.setdefault("metrics", {})["validation"] = {k: v for k, v in result.items() if k != "grid"}
         write_text_atomic(metadata_path(weights), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def calibrate_on_config(weights: str | Path, cfg: dict, out: str | Path | None = None, write: bool = False,
+                        method: str = "platt") -> dict:
+    """Fit one existence calibration of ``weights`` on the validation frames of every camera of ``cfg``.
+
+    The frames are those :func:`tune_weights` uses (``data.val``), each tagged with its metric
+    (``tusimple`` | ``culane``), so the result's ``per_group`` holds each camera's reliability
+    before and after the fit (in-sample). ``out``: a folder for ``reliability_<camera>.png`` (one
+    diagram per camera, before and after) and ``calibration.json``. ``write``: store the fit in the
+    weights' metadata (:func:`lanesad_ros.evaluation.calibration.calibrate_weights`). Run it before
+    ``tune``: the thresholds are chosen on the calibrated scale.
+    """
+    frames = validation_frames(cfg)
+    if not frames:
+        raise ValueError("calibrate needs a TuSimple- or CULane-labelled entry in data.val of the config")
+    labelled = (SimpleNamespace(image=f.frame.load_image(), ground_truth=f.frame, group=f.metric) for f in frames)
+    names = sorted({f"{e['name'] or e['type']}" for e in cfg["data"]["val"] if metric_for(e, cfg) in CAMERAS})
+    result = calibrate_weights(weights, labelled, method=method, write=write, backend="torch",
+                               source=f"validation frames of the config ({', '.join(names)})")
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        for camera, rel in result.get("per_group", {}).items():
+            plot_reliability({"before": rel["before"], "after (in-sample)": rel["after"]},
+                             out / f"reliability_{camera}.png", title=f"lane existence reliability, {camera}")
+        write_text_atomic(out / "calibration.json", json.dumps(result, indent=2, default=float) + "\n")
     return result
