@@ -14,8 +14,10 @@ the answers: frame k is stamped with simulated time k / rate, the car waits for 
 of frame k, and that command starts to act at k / rate + the measured publish -> command
 latency (the previous one acts until then), so a slow node costs the car as it would on the
 road. Latencies are reported against the frame period: the node keeps up in real time when
-they stay under it. ``--ground-truth-lanes`` publishes the exact lanes instead of running
-the detector, which isolates the planner.
+they stay under it. ``--actuation-delay S`` makes every command act S seconds after its
+frame instead (the control a real-time node gives, on a machine too busy to run one).
+``--ground-truth-lanes`` publishes the exact lanes instead of running the detector, which
+isolates the planner.
 
 Writes to ``--out`` (atomically): ``summary.json`` (duration_s, speed_mps, min_radius_m,
 rms_lateral_error_m, max_lateral_error_m, latencies, ...), ``trajectory.png``,
@@ -71,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weights", help="detector weights (default: the shipped ones)")
     p.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra lane_detector parameter (repeatable)")
+    p.add_argument("--actuation-delay", type=float, metavar="S", help="each command acts this many simulated "
+                   "seconds after its frame, instead of after the measured publish -> command latency: the control "
+                   "a real-time node gives, on a machine too busy to run one (latencies are measured all the same)")
     p.add_argument("--limit", type=float, default=0.5, help="lateral error the car must stay within, m")
     p.add_argument("--startup-timeout", type=float, default=300.0, help="s for the nodes to answer a first frame")
     p.add_argument("--settle-timeout", type=float, default=120.0, help="s after the first answer to wait for the "
@@ -337,7 +342,7 @@ def run(args: argparse.Namespace) -> dict:
                 if cmd.twist.linear.x > 0:
                     car.speed_mps = cmd.twist.linear.x
                     steer = math.atan(car.wheelbase_m * cmd.twist.angular.z / cmd.twist.linear.x)
-                pending.append((t + latency, steer))
+                pending.append((t + (latency if args.actuation_delay is None else args.actuation_delay), steer))
                 if stamp in bridge.lanes:
                     lanes_at, lanes_msg = bridge.lanes[stamp]
                     detector = (lanes_at - sent_at) * 1000.0
@@ -396,6 +401,7 @@ def run(args: argparse.Namespace) -> dict:
         "limit_m": args.limit,
         "within_limit": bool(np.max(np.abs(err)) <= args.limit),
         "rms_heading_error_deg": round(float(np.degrees(np.sqrt(np.mean(np.square(log["heading_error"]))))), 3),
+        "actuation_delay": "measured latency" if args.actuation_delay is None else f"{args.actuation_delay} s",
         "frame_rate_hz": args.rate,
         "frame_period_ms": round(period_ms, 2),
         "frames": frames,
