@@ -30,7 +30,7 @@ from lanesad_ros.backends.onnxruntime_backend import OrtBackend, ort_has_cuda
 from lanesad_ros.backends.openvino_backend import OpenVinoBackend
 from lanesad_ros.backends.selection import Candidate, measure_and_remember, remembered, unsettled_reason
 from lanesad_ros.backends.torch_backend import TorchBackend
-from lanesad_ros.lanes import LaneDetections
+from lanesad_ros.lanes import Lane, LaneDetections
 from lanesad_ros.postprocess import LaneDecoder, PostprocessConfig
 from lanesad_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
 from lanesad_ros.weights import default_weights_path
@@ -434,6 +434,24 @@ class Detector:
         (:mod:`lanesad_ros.tracking`). None: tracks age by frame count only.
         """
         return self.detect_batch([bgr], None if stamp_s is None else [stamp_s])[0]
+
+    def network_outputs(self, bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's outputs for one BGR image: (logits (L+1, H, W), existence probabilities (L,)),
+        numpy. :meth:`decode` turns them into lanes with the current postprocess settings, so
+        settings can be compared without running the network again (``lanesad-train tune``)."""
+        check_image(bgr)
+        batch = np.empty_like(self._input)
+        self.preprocessor.normalise(self.preprocessor.resize(np.ascontiguousarray(bgr)), out=batch[0])
+        seg, exist = self._backend(batch)
+        if not isinstance(seg, np.ndarray):  # a torch tensor
+            seg, exist = seg.float().cpu().numpy(), exist.float().cpu().numpy()
+        return seg[0], exist[0]
+
+    def decode(self, outputs: tuple[np.ndarray, np.ndarray], source_size: tuple[int, int]) -> list[Lane]:
+        """Lanes (source pixels of a ``source_size`` (W, H) image) from :meth:`network_outputs` with the
+        current postprocess settings; no tracking, no ground points."""
+        seg, exist = outputs
+        return self._decoder.decode(self._row_probs(seg, source_size), exist, source_size, gathered=True)
 
     def detect_batch(self, images: list[np.ndarray], stamps_s: list[float] | None = None) -> list[LaneDetections]:
         """Lanes in several images with one network call (images may differ in size); ``stamps_s``:

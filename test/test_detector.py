@@ -8,11 +8,12 @@ import subprocess
 import sys
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_path
 from lanesad_ros.backends import selection
 from lanesad_ros.backends.selection import CLEARLY_FASTER
 from lanesad_ros.detector import Detector, DetectorError
@@ -396,3 +397,16 @@ def test_weights_metadata_recommends_postprocess_and_options_override(tmp_path):
                  {"postprocess": {"no_such_option": 1}})
     with pytest.raises(DetectorError, match="bad.safetensors"):
         Detector.from_weights(bad, backend="torch")
+
+
+def test_decoding_network_outputs_gives_what_detect_gives():
+    """``network_outputs`` + ``decode`` (threshold tuning decodes one network pass many times) is
+    the same lane path as ``detect``."""
+    image = cv2.imread(str(shared_path("tusimple") / "clips/lanenet/0000/20.jpg"))
+    detector = Detector.from_weights(device="cpu", backend="torch")
+    lanes = detector.decode(detector.network_outputs(image), (image.shape[1], image.shape[0]))
+    expected = detector.detect(image).lanes
+    assert len(lanes) == len(expected) > 0
+    for a, b in zip(lanes, expected, strict=True):
+        assert a.slot == b.slot
+        np.testing.assert_allclose(a.image_points, b.image_points, atol=1e-3)

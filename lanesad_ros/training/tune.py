@@ -121,18 +121,22 @@ def tune_thresholds(detector: Detector, frames: Sequence[ValFrame], folds: int =
     if len(set(fold)) < folds:
         raise ValueError(f"{len(set(fold))} validation clips cannot make {folds} folds")
     metrics = [f.metric for f in frames]
-    images = [f.frame.load_image() for f in frames]
+    outputs, sizes = [], []
+    for vf in tqdm(frames, desc="network", unit="frame"):  # once per frame; each setting only decodes
+        image = vf.frame.load_image()
+        outputs.append(detector.network_outputs(image))
+        sizes.append((image.shape[1], image.shape[0]))
     scores: dict[Setting, list[dict]] = {}
     grid = [Setting(e, p) for e, p in itertools.product(exist_grid, prob_grid)]
     for setting in tqdm(grid, desc="threshold grid", unit="setting"):
         detector.set_postprocess(exist_threshold=setting.exist_threshold, prob_threshold=setting.prob_threshold)
         tusimple, culane, records = TuSimpleScorer(), CULaneScorer(), []
-        for image, vf in zip(images, frames, strict=True):
-            lanes = detector.detect(image).lanes
+        for output, size, vf in zip(outputs, sizes, frames, strict=True):
+            lanes = detector.decode(output, size)
             if vf.metric == "tusimple":
                 records.append(tusimple.add(lanes, vf.frame))
             else:
-                records.append(culane.add(lanes, vf.frame.lanes, image_size=(image.shape[1], image.shape[0])))
+                records.append(culane.add(lanes, vf.frame.lanes, image_size=size))
         scores[setting] = records
 
     def best(indices: Sequence[int]) -> Setting:
