@@ -51,7 +51,7 @@ class EgoLaneConfig:
     the state before the first measurement (around ``default_width_m``). ``max_prediction_s``:
     longest dropout predicted through before the estimate is invalid. ``gate_m``: largest
     distance (m) between a measured boundary and its prediction (after a lane-change shift)
-    that is still the same lane; ``lane_change_min_width_m``: the width must be known at least
+    that is still the same lane; ``lane_change_width_std_m``: the width must be known at least
     this well (1 sigma, m) to tell a lane change."""
 
     process_std: tuple[float, ...] = (0.1, 0.01, 1e-3, 1e-4, 0.05)
