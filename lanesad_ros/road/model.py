@@ -113,31 +113,33 @@ class RoadModelStage:
         self.image_size = size
         if projector is None:
             return RoadModel()
-        fits: dict[LaneSlot, tuple[float, BoundaryFit]] = {}
+        measured: list[tuple[LaneSlot, float, BoundaryFit]] = []
         for lane in detections.lanes:
             fit = fit_boundary(lane.image_points, projector, self.fit_config)
-            if fit is not None and lane.slot not in fits:
-                fits[lane.slot] = (float(lane.confidence), fit)
-        left, right = fits.get(LaneSlot.LEFT), fits.get(LaneSlot.RIGHT)
-        ego = self.ego.update(stamp_s, left[1] if left else None, right[1] if right else None, motion)
+            if fit is not None:
+                measured.append((lane.slot, float(lane.confidence), fit))
+        measured.sort(key=lambda item: int(item[0]))  # LaneModel.boundaries: by slot, left to right
+        ego_fits = {slot: fit for slot, _, fit in measured if slot in (LaneSlot.LEFT, LaneSlot.RIGHT)}
+        ego = self.ego.update(stamp_s, ego_fits.get(LaneSlot.LEFT), ego_fits.get(LaneSlot.RIGHT), motion)
         if ego.lane_change:
             self._shift_votes(ego.lane_change)
+        seen = {slot for slot, _, _ in measured}
         for slot in list(self._votes):
-            if slot not in fits:
+            if slot not in seen:
                 self._votes[slot].misses += 1
                 if self._votes[slot].misses > self.max_vote_misses:
                     del self._votes[slot]  # the boundary is gone: the slot's next one may be painted otherwise
         boundaries = []
-        for slot in sorted(fits):
-            existence, fit = fits[slot]
-            measured = measure_marking(bgr, fit, projector, self.marking_config)
-            votes = self._votes.setdefault(slot, _Votes())
-            votes.add(measured, self.vote_decay)
-            kind, kind_confidence = _winner(votes.type, self.vote_saturation)
-            color, color_confidence = _winner(votes.color, self.vote_saturation)
-            marking = Marking(MarkingType(kind), kind_confidence, MarkingColor(color), color_confidence,
-                              painted_fraction=measured.painted_fraction, longest_gap_m=measured.longest_gap_m,
-                              length_m=measured.length_m, yellowness=measured.yellowness)
+        for slot, existence, fit in measured:
+            marking = measure_marking(bgr, fit, projector, self.marking_config)
+            if slot in _SLOTS:  # UNKNOWN slots (models of more lanes) are no identity to vote on
+                votes = self._votes.setdefault(slot, _Votes())
+                votes.add(marking, self.vote_decay)
+                kind, kind_confidence = _winner(votes.type, self.vote_saturation)
+                color, color_confidence = _winner(votes.color, self.vote_saturation)
+                marking = Marking(MarkingType(kind), kind_confidence, MarkingColor(color), color_confidence,
+                                  painted_fraction=marking.painted_fraction, longest_gap_m=marking.longest_gap_m,
+                                  length_m=marking.length_m, yellowness=marking.yellowness)
             boundaries.append(BoundaryEstimate(slot=slot, existence=existence, fit=fit, marking=marking))
         return RoadModel(boundaries=boundaries, ego=ego)
 
