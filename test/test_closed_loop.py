@@ -200,6 +200,8 @@ def test_bicycle_and_planner_keep_the_lane_on_a_known_road_with_ground_truth_lan
 
 # --- the closed loop through the real node over DDS
 def _closed_loop(tmp_path, *args: str, timeout: float = 900.0) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run benchmarks/closed_loop.py. The tests give it a fixed actuation delay of one frame period:
+    the control then does not depend on how loaded the machine is (latencies are still measured)."""
     require_ros_messages()
     env = dict(os.environ, ROS_DOMAIN_ID=str(random_domain_id()), FASTDDS_BUILTIN_TRANSPORTS="LARGE_DATA")
     out = tmp_path / "closed_loop"
@@ -217,7 +219,7 @@ def test_closed_loop_through_the_detector_node_over_dds(tmp_path):
     its lanes turned into commands by the spawned lane_keeper, the car kept in its lane."""
     # An explicit backend: no background measurement of the candidates (minutes on a loaded machine).
     run, summary = _closed_loop(tmp_path, "--duration", "2", "--rate", "10", "--startup-timeout", "600",
-                                "--settle-timeout", "60", "--answer-timeout", "60",
+                                "--settle-timeout", "60", "--answer-timeout", "60", "--actuation-delay", "0.1",
                                 "--node-param", "backend:=onnxruntime")
     assert summary["mode"] == "detector"
     for key in ("duration_s", "speed_mps", "min_radius_m", "rms_lateral_error_m", "max_lateral_error_m"):
@@ -233,7 +235,7 @@ def test_closed_loop_with_ground_truth_lanes_measures_the_error_and_corrects_it(
     """Started 0.4 m off the centre with exact lanes: the error reported starts at 0.4 m and the
     planner brings the car back; a limit under the start offset fails the run (exit status 1)."""
     run, summary = _closed_loop(tmp_path, "--ground-truth-lanes", "--duration", "4", "--rate", "10",
-                                "--start-offset", "0.4", "--limit", "0.3")
+                                "--start-offset", "0.4", "--limit", "0.3", "--actuation-delay", "0.1")
     assert summary["mode"] == "ground_truth_lanes"
     assert summary["max_lateral_error_m"] == pytest.approx(0.4, abs=0.01)
     assert not summary["within_limit"] and run.returncode == 1
