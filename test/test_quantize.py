@@ -1,39 +1,49 @@
-"""INT8 path: the accuracy guard's arithmetic, and that only a model that passed it is offered."""
+"""INT8 path: the per-camera accuracy guard's arithmetic, the calibration frames, and that only a
+model that passed the current guard is offered."""
 from __future__ import annotations
 
 import ast
 import importlib.util
 import json
 import sys
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, shared_path
 from lanesad_ros.backends import cache
+from lanesad_ros.data.frames import LabelledFrame
 from lanesad_ros.detector import Detector, DetectorError
 from lanesad_ros.lanes import Lane, LaneDetections, LaneSlot
 from lanesad_ros.model import build_model
 from lanesad_ros.model.export import export_graphs
 from lanesad_ros.training.quantize import (
+    DEFAULT_CALIBRATION,
+    DEFAULT_CONFIG,
     MAX_ACCURACY_DROP,
+    MAX_F1_DROP,
+    calibration_batches,
+    guard_frames,
     lane_shifts,
     main,
     quantize_graph,
     run_guard,
-    validation_frames,
+    thumbnail,
 )
+from lanesad_ros.training.tune import ValFrame
 
-ROWS = np.arange(160, 720, 10, dtype=np.float32)
+ROWS = np.arange(160, 720, 10, dtype=np.float32)  # TuSimple h_samples
+CULANE_ROWS = np.arange(590, 250, -10, dtype=np.float32)  # CULane labels: every 10 rows from the bottom
 
 
-def detections(xs_by_index: dict[int, float]) -> LaneDetections:
-    """Vertical lanes at the given x (source px), one per lane index, on the TuSimple rows."""
+def detections(xs_by_index: dict[int, float], rows=ROWS, size=(1280, 720)) -> LaneDetections:
+    """Vertical lanes at the given x (source px), one per lane index, on ``rows``."""
     lanes = [Lane(slot=LaneSlot.from_index(i), index=i, confidence=0.9,
-                  image_points=np.stack([np.full(ROWS.shape, x, np.float32), ROWS[::-1]], 1))
+                  image_points=np.stack([np.full(rows.shape, x, np.float32), np.sort(rows)[::-1]], 1))
              for i, x in xs_by_index.items()]
-    return LaneDetections(lanes=lanes, image_width=1280, image_height=720)
+    return LaneDetections(lanes=lanes, image_width=size[0], image_height=size[1])
 
 
 class Replay:
@@ -46,11 +56,24 @@ class Replay:
         return self.answers.pop(0)
 
 
-def labelled(tmp_path, xs: list[float], name: str) -> dict:
-    image = tmp_path / f"{name}.jpg"
-    cv2.imwrite(str(image), np.zeros((720, 1280, 3), np.uint8))
-    return {"raw_file": f"{name}.jpg", "h_samples": ROWS.tolist(), "lanes": [[float(x)] * len(ROWS) for x in xs],
-            "_image": image}
+def tusimple_frame(xs: list[float], clip: str = "a") -> ValFrame:
+    """A TuSimple validation frame (1280x720, black) with vertical lanes at ``xs`` on the h_samples."""
+    lanes = [np.stack([np.full(ROWS.shape, x, np.float32), ROWS], 1) for x in xs]
+    frame = LabelledFrame(image_path=None, image=np.zeros((720, 1280, 3), np.uint8), lanes=lanes,
+                          slots=[255] * len(xs), h_samples=ROWS)
+    return ValFrame("tusimple", frame, f"tusimple:{clip}")
+
+
+def culane_frame(xs: list[float]) -> ValFrame:
+    """A CULane validation frame (1640x590, black) with vertical lanes at ``xs``."""
+    lanes = [np.stack([np.full(CULANE_ROWS.shape, x, np.float32), CULANE_ROWS], 1) for x in xs]
+    frame = LabelledFrame(image_path=None, image=np.zeros((590, 1640, 3), np.uint8), lanes=lanes,
+                          slots=[255] * len(xs), width=1640, height=590)
+    return ValFrame("culane", frame, "culane:clip")
+
+
+def culane_detections(xs_by_index: dict[int, float]) -> LaneDetections:
+    return detections(xs_by_index, CULANE_ROWS, (1640, 590))
 
 
 def test_lane_shift_compares_the_same_lane_on_common_rows():
@@ -58,34 +81,101 @@ def test_lane_shift_compares_the_same_lane_on_common_rows():
     assert sorted(lane_shifts(a, b, ROWS)) == pytest.approx([0.5] * len(ROWS) + [3.0] * len(ROWS))
 
 
-def test_guard_passes_small_moves_and_fails_a_lost_lane_or_a_large_move(tmp_path):
-    frames = [labelled(tmp_path, [400.0, 600.0], "f0"), labelled(tmp_path, [420.0, 640.0], "f1")]
+def test_guard_passes_small_moves_and_fails_a_lost_lane_or_a_large_move():
+    frames = [tusimple_frame([400.0, 600.0]), tusimple_frame([420.0, 640.0])]
     exact = [detections({0: 400.0, 1: 600.0}), detections({0: 420.0, 1: 640.0})]
     near = [detections({0: 401.0, 1: 601.0}), detections({0: 421.0, 1: 641.0})]
     record = run_guard(Replay(exact), Replay(near), frames)
-    assert record["passed"] and record["median_shift_px"] == pytest.approx(1.0)
-    assert record["accuracy_fp32"] == record["accuracy_int8"] == pytest.approx(1.0)
+    tusimple = record["cameras"]["tusimple"]
+    assert record["passed"] and tusimple["median_shift_px"] == pytest.approx(1.0)
+    assert tusimple["accuracy_fp32"] == tusimple["accuracy_int8"] == pytest.approx(1.0)
     lost = [detections({0: 400.0}), detections({0: 420.0, 1: 640.0})]  # one lane of four missing
     record = run_guard(Replay(exact), Replay(lost), frames)
-    assert not record["passed"] and record["accuracy_fp32"] - record["accuracy_int8"] > MAX_ACCURACY_DROP
+    tusimple = record["cameras"]["tusimple"]
+    assert not record["passed"] and tusimple["accuracy_fp32"] - tusimple["accuracy_int8"] > MAX_ACCURACY_DROP
     moved = [detections({0: 408.0, 1: 608.0}), detections({0: 428.0, 1: 648.0})]  # within TuSimple's 20 px
     record = run_guard(Replay(exact), Replay(moved), frames)
-    assert record["accuracy_int8"] == pytest.approx(1.0) and not record["passed"]
+    assert record["cameras"]["tusimple"]["accuracy_int8"] == pytest.approx(1.0) and not record["passed"]
     assert "median lane shift 8.00 px" in record["verdict"]
 
 
-def test_validation_frames_follow_the_split(tmp_path):
-    for clip in ("clips/a/1", "clips/b/2"):
-        (tmp_path / clip).mkdir(parents=True)
-        (tmp_path / clip / "20.jpg").write_bytes(b"")
-    lines = [json.dumps({"raw_file": f"{c}/20.jpg", "h_samples": [160], "lanes": [[1.0]]})
-             for c in ("clips/a/1", "clips/b/2")]
-    (tmp_path / "labels.json").write_text("\n".join(lines) + "\n")
-    (tmp_path / "val.txt").write_text("# held out\nclips/b/2\n")
-    frames, described = validation_frames(tmp_path / "labels.json", tmp_path / "val.txt")
-    assert [f["raw_file"] for f in frames] == ["clips/b/2/20.jpg"] and "1 clips" in described
-    frames, described = validation_frames(tmp_path / "labels.json", None)
-    assert len(frames) == 2 and described.startswith("2 frames: all of")
+CULANE_XS = [300.0, 700.0, 1000.0, 1400.0]
+
+
+def test_guard_judges_every_camera():
+    """Issue 18: an INT8 model that kept TuSimple accuracy (the one camera guarded) lost CULane
+    lanes at night and ``backend: auto`` picked it. Each camera is judged on its own metric now."""
+    frames = [tusimple_frame([400.0, 600.0]), culane_frame(CULANE_XS), tusimple_frame([420.0, 640.0], "b"),
+              culane_frame(CULANE_XS)]
+    tus = [detections({0: 400.0, 1: 600.0}), detections({0: 420.0, 1: 640.0})]
+    cul = [culane_detections(dict(enumerate(CULANE_XS)))] * 2
+    fp32 = [tus[0], cul[0], tus[1], cul[1]]
+    lost = culane_detections({0: 300.0, 1: 700.0, 2: 1000.0})  # the fourth lane gone
+    record = run_guard(Replay(fp32), Replay([tus[0], lost, tus[1], cul[1]]), frames)
+    tusimple, culane = record["cameras"]["tusimple"], record["cameras"]["culane"]
+    assert tusimple["passed"] and tusimple["accuracy_delta"] == 0.0 and tusimple["frames"] == 2
+    assert culane["f1_fp32"] == 1.0 and culane["f1_int8"] == pytest.approx(2 * 7 / (7 + 8))  # 7 of 8 lanes
+    assert culane["fn_int8"] == 1 and culane["f1_delta"] < -MAX_F1_DROP and not culane["passed"]
+    assert not record["passed"] and "CULane F1 fp32 1.0000, int8 0.9333" in record["verdict"]
+    near = [detections({0: 401.0, 1: 601.0}), culane_detections({i: x + 1.5 for i, x in enumerate(CULANE_XS)}),
+            detections({0: 421.0, 1: 641.0}), culane_detections({i: x - 1.5 for i, x in enumerate(CULANE_XS)})]
+    record = run_guard(Replay(fp32), Replay(near), frames)
+    assert record["passed"] and all(c["passed"] for c in record["cameras"].values())
+    assert record["cameras"]["culane"]["f1_delta"] == 0.0
+    assert record["cameras"]["culane"]["median_shift_px"] == pytest.approx(1.5)
+
+
+def test_a_lane_shift_on_one_camera_fails_the_guard():
+    frames = [tusimple_frame([400.0, 600.0]), culane_frame(CULANE_XS)]
+    fp32 = [detections({0: 400.0, 1: 600.0}), culane_detections(dict(enumerate(CULANE_XS)))]
+    moved = [fp32[0], culane_detections({i: x + 9.0 for i, x in enumerate(CULANE_XS)})]  # IoU still > 0.5
+    record = run_guard(Replay(fp32), Replay(moved), frames)
+    assert record["cameras"]["culane"]["f1_delta"] == 0.0 and not record["cameras"]["culane"]["passed"]
+    assert record["cameras"]["tusimple"]["passed"] and not record["passed"]
+
+
+def road(seed: int) -> np.ndarray:
+    """A smooth random 1280x720 BGR picture (JPEG keeps it close to itself)."""
+    small = np.random.default_rng(seed).integers(0, 256, (18, 32, 3), dtype=np.uint8)
+    return cv2.resize(small, (1280, 720), interpolation=cv2.INTER_CUBIC)
+
+
+def test_calibration_takes_cameras_in_turn_and_never_a_validation_frame(tmp_path):
+    a, b = tmp_path / "camera_a", tmp_path / "camera_b"
+    a.mkdir(), b.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(a / f"{i}.jpg"), road(i), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(b / f"{i}.jpg"), road(10 + i), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    validation = road(1)  # camera_a/1.jpg is a validation frame, stored there re-encoded
+    cv2.imwrite(str(a / "1.jpg"), validation, [cv2.IMWRITE_JPEG_QUALITY, 75])
+    seen = []
+    stand_in = SimpleNamespace(preprocessor=lambda image: seen.append(image) or np.zeros((3, 2, 2), np.float32))
+    batches, described = calibration_batches(stand_in, [a, b], 4, exclude=thumbnail(validation)[None])
+    assert len(batches) == 4 and batches[0].shape == (1, 3, 2, 2)
+    firsts = [thumbnail(road(s)) for s in (0, 10, 11, 2)]  # a/0, b/0, (a/1 left out), b/1, a/2
+    assert [float(np.abs(thumbnail(im) - t).mean()) < 2 for im, t in zip(seen, firsts, strict=True)] == [True] * 4
+    assert described.startswith(f"4 frames: 2 of {a}, 2 of {b}; 1 left out as validation frames (camera_a/1.jpg)")
+    batches, described = calibration_batches(stand_in, [a, b], 10)
+    assert len(batches) == 6 and "left out" not in described
+
+
+def test_default_calibration_spans_cameras_and_holds_no_validation_frame(monkeypatch):
+    """The old default, unlabeled/tusimple-frames, became the labelled frames of tusimple-train-0313,
+    validation frames among them; the default now comes from four cameras and none is a
+    validation frame of the default config."""
+    for folder in ("tusimple-train", "tusimple-train-0313", "culane-train", "unlabeled/tusimple-frames"):
+        shared_path(*folder.split("/"))
+    monkeypatch.chdir(REPO_ROOT)  # the config's paths are relative to the repository root
+    val, described = guard_frames(DEFAULT_CONFIG)
+    assert {f.metric for f in val} == {"tusimple", "culane"} and "52 tusimple, 60 culane" in described
+    exclude = np.stack([thumbnail(f.frame.load_image()) for f in val])
+    sizes = []
+    stand_in = SimpleNamespace(preprocessor=lambda image: sizes.append(image.shape[:2]) or np.zeros((3, 1, 1)))
+    batches, described = calibration_batches(stand_in, DEFAULT_CALIBRATION, 150, exclude)
+    assert len(batches) == 78 and "left out" not in described and {(720, 1280), (590, 1640)} <= set(sizes)
+    old = DEFAULT_CALIBRATION[0].parent / "tusimple-frames"
+    batches, described = calibration_batches(stand_in, [old], 200, exclude)
+    assert len(batches) == 170 - 33 and "33 left out as validation frames" in described
 
 
 def test_int8_offered_only_after_a_passed_guard(random_weights, tmp_path, monkeypatch):
@@ -96,11 +186,17 @@ def test_int8_offered_only_after_a_passed_guard(random_weights, tmp_path, monkey
     folder.mkdir(parents=True)
     # The fp32 graph stands in for a quantised one: this checks the offering, not the quantisation.
     ov.save_model(ov.Core().read_model(str(fp32.onnx_path(pooling_indices=False))), str(folder / "model.xml"))
-    (folder / "guard.json").write_text(json.dumps({"passed": False, "verdict": "accuracy dropped"}))
+    (folder / "guard.json").write_text(json.dumps({"passed": False, "verdict": "accuracy dropped",
+                                                   "guard_version": cache.GUARD_VERSION}))
     with pytest.raises(DetectorError, match="guard failed: accuracy dropped"):
         Detector.from_weights(random_weights, device="cpu", backend="openvino-int8")
     assert "openvino-int8" not in [c.kind for c in fp32._candidates("auto")]
-    (folder / "guard.json").write_text(json.dumps({"passed": True, "verdict": "ok"}))
+    (folder / "guard.json").write_text(json.dumps({"passed": True, "verdict": "ok"}))  # the TuSimple-only guard's
+    with pytest.raises(DetectorError, match="guard failed: made by accuracy guard version 1, not 2"):
+        Detector.from_weights(random_weights, device="cpu", backend="openvino-int8")
+    assert "openvino-int8" not in [c.kind for c in fp32._candidates("auto")]
+    (folder / "guard.json").write_text(json.dumps({"passed": True, "verdict": "ok",
+                                                   "guard_version": cache.GUARD_VERSION}))
     int8 = Detector.from_weights(random_weights, device="cpu", backend="openvino-int8", threads=1)
     assert int8.backend_name == "openvino-int8"
     assert [c.kind for c in fp32._candidates("auto")][-1] == "openvino-int8"  # last: must be clearly faster

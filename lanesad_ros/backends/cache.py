@@ -48,6 +48,9 @@ ONNX_OPSET = 17
 # Bumped whenever the exported or rewritten graph changes for the same weights, so that no
 # cache entry made by older code is served.
 EXPORT_VERSION = 2
+# The INT8 accuracy guard a guard.json must come from to be offered: 2 = every camera of a
+# config's validation frames (records without it came from the TuSimple-only guard, issue 18).
+GUARD_VERSION = 2
 # Packages whose versions change what an artefact or a timing means.
 VERSIONED_PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "nncf")
 
@@ -182,13 +185,18 @@ def int8_dir(base: str, root: Path | None = None) -> Path:
 
 def read_guard(folder: Path) -> dict | None:
     """The accuracy-guard record next to an INT8 model (``guard.json``), or None when there is
-    no readable one or the model files are missing. ``passed`` says whether it may be offered."""
+    no readable one or the model files are missing. ``passed`` says whether it may be offered: it is
+    false (and ``verdict`` says why) for a record of another :data:`GUARD_VERSION`."""
     try:
         record = json.loads((folder / "guard.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or not (folder / "model.xml").is_file() or not (folder / "model.bin").is_file():
         return None
+    if record.get("guard_version") != GUARD_VERSION:
+        return {**record, "passed": False,
+                "verdict": f"made by accuracy guard version {record.get('guard_version', 1)}, not "
+                           f"{GUARD_VERSION} (every camera's validation frames): quantise again"}
     return record
 
 
