@@ -31,6 +31,8 @@ margin for decoding noise, so no labelled lane of either dataset is rejected.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Flattest near-field direction a boundary may have, |dx/dy| (columns per row): the label
@@ -93,7 +95,10 @@ def near_field_lines(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
         near = seen[rows[seen] >= bottom - NEAR_FIELD * (bottom - top)]
         if len(near) < 2:
             near = seen[-2:]
-        out[k] = np.polyfit(rows[near], x[k, near], 1)
+        y, xs = rows[near], x[k, near]
+        y0, x0 = y.mean(), xs.mean()
+        m = float(((y - y0) * (xs - x0)).sum() / ((y - y0) ** 2).sum())  # least squares, as polyfit(deg 1)
+        out[k] = (m, x0 - m * y0)
     return out
 
 
@@ -119,12 +124,24 @@ def vanishing_point(lines: np.ndarray, weights: np.ndarray) -> tuple[float, floa
 def direction_error(line: np.ndarray, bottom_row: float, point: tuple[float, float]) -> float:
     """Angle (degrees) between a lane's near-field line [m, q] and the ray from its lowest seen
     point (at ``bottom_row``) to the vanishing ``point`` (x, y); 180 when the point lies below it."""
-    m, q = line
-    x0 = m * bottom_row + q
-    dx, dy = point[0] - x0, point[1] - bottom_row
+    m, q = float(line[0]), float(line[1])
+    dx, dy = point[0] - (m * bottom_row + q), point[1] - bottom_row
     if dy >= 0:
         return 180.0
-    return float(np.degrees(abs(np.arctan2(-m, 1.0) - np.arctan2(dx, -dy))))
+    return math.degrees(abs(math.atan2(-m, 1.0) - math.atan2(dx, -dy)))
+
+
+def supports(line: np.ndarray, top: float, bottom: float, point: tuple[float, float], image_height: int,
+             judge_direction: bool = True) -> float | None:
+    """Rule 2 for one lane and one vanishing ``point`` (x, y): the lane supports the point when it
+    is seen (from row ``top`` down to row ``bottom``) at most ``MAX_ABOVE_VP`` image heights above
+    it and its near-field line [m, q] points within ``MAX_VP_ANGLE`` of it (``direction_error``;
+    not asked when ``judge_direction`` is off, e.g. for lanes shorter than ``MIN_SPAN``).
+    Returns the angle (degrees; 0 when not judged), or None when the lane does not support it."""
+    if point[1] - top > MAX_ABOVE_VP * image_height:
+        return None
+    angle = direction_error(line, bottom, point) if judge_direction else 0.0
+    return angle if angle <= MAX_VP_ANGLE else None
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
@@ -166,31 +183,30 @@ def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_wi
     long = [k for k in judged if bottom[k] - top[k] >= MIN_SPAN * image_height]
     if len(long) < 2:
         return keep
-    best, best_key = None, None
-    for a in range(len(long)):
-        for b in range(a + 1, len(long)):
-            i, j = long[a], long[b]
-            (mi, qi), (mj, qj) = lines[i], lines[j]
-            if abs(mi - mj) < 1e-9:
-                continue
-            yv = (qj - qi) / (mi - mj)
-            point = (mi * yv + qi, yv)
-            errors = {}
-            for k in judged:
-                if point[1] - top[k] > MAX_ABOVE_VP * image_height:
-                    continue
-                angle = direction_error(lines[k], bottom[k], point) if k in long else 0.0
-                if angle <= MAX_VP_ANGLE:
-                    errors[k] = angle
-            if i not in errors or j not in errors:
-                continue
-            support = sorted(errors)
-            key = (len(support), -round(sum(errors.values()), 1), float(confidence[support].sum()))
-            if best_key is None or key > best_key:
-                best, best_key = support, key
-    if best is None:
+    # Every candidate point (lane pairs of ``long``) against every judged lane at once.
+    pairs = np.array([(a, b) for ia, a in enumerate(long) for b in long[ia + 1:]])
+    m, q = lines[:, 0], lines[:, 1]
+    dm = m[pairs[:, 0]] - m[pairs[:, 1]]
+    pairs, dm = pairs[np.abs(dm) >= 1e-9], dm[np.abs(dm) >= 1e-9]
+    yv = (q[pairs[:, 1]] - q[pairs[:, 0]]) / dm if len(pairs) else np.empty(0)
+    xv = m[pairs[:, 0]] * yv + q[pairs[:, 0]] if len(pairs) else np.empty(0)
+    dx = xv[:, None] - (m[judged] * bottom[judged] + q[judged])[None, :]
+    dy = yv[:, None] - bottom[judged][None, :]
+    angle = np.degrees(np.abs(np.arctan2(-m[judged], 1.0)[None, :] - np.arctan2(dx, -dy)))
+    angle = np.where(dy >= 0, 180.0, angle)  # direction_error, vectorised
+    angle = np.where(np.isin(judged, long)[None, :], angle, 0.0)  # short lanes: direction not asked
+    support = (yv[:, None] - top[judged][None, :] <= MAX_ABOVE_VP * image_height) & (angle <= MAX_VP_ANGLE)
+    column = {k: c for c, k in enumerate(judged)}
+    own = support[np.arange(len(pairs)), [column[i] for i in pairs[:, 0]]] & \
+        support[np.arange(len(pairs)), [column[j] for j in pairs[:, 1]]] if len(pairs) else np.zeros(0, bool)
+    if not own.any():
         strongest = max(long, key=lambda k: confidence[k])
         keep[[k for k in judged if k != strongest]] = False
         return keep
-    keep[[k for k in judged if k not in best]] = False
+    count = support.sum(axis=1)
+    spread = -np.round(np.where(support, angle, 0.0).sum(axis=1), 1)
+    strength = np.where(support, confidence[judged][None, :], 0.0).sum(axis=1)
+    order = np.lexsort((strength, spread, count))  # last key first: count, then spread, then strength
+    best = next(p for p in order[::-1] if own[p])
+    keep[judged[~support[best]]] = False
     return keep
