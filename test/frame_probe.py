@@ -2,7 +2,7 @@
 
 pub: waits for a subscriber, then publishes N 1640x590 bgr8 images (2.9 MB, a CULane frame)
 at 10 Hz with sensor-data QoS. sub: prints ``received <count>`` after ``N / 10 + 8`` seconds.
-Used by test_ros_node_startup.py to check transport settings the README recommends.
+Used by test_ros_node_startup.py to check transport settings docs/node.md recommends.
 """
 from __future__ import annotations
 

@@ -320,10 +320,10 @@ def test_launch_arguments_match_the_node_and_the_readme():
     assert "openvino" in arguments["backend"].choices and "openvino" in arguments["backend"].description
     assert arguments["use_sim_time"].choices == arguments["lifecycle"].choices == ("true", "false")
     assert arguments["use_sim_time"].default == "", "given only when set: the params file decides otherwise"
-    readme = (REPO_ROOT / "README.md").read_text()
-    listed = readme[readme.index("Launch arguments:"):].split("\n\n")[0]
+    manual = (REPO_ROOT / "docs" / "node.md").read_text()
+    listed = manual[manual.index("Launch arguments:"):].split("\n\n")[0]
     for name in arguments:
-        assert f"`{name}`" in listed, f"README's launch argument list lacks {name}"
+        assert f"`{name}`" in listed, f"docs/node.md's launch argument list lacks {name}"
 
 
 @pytest.mark.parametrize("values,problem", [
@@ -361,7 +361,7 @@ def test_launch_description_builds():
     assert {argument.name for argument in ARGUMENTS} <= names
 
 
-# ----- Fast DDS with localhost-only discovery (README: "Fast DDS and camera images") ------------
+# ----- Fast DDS with localhost-only discovery (docs/node.md: "Fast DDS and camera images") -------
 
 def test_localhost_discovery_carries_camera_frames_with_the_launch_environment():
     """With ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST rmw_fastrtps ignores LARGE_DATA; the environment the

@@ -1,6 +1,6 @@
-"""Multi-process training as the README runs it: torchrun, 2 ranks on the CPU (gloo), a tiny synthetic config.
+"""Multi-process training as docs/training.md runs it: torchrun, 2 ranks on the CPU (gloo), a tiny synthetic config.
 
-The README's two single-machine torchrun lines are run as they stand there (only their
+The manual's two single-machine torchrun lines are run as they stand there (only their
 config / checkpoint argument is replaced): both ranks must step, rank 0 alone must write the
 checkpoints (seen with inotify), and ``--resume`` from an intermediate checkpoint must end
 with exactly the weights, optimiser state and RNG states of the uninterrupted run.
@@ -32,24 +32,24 @@ from lanesad_ros.training.trainer import Trainer
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with the gloo backend is not available")
 
-# The launcher part of the README's single-machine lines; what follows it is --config CFG or --resume CKPT.
+# The launcher part of docs/training.md's single-machine lines; what follows it is --config CFG or --resume CKPT.
 LAUNCHER = ["torchrun", "--standalone", "--nproc_per_node=2", "-m", "lanesad_ros.training"]
 IN_MOVED_TO, IN_CREATE = 0x80, 0x100  # inotify(7) event bits
 RANK_LINE = re.compile(r"rank (\d) of 2: (\d+) steps, iterations (\d+)\.\.(\d+), last loss [0-9.]+")
 
 
 def readme_line(option: str) -> list[str]:
-    """The README's torchrun line ``LAUNCHER option VALUE``, split as a shell splits it."""
-    for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+    """docs/training.md's torchrun line ``LAUNCHER option VALUE``, split as a shell splits it."""
+    for line in (REPO_ROOT / "docs" / "training.md").read_text(encoding="utf-8").splitlines():
         argv = shlex.split(line) if line.startswith("torchrun ") else []
         if argv[:len(LAUNCHER)] == LAUNCHER and argv[len(LAUNCHER):len(LAUNCHER) + 1] == [option]:
-            assert len(argv) == len(LAUNCHER) + 2, f"README torchrun line has more than {option} VALUE: {line}"
+            assert len(argv) == len(LAUNCHER) + 2, f"docs/training.md: more than {option} VALUE: {line}"
             return argv
-    raise AssertionError(f"README has no line '{' '.join(LAUNCHER)} {option} ...'")
+    raise AssertionError(f"docs/training.md has no line '{' '.join(LAUNCHER)} {option} ...'")
 
 
 def torchrun(readme_argv: list[str], value: str, overrides: list[str]) -> str:
-    """Run the README line with its last argument replaced by ``value``; returns stdout + stderr."""
+    """Run the manual's line with its last argument replaced by ``value``; returns stdout + stderr."""
     executable = Path(sys.executable).with_name("torchrun")
     argv = [str(executable if executable.is_file() else shutil.which("torchrun")), *readme_argv[1:-1], value,
             *overrides]
