@@ -3,7 +3,7 @@
     python benchmarks/bench_input_size.py [--weights W144 W208 W288] [--backends torch openvino]
                                           [--threads N] [--runs 40] [--json out.json]
 
-For the README model card: the node must keep >= 25 FPS on this 2-core CPU with the fastest
+For the input-size study in docs/training.md: the node must keep >= 25 FPS on this 2-core CPU with the fastest
 backend. Every (size, backend) detector takes its turn frame by frame in one loop, so a
 change in the load of a shared machine hits them alike; the table gives median / p90 ms,
 FPS and the ratio to the 144x400 detector of the same backend. Without ``--weights`` each

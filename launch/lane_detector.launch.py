@@ -31,7 +31,7 @@ runs with FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA (the camera driver's process nee
 well: export it in the shell to cover both). With ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 rmw_fastrtps ignores LARGE_DATA; the node then also gets FASTDDS_DEFAULT_PROFILES_FILE =
 the installed config/fastdds_localhost_frames.xml (a large shared-memory segment), which the
-camera driver needs as well (README, "Fast DDS and camera images").
+camera driver needs as well (docs/node.md, "Fast DDS and camera images").
 
 On the pip path (no launch_ros) the same node starts from the same file:
     lane_detector --ros-args --params-file config/lane_detector.yaml -p image_topic:=/cam

@@ -306,7 +306,7 @@ def test_launch_file_compiles_and_takes_its_arguments_from_the_shared_table():
     assert "choices=" in LAUNCH_FILE.read_text(), "launch itself validates the choices"
 
 
-def test_launch_arguments_match_the_node_and_the_readme():
+def test_launch_arguments_match_the_node_and_the_manual():
     specs = {spec.name: spec for spec in PARAMETERS}
     arguments = {argument.name: argument for argument in ARGUMENTS}
     for argument in ARGUMENTS:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from lanesad_ros.ros.parameters import SPECS
 
 BOOLEAN_CHOICES = ("true", "false")
-LOCALHOST_PROFILE = "fastdds_localhost_frames.xml"  # in config/, see that file and the README
+LOCALHOST_PROFILE = "fastdds_localhost_frames.xml"  # in config/, see that file and docs/node.md
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ Modules: ``sources`` (bags, videos, image folders), ``checks`` (camera facts fro
 and the geometric checks a pseudo-label must pass), ``criteria`` (unlabelled criteria and the
 early-stopping score), ``student`` (teacher pass, label masks, loss), ``run`` (the
 self-training loop, the weights metadata and the command line), ``report`` (``--report DIR``).
-The method is described in ``run``'s docstring and in the README, "Adapting to your camera".
+The method is described in ``run``'s docstring and in docs/adapting.md.
 """
 from lanesad_ros.training.adapt.run import AdaptError, AdaptSettings, adapt, main
 
