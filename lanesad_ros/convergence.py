@@ -137,7 +137,9 @@ def supports(line: np.ndarray, top: float, bottom: float, point: tuple[float, fl
     is seen (from row ``top`` down to row ``bottom``) at most ``MAX_ABOVE_VP`` image heights above
     it and its near-field line [m, q] points within ``MAX_VP_ANGLE`` of it (``direction_error``;
     not asked when ``judge_direction`` is off, e.g. for lanes shorter than ``MIN_SPAN``).
-    Returns the angle (degrees; 0 when not judged), or None when the lane does not support it."""
+    Returns the angle (degrees; 0 when not judged), or None when the lane does not support it.
+    ``converging`` applies this test to every candidate point at once (vectorised); the
+    pseudo-label checks of ``training/adapt`` apply it to the drive's vanishing point."""
     if point[1] - top > MAX_ABOVE_VP * image_height:
         return None
     angle = direction_error(line, bottom, point) if judge_direction else 0.0
