@@ -18,12 +18,14 @@ import torch
 from rosbags.rosbag2 import Writer
 
 from conftest import shared_path
+from lanesad_ros.convergence import MAX_VP_ANGLE, converging, near_field_lines, supports, trim_across
 from lanesad_ros.data.synthetic import SceneGenerator
 from lanesad_ros.data.tusimple import write_tusimple_labels
 from lanesad_ros.detector import Detector
 from lanesad_ros.lanes import Lane, LaneSlot
 from lanesad_ros.ros.bag.typestore import IMAGE_TYPE, typestore
 from lanesad_ros.ros.bag.writer import BagWriter, image_message
+from lanesad_ros.slots import LEFT_LEFT_SPACING, plausible_spacing, spacing_ratio
 from lanesad_ros.training.adapt import AdaptSettings, adapt
 from lanesad_ros.training.adapt.checks import Camera, LaneRules, check_lane, check_lanes, static_bottom, vanishing_point
 from lanesad_ros.training.adapt.run import blend_states
@@ -172,7 +174,7 @@ def test_lane_checks_reject_snakes_hood_lanes_crossings_and_lanes_off_the_vanish
     snake = _lane(1, 420 + 60 * np.sin((ys - 360) / 45.0), ys)
     assert check_lane(snake, camera, rules).reason in ("snakes (not a smooth curve)",
                                                       "rows scattered (no smooth curve fits)")
-    off_vp = _lane(2, 900 + 0.2 * (ys - 360), ys)  # leans the wrong way: a barrier or vehicle edge
+    off_vp = _lane(2, 900 - 0.2 * (ys - 360), ys)  # leans the wrong way: a barrier or vehicle edge
     assert check_lane(off_vp, camera, rules).reason == "misses the vanishing point"
     hood = Camera(size=(1280, 720), hood_y=np.full(1280, 600.0), vp=(640.0, 300.0))
     assert check_lane(_straight(1, 300.0), hood, rules, cut_hood=False).ok  # straight on across the hood
@@ -187,6 +189,74 @@ def test_lane_checks_reject_snakes_hood_lanes_crossings_and_lanes_off_the_vanish
     assert all(c.ok for c in ego)
     too_close = check_lanes([_straight(0, 250.0), _straight(1, 300.0), _straight(2, 1000.0)], camera, rules)
     assert too_close[0].reason == "spacing to its neighbour is not a lane width" and too_close[1].ok
+
+
+ROWS = np.arange(160.0, 720.0, 10.0)
+
+
+def _on_rows(slot, x, confidence=0.9) -> Lane:
+    """A lane from x at ROWS (NaN where unseen), bottom first."""
+    seen = np.isfinite(x)
+    return _lane(slot, x[seen][::-1], ROWS[seen][::-1], confidence)
+
+
+def _to_vp(x_bottom, top=160.0, bottom=710.0, vp=(640.0, 300.0), width=1280):
+    """x at ROWS of a straight lane through ``vp`` at ``x_bottom`` on row 700, seen from ``top`` to
+    ``bottom`` and inside the image."""
+    x = vp[0] + (x_bottom - vp[0]) * (ROWS - vp[1]) / (700.0 - vp[1])
+    return np.where((ROWS >= max(top, vp[1] + 10)) & (ROWS <= bottom) & (x >= 0) & (x <= width - 1), x, np.nan)
+
+
+def test_pseudo_label_checks_apply_the_decoders_lane_shape_rules():
+    """checks.py judges with lanesad_ros.convergence / slots / lanefit, not rules of its own:
+    what those rules reject, the pseudo-label checks reject too."""
+    rules = LaneRules()
+    no_vp = Camera(size=(1280, 720), hood_y=np.full(1280, 720.0))
+    left, right, right_right = _to_vp(300.0), _to_vp(1000.0), _to_vp(1700.0)
+    # convergence.converging: a lane pointing 45 degrees off the frame's vanishing point (no drive VP here)
+    elsewhere = np.interp(ROWS, [400.0, 700.0], [150.0, 100.0])
+    elsewhere[(ROWS < 400) | (ROWS > 700)] = np.nan
+    x = np.stack([elsewhere, left, right, right_right])
+    assert converging(x, ROWS, np.full(4, 0.9), 1280, 720).tolist() == [False, True, True, True]
+    spans = [(ROWS[np.isfinite(r)].min(), ROWS[np.isfinite(r)].max()) for r in x]  # supports: the same rule per lane
+    assert [supports(line, top, bottom, (640.0, 300.0), 720) is not None
+            for line, (top, bottom) in zip(near_field_lines(x, ROWS), spans, strict=True)] == [False, True, True, True]
+    lanes = [_on_rows(0, elsewhere), _on_rows(1, left), _on_rows(2, right), _on_rows(3, right_right)]
+    assert [c.reason for c in check_lanes(lanes, no_vp, rules)] == ["does not converge with the frame's lanes",
+                                                                   "", "", ""]
+    # slots.plausible_spacing with the TuSimple-measured LEFT_LEFT bounds: a lane 1.5 ego widths out
+    # is no lane (the adapt-only bound of 0.55-1.8 ego widths let it through); 1.0 is one
+    for ratio, ok in ((1.5, False), (1.0, True)):
+        outer = _to_vp(300.0 - ratio * 700.0)
+        shared = spacing_ratio(outer, left, left, right, 1280)
+        assert shared is not None and plausible_spacing(shared, LEFT_LEFT_SPACING) == ok
+        checked = check_lanes([_on_rows(0, outer), _on_rows(1, left), _on_rows(2, right)], no_vp, rules)
+        assert checked[0].ok == ok and checked[1].ok and checked[2].ok
+        assert ok or checked[0].reason == "spacing to its neighbour is not a lane width"
+    # convergence.supports against the drive's vanishing point: 25 degrees off passes, 35 does not
+    camera = Camera(size=(1280, 720), hood_y=np.full(1280, 720.0), vp=(640.0, 300.0))
+    for degrees in (25.0, 35.0):
+        lean = np.tan(np.radians(np.degrees(np.arctan2(340.0, 400.0)) - degrees))  # LEFT at 300 on row 700
+        xs = 300.0 + lean * (700.0 - ROWS)
+        lane = _on_rows(1, np.where(ROWS >= 360, xs, np.nan))
+        angle = supports(np.array([-lean, 300.0 + lean * 700.0]), 360.0, 710.0, camera.vp, 720)
+        assert (angle is not None) == (degrees < MAX_VP_ANGLE)
+        assert check_lane(lane, camera, rules).ok == (degrees < MAX_VP_ANGLE)
+    # convergence.trim_across: the part of a lane that sweeps flat along a row of cars is not labelled
+    sweep = left.copy()
+    sweep[ROWS < 450] = left[ROWS == 450] + (450 - ROWS[ROWS < 450]) * 20.0
+    sweep[(ROWS < 380) | (sweep > 1279)] = np.nan
+    assert not np.isfinite(trim_across(sweep[None], ROWS, 720)[0][ROWS < 440]).any()
+    cut = check_lane(_on_rows(1, sweep), camera, rules)
+    assert cut.ok and cut.label[:, 1].min() >= 440
+    # lanefit's lane hyperbola is the label's shape: a curve of it is labelled as it is
+    horizon, scale = 280.0, 360.0
+    t = ROWS[ROWS >= 330] - horizon
+    curve = 640.0 - 150.0 * t / scale + 20.0 * scale / t  # bends right towards the horizon
+    label = check_lane(_lane(1, curve[::-1], ROWS[ROWS >= 330][::-1]), camera, rules).label
+    assert label is not None
+    expected = np.interp(label[:, 1], ROWS[ROWS >= 330], curve)
+    assert np.abs(label[:, 0] - expected).max() < 1.0
 
 
 def test_vanishing_point_and_hood_are_found_from_the_drive():

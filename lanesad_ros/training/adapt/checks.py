@@ -14,24 +14,39 @@ Camera facts estimated from the drive itself (no calibration needed):
   hood is continued straight (its near line) to the image bottom, as TuSimple and CULane
   label lanes, so the student learns neither snakes on the hood nor "no lanes at the
   bottom of the picture" (which would cost it lanes on cameras without a hood).
-- **Vanishing point** (:func:`vanishing_point`): the median intersection of the near
-  (lower-half) straight-line fits of confident left/right lane pairs over all frames.
-  Lane boundaries are parallel on the road, so their image lines meet there; a "lane"
-  whose near line misses it by more than ``vp_tol`` of the image width is a barrier top,
-  a vehicle edge or a reflection.
+- **Vanishing point** (:func:`vanishing_point`): the median intersection of the near-field
+  lines (``convergence.near_field_lines``) of confident left/right lane pairs over all frames.
+  Lane boundaries are parallel on the road, so their image lines meet there.
 
-Per lane (:func:`check_lane`): enough rows, a vertical span of at least ``min_span`` of
-the road height, a robust quadratic x(y) fit (two passes dropping rows off by more than
-``outlier_tol`` of the width; at least ``min_inliers`` of the rows kept) whose RMS residual
-is under ``rms_tol`` of the width (an S-curve, a loop or a curl does not fit a quadratic)
-and whose bend (largest distance from its chord) is under ``bend_tol`` of the width; the
-label is the quadratic between the highest and lowest inlier row, so it cannot snake.
-Per frame (:func:`check_frame`): lanes ordered by slot never cross; LEFT starts left of the
-camera column and RIGHT right of it (with ``ego_margin``); an outer lane's spacing to its
-neighbour, measured on one image row (where pixel spacing is proportional to metres), is
-within ``spacing_ratio`` of the ego lane's width. On sequences (:func:`temporal_filter`):
-a lane must be found in the same slot, within ``temporal_tol`` of the width, in a
-neighbouring frame; a lane that flickers is not a label.
+The lane-shape rules are the decoder's own (one set of rules for decoding and labels), with
+the bounds their modules document and measure:
+
+- ``lanesad_ros.lanefit``: the label is the lane hyperbola (Kluge 1994) fitted robustly to the
+  teacher's rows (``fit_lanes``, rows further than ``outlier_tol`` of the width are outliers),
+  sampled between its highest and lowest inlier row, so it bends one way only: no S-curve, loop
+  or curl (refits the 13,795 TuSimple training lanes with a median largest error of 0.4 px).
+- ``lanesad_ros.convergence`` (bounds from the TuSimple and CULane label geometry, no labelled
+  lane rejected): a lane is cut where it runs flatter than ``MAX_SLOPE`` (``trim_across``); it
+  must point at the drive's vanishing point (``supports``: within ``MAX_VP_ANGLE``, seen at
+  most ``MAX_ABOVE_VP`` above it), else it "misses the vanishing point" (a barrier top, a
+  vehicle edge, a reflection); the frame's lanes must converge to one vanishing region
+  (``converging``).
+- ``lanesad_ros.slots``: lanes ordered by slot never cross (rule 1); by the labelling rule a
+  lane's side of the camera column (the image centre) at the bottom row is its slot's side
+  (rule 2; ``x_at_row``); an outer lane's spacing to its neighbour, as a ratio to the ego
+  lane's width on the rows both are seen, lies within ``LEFT_LEFT_SPACING`` /
+  ``RIGHT_RIGHT_SPACING`` (``spacing_ratio``, ``plausible_spacing``; TuSimple percentiles).
+
+What only a pseudo-label needs (:class:`LaneRules`, adapt's own settings, not measured on
+labels): the teacher is confident (``min_confidence``); the lane has ``min_points`` rows above
+the hood spanning ``min_span`` of the road height; at least ``min_inliers`` of them fit the
+hyperbola, with an RMS residual under ``rms_tol`` of the width; its bend (largest distance
+from its chord) is under ``bend_tol`` of the width (stricter than the labels: 1,760 of the
+13,795 TuSimple training lanes bend more by this measure); on the hood it follows
+its near line within ``hood_tol`` (criteria only). Per lane :func:`check_lane`, per frame
+:func:`check_frame`. On sequences (:func:`temporal_filter`): a lane must be found in the same
+slot, within ``temporal_tol`` of the width, in a neighbouring frame; a lane that flickers is
+not a label.
 
 Thresholds are fractions of the image size, so they hold for any camera resolution.
 """
@@ -43,17 +58,23 @@ import cv2
 import numpy as np
 from scipy.ndimage import median_filter
 
+from lanesad_ros.convergence import converging, near_field_lines, supports, trim_across
+from lanesad_ros.lanefit import fit_lanes, horizon_grid, make_tables
 from lanesad_ros.lanes import Lane, LaneSlot
+from lanesad_ros.slots import LEFT_LEFT_SPACING, RIGHT_RIGHT_SPACING, plausible_spacing, spacing_ratio, x_at_row
 
 STATIC_MAD = 4.0  # grey levels: median absolute deviation over time below which a pixel is static
 _HOOD_SEARCH = 0.15  # of the height: how far above the static region the hood contour is looked for
 SEQUENCE_MARGIN = 0.1  # correlation margin of consecutive over distant frames (looks_like_sequence)
 _SMALL_WIDTH = 160  # width of the grey copies used for the static region
+_GRID_ROWS = 91  # rows over the image height on which a frame's labels are compared (about their point spacing)
 
 
 @dataclass(frozen=True)
 class LaneRules:
-    """Thresholds of the pseudo-label checks (fractions of image width W / road height)."""
+    """Adapt's own thresholds of the pseudo-label checks (fractions of image width W / road
+    height; see the module docstring); the lane-shape bounds are those of ``lanefit``,
+    ``convergence`` and ``slots``."""
 
     min_points: int = 6
     min_span: float = 0.15
@@ -61,9 +82,6 @@ class LaneRules:
     outlier_tol: float = 0.012
     rms_tol: float = 0.006
     bend_tol: float = 0.05
-    vp_tol: float = 0.08
-    ego_margin: float = 0.1
-    spacing_ratio: tuple[float, float] = (0.55, 1.8)
     temporal_tol: float = 0.05
     hood_margin: float = 0.01
     hood_reach: float = 0.05
@@ -202,28 +220,42 @@ def looks_like_sequence(greys: list[np.ndarray], margin: float = SEQUENCE_MARGIN
     return near > far + margin
 
 
-def _robust_quadratic(points: np.ndarray, width: int, height: int, rules: LaneRules):
-    """(coef of x(t) with t = y / height, inlier mask) of a two-pass trimmed quadratic fit."""
-    t = points[:, 1].astype(np.float64) / height
-    x = points[:, 0].astype(np.float64)
-    inliers = np.ones(len(points), bool)
-    coef = None
-    for _ in range(3):
-        if inliers.sum() < 3:
-            return None, inliers
-        degree = 2 if inliers.sum() >= 6 else 1
-        coef = np.polynomial.polynomial.polyfit(t[inliers], x[inliers], degree)
-        resid = np.abs(np.polynomial.polynomial.polyval(t, coef) - x)
-        inliers = resid <= rules.outlier_tol * width
-    return np.pad(coef, (0, 3 - len(coef))), inliers
+def _on_rows(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x of a lane polyline (N, 2) at ``rows`` (R,) ascending, NaN outside its row extent."""
+    p = points[np.argsort(points[:, 1], kind="stable")]
+    inside = (rows >= p[0, 1]) & (rows <= p[-1, 1])
+    return np.where(inside, np.interp(rows, p[:, 1], p[:, 0]), np.nan)
+
+
+def _ascending(points: np.ndarray) -> np.ndarray:
+    """Points (N, 2) sorted top to bottom, with repeated rows averaged (one x per row)."""
+    rows, index = np.unique(points[:, 1], return_inverse=True)
+    xs = np.bincount(index, weights=points[:, 0]) / np.bincount(index)
+    return np.stack([xs, rows], axis=1)
+
+
+def _hyperbola(points: np.ndarray, width: int, height: int, rules: LaneRules):
+    """The lane hyperbola of ``lanefit`` fitted to one lane's points (N, 2), rows ascending ->
+    (x of the fit at those rows, inlier mask, function rows -> x of the fit)."""
+    y, x = points[:, 1], points[:, 0]
+    # Horizon candidates from 0.7 h above the lane's top row down to it (horizon_grid's span of
+    # 0.7 h), plus its far ones; a horizon must lie above every point of the lane anyway.
+    tables = make_tables(y, y, horizon_grid(height, y[0] - 0.4 * height), height)
+    fit = fit_lanes(x[None], np.ones((1, len(y))), tables, inlier_px=rules.outlier_tol * width)
+    coef, horizon = fit.coef[0], float(fit.horizon[0])
+
+    def curve(rows: np.ndarray) -> np.ndarray:  # the basis [1, t/S, S/t] of LaneFit.coef
+        t = np.maximum(np.asarray(rows, np.float64) - horizon, tables.margin)
+        return coef[0] + coef[1] * t / tables.scale + coef[2] * tables.scale / t
+
+    return fit.x_out[0], fit.inliers[0], curve
 
 
 def near_line(points: np.ndarray) -> tuple[float, float]:
-    """Straight line x = a + b y through the lower half (by row span) of a lane's points."""
-    y = points[:, 1].astype(np.float64)
-    mid = 0.5 * (y.min() + y.max())
-    lower = points[y >= mid] if np.count_nonzero(y >= mid) >= 2 else points
-    b, a = np.polyfit(lower[:, 1].astype(np.float64), lower[:, 0].astype(np.float64), 1)
+    """Straight line x = a + b y through the lower half of a lane's rows: the near-field line
+    of ``lanesad_ros.convergence`` (``near_field_lines``), the direction its rules judge."""
+    p = _ascending(np.asarray(points, dtype=np.float64).reshape(-1, 2))
+    b, a = near_field_lines(p[None, :, 0], p[:, 1])[0]
     return float(a), float(b)
 
 
@@ -246,6 +278,9 @@ def check_lane(lane: Lane, camera: Camera, rules: LaneRules, cut_hood: bool = Tr
         col = np.clip(np.rint(pts[:, 0]), 0, w - 1).astype(int)
         on_hood = pts[:, 1] >= camera.hood_y[col] - rules.hood_margin * h
         pts, hood_pts = pts[~on_hood], pts[on_hood]
+        pts = _ascending(pts) if len(pts) else pts
+    if len(pts) >= 2:  # convergence rule 1: no lane runs across the view; the part beyond is cut
+        pts = pts[np.isfinite(trim_across(pts[None, :, 0], pts[:, 1], h)[0])]
     if len(pts) < rules.min_points:
         out.reason = "too few rows"
         return out
@@ -255,31 +290,26 @@ def check_lane(lane: Lane, camera: Camera, rules: LaneRules, cut_hood: bool = Tr
     if span < rules.min_span * max(bottom - road_top, 1.0):
         out.reason = "too short"
         return out
-    coef, inliers = _robust_quadratic(pts, w, h, rules)
-    if coef is None or inliers.mean() < rules.min_inliers or inliers.sum() < rules.min_points:
+    fitted, inliers, curve = _hyperbola(pts, w, h, rules)
+    if inliers.mean() < rules.min_inliers or inliers.sum() < rules.min_points:
         out.reason = "rows scattered (no smooth curve fits)"
         return out
     kept = pts[inliers]
-    t = kept[:, 1] / h
-    resid = np.polynomial.polynomial.polyval(t, coef) - kept[:, 0]
-    if float(np.sqrt(np.mean(resid ** 2))) > rules.rms_tol * w:
+    if float(np.sqrt(np.mean((fitted[inliers] - kept[:, 0]) ** 2))) > rules.rms_tol * w:
         out.reason = "snakes (not a smooth curve)"
         return out
     y_lo, y_hi = float(kept[:, 1].min()), float(kept[:, 1].max())
     rows = np.linspace(y_hi, y_lo, max(2, int(round((y_hi - y_lo) / (h / 90.0))) + 1))
-    xs = np.polynomial.polynomial.polyval(rows / h, coef)
+    xs = curve(rows)
     chord = xs[0] + (xs[-1] - xs[0]) * (rows - rows[0]) / (rows[-1] - rows[0])
     if float(np.max(np.abs(xs - chord))) > rules.bend_tol * w:
         out.reason = "bends too much"
         return out
     label = np.stack([xs, rows], axis=1)
-    out.line = near_line(label)
-    if camera.vp is not None:
-        a, b = out.line
-        if abs(a + b * camera.vp[1] - camera.vp[0]) > rules.vp_tol * w:
-            out.reason = "misses the vanishing point"
-            return out
-    a, b = out.line
+    out.line = a, b = near_line(label)
+    if camera.vp is not None and supports(np.array([b, a]), y_lo, y_hi, camera.vp, h) is None:
+        out.reason = "misses the vanishing point"
+        return out
     if not cut_hood and len(hood_pts) > 1:
         if float(np.mean(np.abs(hood_pts[:, 0] - (a + b * hood_pts[:, 1])))) > rules.hood_tol * w:
             out.reason = "leaves its line on the hood"
@@ -318,31 +348,48 @@ def vanishing_point(lines_per_frame: list[list[tuple[float, float]]],
     return float(np.median(pts[:, 0])), float(np.median(pts[:, 1]))
 
 
+_LEFT_SIDE = (LaneSlot.LEFT_LEFT, LaneSlot.LEFT)
+_RIGHT_SIDE = (LaneSlot.RIGHT, LaneSlot.RIGHT_RIGHT)
+
+
 def check_frame(checked: list[Checked], camera: Camera, rules: LaneRules) -> None:
-    """Frame-level checks on the accepted lanes (in place): order, ego pair, outer spacing."""
+    """Frame-level checks on the accepted lanes (in place), the decoder's rules in its order:
+    convergence to one vanishing region (``convergence.converging``), the labelling rule's side
+    of the camera column at the bottom row and no crossings (``slots`` rules 1-2), outer spacing
+    (``slots.spacing_ratio`` within ``LEFT_LEFT_SPACING`` / ``RIGHT_RIGHT_SPACING``)."""
     w, h = camera.size
     good = sorted((c for c in checked if c.ok), key=lambda c: c.slot)
-    y_ref = float(min(h - 1, np.median(camera.hood_y)))
-    x_ref = {c.slot: c.line[0] + c.line[1] * y_ref for c in good}
-    for c in good:
-        if c.slot == LaneSlot.LEFT and x_ref[c.slot] > w * (0.5 + rules.ego_margin):
-            c.reason = "LEFT starts right of the camera"
-        if c.slot == LaneSlot.RIGHT and x_ref[c.slot] < w * (0.5 - rules.ego_margin):
-            c.reason = "RIGHT starts left of the camera"
-    for a, b in zip(good, good[1:], strict=False):
-        lo, hi = max(a.label[:, 1].min(), b.label[:, 1].min()), min(a.label[:, 1].max(), b.label[:, 1].max())
-        rows = np.linspace(lo, hi, 8) if hi > lo else np.asarray([y_ref])
-        xa = np.interp(rows, a.label[::-1, 1], a.label[::-1, 0]) if hi > lo else [x_ref[a.slot]]
-        xb = np.interp(rows, b.label[::-1, 1], b.label[::-1, 0]) if hi > lo else [x_ref[b.slot]]
-        if np.any(np.asarray(xa) >= np.asarray(xb)) or x_ref[a.slot] >= x_ref[b.slot]:
+    if not good:
+        return
+    rows = np.linspace(0.0, h - 1.0, _GRID_ROWS)
+    x = np.stack([_on_rows(c.label, rows) for c in good])
+    keep = converging(x, rows, np.array([c.confidence for c in good]), w, h)
+    for c in (c for c, k in zip(good, keep, strict=True) if not k):
+        c.reason = "does not converge with the frame's lanes"
+    x, good = x[keep], [c for c, k in zip(good, keep, strict=True) if k]
+    column = w / 2.0  # slots' camera column: the image centre (no principal point from a drive)
+    bottom = [x_at_row(c.label, h - 1.0) for c in good]
+    for c, xb in zip(good, bottom, strict=True):
+        if c.slot in _LEFT_SIDE and xb >= column:
+            c.reason = f"{LaneSlot(c.slot).name} starts right of the camera"
+        if c.slot in _RIGHT_SIDE and xb < column:
+            c.reason = f"{LaneSlot(c.slot).name} starts left of the camera"
+    for i in range(len(good) - 1):
+        a, b = good[i], good[i + 1]
+        if np.any(x[i] >= x[i + 1]) or bottom[i] >= bottom[i + 1]:  # NaN compares False: shared rows only
             a.reason = b.reason = "lanes cross"
-    if LaneSlot.LEFT in x_ref and LaneSlot.RIGHT in x_ref:
-        ego = x_ref[LaneSlot.RIGHT] - x_ref[LaneSlot.LEFT]
-        lo, hi = rules.spacing_ratio
-        for c, inner in ((LaneSlot.LEFT_LEFT, LaneSlot.LEFT), (LaneSlot.RIGHT_RIGHT, LaneSlot.RIGHT)):
-            lane = next((x for x in good if x.slot == c), None)
-            if lane is not None and ego > 0 and not lo <= abs(x_ref[inner] - x_ref[c]) / ego <= hi:
-                lane.reason = "spacing to its neighbour is not a lane width"
+    by_slot = {c.slot: k for k, c in enumerate(good) if c.ok}
+    left, right = by_slot.get(LaneSlot.LEFT), by_slot.get(LaneSlot.RIGHT)
+    if left is None or right is None:
+        return
+    for outer, inner, bounds in ((LaneSlot.LEFT_LEFT, left, LEFT_LEFT_SPACING),
+                                 (LaneSlot.RIGHT_RIGHT, right, RIGHT_RIGHT_SPACING)):
+        k = by_slot.get(outer)
+        if k is None:
+            continue
+        ratio = spacing_ratio(x[k], x[inner], x[left], x[right], w)
+        if ratio is not None and not plausible_spacing(ratio, bounds):
+            good[k].reason = "spacing to its neighbour is not a lane width"
 
 
 def _line_distance(a: Checked, b: Checked, camera: Camera) -> float:

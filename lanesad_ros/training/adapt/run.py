@@ -5,9 +5,10 @@ model's own signals"):
 
 1. **Teacher** = the base weights on the *clean* frames. Its lanes become pseudo-labels
    only when they pass the checks of :mod:`lanesad_ros.training.adapt.checks`: confident,
-   smooth (a quadratic fits them: no S-curve, loop or curl) above the car's hood, through
-   the drive's vanishing point, in slot order with a plausible spacing, and, on sequences,
-   present in a neighbouring frame. The label is the fitted curve, never the raw rows,
+   smooth (the lane hyperbola of ``lanefit`` fits them: no S-curve, loop or curl) above the
+   car's hood, through the drive's vanishing point, converging with the frame's other lanes,
+   in slot order with a plausible spacing (the decoder's rules of ``convergence`` and
+   ``slots``), and, on sequences, present in a neighbouring frame. The label is the fitted curve, never the raw rows,
    continued straight across the hood to the image bottom (as TuSimple and CULane label).
    Everything the teacher was unsure about (lane probability above 0.15 but no accepted
    label) is ignored by the loss.
