@@ -180,7 +180,8 @@ def test_blobs_and_a_gap_give_no_s_curve_loop_or_curl():
 def test_culane_rows_and_explicit_rows():
     src = (1640, 590)
     pre = Preprocessor((288, 800), crop_top=240 / 590)
-    fns = [None, straight(700, 0.8), straight(1000, -0.8), None]
+    # two lanes that meet at row 215, above the crop (lanes seen below where they meet)
+    fns = [None, straight(700, 0.4), straight(1000, -0.4), None]
     fns = [None if f is None else (lambda y, f=f: f(y + 129)) for f in fns]  # move the lanes to a 590-row image
     exist = np.array([0, 0.9, 0.9, 0], np.float32)
     lanes = lanes_from_maps(render(pre, src, fns), exist, pre, src, PostprocessConfig(rows="culane"))
