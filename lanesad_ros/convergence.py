@@ -15,19 +15,19 @@ kerb curving away points somewhere else. Two rules, both without a camera model:
    (``trim_across``): the lane that swept along a kerb or a row of cars keeps its near part.
    A lane whose near-field direction (the line fitted to the lower half of its rows) is that
    flat is no lane at all: a stop line, a crossing, the horizon.
-2. **Not converging** (``MAX_VP_OFFSET``, ``MAX_ABOVE_VP``): with two or more lanes, the frame's
-   vanishing point is the robust (weighted median) intersection of the lanes' near-field
-   lines. A lane is dropped when its line passes the vanishing point further than
-   ``MAX_VP_OFFSET`` image widths from it, or when it is seen more than ``MAX_ABOVE_VP`` image
-   heights above the vanishing row (nothing on the road plane lies above the horizon). The
-   lane with the lowest existence is judged first and the point is re-estimated without it,
-   so one wrong lane cannot carry the others away.
+2. **Not converging** (``MAX_VP_ANGLE``, ``MAX_ABOVE_VP``): with two or more lanes seen over at
+   least ``MIN_SPAN`` of the image height, the frame's vanishing point is chosen by consensus
+   among the intersections of the lanes' near-field lines (see :func:`converging`). A lane is
+   dropped when its near-field direction points more than ``MAX_VP_ANGLE`` degrees away from
+   it, or when it is seen more than ``MAX_ABOVE_VP`` image heights above it (nothing on the road
+   plane lies above the horizon); one wrong lane, however confident, cannot carry the point away.
 
 The bounds come from the real label geometry (measured by ``test_convergence.py`` on the
 3,626 TuSimple training labels and the 120 CULane frames of ``../shared/data``): the flattest
-labelled lane has ``|dx/dy|`` 9.4 (TuSimple; CULane 6.7), the 99.9th percentile of a lane's
-line missing the others' vanishing point is under 0.1 image widths; the bounds below add a
-margin for decoding noise, so no labelled lane of either dataset is rejected.
+labelled near-field direction has ``|dx/dy|`` 9.4 (TuSimple; CULane 6.7); of the TuSimple lanes
+seen over at least ``MIN_SPAN``, 99.9 % point within 14 degrees of the others' vanishing point.
+With the margins below no labelled lane of either dataset is dropped (one TuSimple lane loses
+its 2 topmost points to rule 1).
 """
 from __future__ import annotations
 
@@ -102,25 +102,6 @@ def near_field_lines(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def vanishing_point(lines: np.ndarray, weights: np.ndarray) -> tuple[float, float] | None:
-    """Weighted median of the pairwise intersections of ``lines`` (k, 2) [m, q]; None when no
-    two lines intersect (all parallel in the image). ``weights`` (k,) >= 0 per line; a pair
-    weighs the product of its lines' weights."""
-    points, w = [], []
-    for i in range(len(lines)):
-        for j in range(i + 1, len(lines)):
-            (mi, qi), (mj, qj) = lines[i], lines[j]
-            if abs(mi - mj) < 1e-6:
-                continue
-            y = (qj - qi) / (mi - mj)
-            points.append((mi * y + qi, y))
-            w.append(weights[i] * weights[j])
-    if not points:
-        return None
-    points, w = np.asarray(points), np.asarray(w) + 1e-12
-    return _weighted_median(points[:, 0], w), _weighted_median(points[:, 1], w)
-
-
 def direction_error(line: np.ndarray, bottom_row: float, point: tuple[float, float]) -> float:
     """Angle (degrees) between a lane's near-field line [m, q] and the ray from its lowest seen
     point (at ``bottom_row``) to the vanishing ``point`` (x, y); 180 when the point lies below it."""
@@ -144,12 +125,6 @@ def supports(line: np.ndarray, top: float, bottom: float, point: tuple[float, fl
         return None
     angle = direction_error(line, bottom, point) if judge_direction else 0.0
     return angle if angle <= MAX_VP_ANGLE else None
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    order = np.argsort(values)
-    cum = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cum, 0.5 * cum[-1])])
 
 
 def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_width: int,
