@@ -31,8 +31,6 @@ its 2 topmost points to rule 1).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 # Flattest near-field direction a boundary may have, |dx/dy| (columns per row): the label
@@ -102,29 +100,38 @@ def near_field_lines(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def direction_error(line: np.ndarray, bottom_row: float, point: tuple[float, float]) -> float:
-    """Angle (degrees) between a lane's near-field line [m, q] and the ray from its lowest seen
-    point (at ``bottom_row``) to the vanishing ``point`` (x, y); 180 when the point lies below it."""
-    m, q = float(line[0]), float(line[1])
-    dx, dy = point[0] - (m * bottom_row + q), point[1] - bottom_row
-    if dy >= 0:
-        return 180.0
-    return math.degrees(abs(math.atan2(-m, 1.0) - math.atan2(dx, -dy)))
+def support_angles(lines: np.ndarray, top: np.ndarray, bottom: np.ndarray, judge_direction: np.ndarray,
+                   xv: np.ndarray, yv: np.ndarray, image_height: int) -> np.ndarray:
+    """Rule 2 for K lanes and P candidate vanishing points (``xv``, ``yv``: (P,) source px).
+
+    ``lines`` (K, 2) near-field [m, q]; ``top`` / ``bottom`` (K,) the rows each lane is seen from /
+    down to; ``judge_direction`` (K,) bool: whether its direction is asked (not for lanes shorter
+    than ``MIN_SPAN``). A lane supports a point when it is seen at most ``MAX_ABOVE_VP`` image
+    heights above it and its line points within ``MAX_VP_ANGLE`` degrees of the ray from its
+    lowest point to it (180 when the point lies below that point). Returns (P, K): the angle in
+    degrees (0 where not asked), NaN where the lane does not support the point.
+    """
+    m, q = lines[:, 0], lines[:, 1]
+    dx = xv[:, None] - (m * bottom + q)[None, :]
+    dy = yv[:, None] - bottom[None, :]
+    angle = np.degrees(np.abs(np.arctan2(-m, 1.0)[None, :] - np.arctan2(dx, -dy)))
+    angle = np.where(dy >= 0, 180.0, angle)
+    angle = np.where(judge_direction[None, :], angle, 0.0)
+    ok = (yv[:, None] - top[None, :] <= MAX_ABOVE_VP * image_height) & (angle <= MAX_VP_ANGLE)
+    return np.where(ok, angle, np.nan)
 
 
 def supports(line: np.ndarray, top: float, bottom: float, point: tuple[float, float], image_height: int,
              judge_direction: bool = True) -> float | None:
-    """Rule 2 for one lane and one vanishing ``point`` (x, y): the lane supports the point when it
-    is seen (from row ``top`` down to row ``bottom``) at most ``MAX_ABOVE_VP`` image heights above
-    it and its near-field line [m, q] points within ``MAX_VP_ANGLE`` of it (``direction_error``;
-    not asked when ``judge_direction`` is off, e.g. for lanes shorter than ``MIN_SPAN``).
-    Returns the angle (degrees; 0 when not judged), or None when the lane does not support it.
-    ``converging`` applies this test to every candidate point at once (vectorised); the
-    pseudo-label checks of ``training/adapt`` apply it to the drive's vanishing point."""
-    if point[1] - top > MAX_ABOVE_VP * image_height:
-        return None
-    angle = direction_error(line, bottom, point) if judge_direction else 0.0
-    return angle if angle <= MAX_VP_ANGLE else None
+    """:func:`support_angles` for one lane (near-field ``line`` [m, q], seen from row ``top`` down to
+    ``bottom``) and one ``point`` (x, y): the angle (degrees; 0 when not judged), or None when the
+    lane does not support it. The pseudo-label checks of ``training/adapt`` judge the drive's
+    vanishing point with it."""
+    angle = support_angles(np.asarray(line, dtype=np.float64).reshape(1, 2), np.array([top], dtype=np.float64),
+                           np.array([bottom], dtype=np.float64), np.array([judge_direction]),
+                           np.array([point[0]], dtype=np.float64), np.array([point[1]], dtype=np.float64),
+                           image_height)[0, 0]
+    return None if np.isnan(angle) else float(angle)
 
 
 def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_width: int,
@@ -167,12 +174,8 @@ def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_wi
     pairs, dm = pairs[np.abs(dm) >= 1e-9], dm[np.abs(dm) >= 1e-9]
     yv = (q[pairs[:, 1]] - q[pairs[:, 0]]) / dm if len(pairs) else np.empty(0)
     xv = m[pairs[:, 0]] * yv + q[pairs[:, 0]] if len(pairs) else np.empty(0)
-    dx = xv[:, None] - (m[judged] * bottom[judged] + q[judged])[None, :]
-    dy = yv[:, None] - bottom[judged][None, :]
-    angle = np.degrees(np.abs(np.arctan2(-m[judged], 1.0)[None, :] - np.arctan2(dx, -dy)))
-    angle = np.where(dy >= 0, 180.0, angle)  # direction_error, vectorised
-    angle = np.where(np.isin(judged, long)[None, :], angle, 0.0)  # short lanes: direction not asked
-    support = (yv[:, None] - top[judged][None, :] <= MAX_ABOVE_VP * image_height) & (angle <= MAX_VP_ANGLE)
+    angle = support_angles(lines[judged], top[judged], bottom[judged], np.isin(judged, long), xv, yv, image_height)
+    support = ~np.isnan(angle)
     column = {k: c for c, k in enumerate(judged)}
     own = support[np.arange(len(pairs)), [column[i] for i in pairs[:, 0]]] & \
         support[np.arange(len(pairs)), [column[j] for j in pairs[:, 1]]] if len(pairs) else np.zeros(0, bool)
@@ -181,7 +184,7 @@ def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_wi
         keep[[k for k in judged if k != strongest]] = False
         return keep
     count = support.sum(axis=1)
-    spread = -np.round(np.where(support, angle, 0.0).sum(axis=1), 1)
+    spread = -np.round(np.nansum(angle, axis=1), 1)
     strength = np.where(support, confidence[judged][None, :], 0.0).sum(axis=1)
     order = np.lexsort((strength, spread, count))  # last key first: count, then spread, then strength
     best = next(p for p in order[::-1] if own[p])
