@@ -340,7 +340,7 @@ def test_stage_marking_votes_follow_a_lane_change():
     drifts from the left lane into the right one. On the frame of the change the new LEFT boundary
     is the old RIGHT one and reports its votes (dashed white), not the old LEFT's (solid yellow)."""
     projector = pinhole_projector()
-    stage = RoadModelStage()
+    stage = RoadModelStage(markings_per_frame=0)  # every boundary every frame: the votes of a known count
     road = [(1.8, "solid", "yellow"), (-1.8, "dashed", "white"), (-5.4, "solid", "white")]
     positions = [0.0] * 6 + [-0.3 * k for k in range(1, 13)]  # vehicle y on the road, drifting right
     for k, p in enumerate(positions):
@@ -358,6 +358,41 @@ def test_stage_marking_votes_follow_a_lane_change():
     kinds = {b.slot: (b.marking.type, b.marking.color) for b in model.boundaries}
     assert kinds[LaneSlot.LEFT] == (MarkingType.DASHED, MarkingColor.WHITE)
     assert stage._votes[LaneSlot.LEFT].type[MarkingType.DASHED] > 2.0  # carried over, not one frame's vote
+
+
+def test_stage_measures_the_stalest_markings_within_its_budget(monkeypatch):
+    """One marking a frame over four boundaries: LEFT, RIGHT, LEFT_LEFT, RIGHT_RIGHT in turn (never
+    measured first, then the one measured longest ago); in between each slot reports its votes so
+    far, so after one round every boundary has its type and colour on every frame."""
+    import lanesad_ros.road.model as road_model
+
+    calls = []
+    real = road_model.measure_marking
+    monkeypatch.setattr(road_model, "measure_marking", lambda bgr, fit, *a: calls.append(fit) or real(bgr, fit, *a))
+    projector = pinhole_projector()
+    road = [(5.4, "dashed", "white"), (1.8, "solid", "yellow"), (-1.8, "dashed", "white"), (-5.4, "solid", "white")]
+    slots = (LaneSlot.LEFT_LEFT, LaneSlot.LEFT, LaneSlot.RIGHT, LaneSlot.RIGHT_RIGHT)
+    lanes = {slot: [y, 0, 0, 0] for slot, (y, _, _) in zip(slots, road, strict=True)}
+    img = paint_road(projector, [{"y": y, "kind": kind, "colour": colour} for y, kind, colour in road])
+    stage = RoadModelStage(markings_per_frame=1)
+    order = []
+    for k in range(8):
+        model = stage.update(detections(projector, lanes), img, projector, k / 20)
+        assert len(calls) == k + 1  # one measurement per frame
+        fitted = {id(b.fit): b.slot for b in model.boundaries}
+        order.append(fitted[id(calls[-1])])
+        if k >= 3:
+            kinds = {b.slot: (b.marking.type, b.marking.color) for b in model.boundaries}
+            assert kinds == {LaneSlot.LEFT_LEFT: (MarkingType.DASHED, MarkingColor.WHITE),
+                             LaneSlot.LEFT: (MarkingType.SOLID, MarkingColor.YELLOW),
+                             LaneSlot.RIGHT: (MarkingType.DASHED, MarkingColor.WHITE),
+                             LaneSlot.RIGHT_RIGHT: (MarkingType.SOLID, MarkingColor.WHITE)}, k
+            assert all(b.marking.length_m > 0 for b in model.boundaries)  # the last measurement's evidence
+    assert order == [LaneSlot.LEFT, LaneSlot.RIGHT, LaneSlot.LEFT_LEFT, LaneSlot.RIGHT_RIGHT] * 2
+    assert RoadModelStage(markings_per_frame=0).update(detections(projector, lanes), img, projector, 0.0) \
+        and len(calls) == 8 + 4  # 0: every boundary every frame
+    with pytest.raises(ValueError, match="markings_per_frame"):
+        RoadModelStage(markings_per_frame=-1)
 
 
 # ----- odometry gate -------------------------------------------------------------------------

@@ -145,7 +145,7 @@ class LaneDetectorCore:
         log.info(f"start-up: detector {(time.perf_counter() - start) * 1e3:.0f} ms ({phases}); "
                  f"backend {self.detector.backend_name}: {self.detector.backend_reason}")
         self.detector.tracker = self._tracker()
-        self.road_stage = RoadModelStage()
+        self.road_stage = RoadModelStage(markings_per_frame=self.params["markings_per_frame"])
 
     def _tracker(self) -> LaneTracker | None:
         return LaneTracker(max_gap_s=self.params["tracking_max_gap"]) if self.params["tracking"] else None

@@ -84,6 +84,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "motion)."),
     ParamSpec("odom_max_age", 0.5, "Odometry stamped more than this many seconds from a frame is stale: that frame's "
               "ego lane goes without motion (logged, counted in /diagnostics).", range=(0.01, 10.0)),
+    ParamSpec("markings_per_frame", 1, "Boundaries whose marking type and colour are measured per frame (the one "
+              "measured longest ago first; the others report their votes so far); 0 = every boundary, every frame.",
+              range=(0, 16)),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
 THRESHOLDS = ("exist_threshold", "prob_threshold")  # -1 = the weights' recommendation
