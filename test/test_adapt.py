@@ -274,6 +274,29 @@ def test_vanishing_point_and_hood_are_found_from_the_drive():
     assert np.median(hood) == pytest.approx(70 * 720 / 90, abs=720 / 90 * 1.5)
 
 
+def test_hood_of_a_drive_that_stands_still():
+    """A city drive sampled every few seconds waits at a light: 12 of its 22 frames repeat one view
+    (CULane driver_161: 20 of 60). Only frames that moved count, so the hood is the hood, not the
+    whole standing scene; a static region reaching above MAX_HOOD of the height is no hood."""
+    rng = np.random.default_rng(1)
+
+    def frame(hood_rows: int = 20):
+        g = rng.integers(0, 255, (90, 160)).astype(np.uint8)
+        g[90 - hood_rows:] = 30
+        return g
+
+    moving = [frame() for _ in range(10)]
+    standing = [frame()] * 12
+    hood = static_bottom(moving[:5] + standing + moving[5:], (1280, 720))
+    assert np.median(hood) == pytest.approx(70 * 720 / 90, abs=720 / 90 * 1.5)
+    assert hood.min() > 0.6 * 720
+    # too few frames that moved: no hood assumed rather than one from repeats
+    assert np.all(static_bottom(moving[:3] + standing, (1280, 720)) == 720)
+    # a static region up to 60 % of the height (a standing scene below a moving sky) is no hood
+    tall = [frame(hood_rows=54) for _ in range(10)]
+    assert np.all(static_bottom(tall, (1280, 720)) == 720)
+
+
 # --------------------------------------------------------------------------- adaptation
 
 def other_camera_drive(folder: Path, geometry: Path, n: int = 16, seed: int = 5) -> Path:

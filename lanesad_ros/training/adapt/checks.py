@@ -9,7 +9,11 @@ Camera facts estimated from the drive itself (no calibration needed):
 - **Static bottom region** (:func:`static_bottom`): the car's hood and burnt-in overlays
   do not change from frame to frame. Per pixel, the median absolute deviation over time
   of a small grey copy of the frames is below ``STATIC_MAD`` grey levels; the part of that
-  region connected to the image bottom is the hood. The teacher's points there are not
+  region connected to the image bottom is the hood. Only frames that differ from the last
+  one kept count (:func:`moving_frames`): a car waiting at a light repeats one view, and a
+  city drive sampled every 3 s (CULane) stood still for 20 of its 60 frames, which made the
+  whole scene "static". A static region reaching above ``MAX_HOOD`` of the height is a
+  standing scene, not a hood. The teacher's points there are not
   trusted (the base model draws snakes over a hood it never saw); a lane that reaches the
   hood is continued straight (its near line) to the image bottom, as TuSimple and CULane
   label lanes, so the student learns neither snakes on the hood nor "no lanes at the
@@ -64,6 +68,8 @@ from lanesad_ros.lanes import Lane, LaneSlot
 from lanesad_ros.slots import LEFT_LEFT_SPACING, RIGHT_RIGHT_SPACING, plausible_spacing, spacing_ratio, x_at_row
 
 STATIC_MAD = 4.0  # grey levels: median absolute deviation over time below which a pixel is static
+MOVING_DIFF = 3.0  # grey levels: mean |difference| from the last frame kept for a frame to count as moved
+MAX_HOOD = 1.0 / 3.0  # of the height: highest a hood reaches (CULane's camera about 0.1, ours 0.15-0.3)
 _HOOD_SEARCH = 0.15  # of the height: how far above the static region the hood contour is looked for
 SEQUENCE_MARGIN = 0.1  # correlation margin of consecutive over distant frames (looks_like_sequence)
 _SMALL_WIDTH = 160  # width of the grey copies used for the static region
@@ -151,11 +157,24 @@ def small_grey(image: np.ndarray) -> np.ndarray:
     return cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA)
 
 
+def moving_frames(greys: list[np.ndarray], min_diff: float = MOVING_DIFF) -> list[np.ndarray]:
+    """The frames (small grey copies, in time order) that differ from the last one kept by a mean
+    absolute difference of ``min_diff`` grey levels or more: a standing car's repeats dropped.
+    Two views of a drive 3 s apart differ by 11-65 levels, repeats at a red light by 0.8-1.5
+    (CULane driver_161_90frame); video frames are kept as the view drifts."""
+    kept: list[np.ndarray] = []
+    for grey in greys:
+        if not kept or float(np.mean(np.abs(grey.astype(np.float32) - kept[-1]))) >= min_diff:
+            kept.append(grey.astype(np.float32))
+    return kept
+
+
 def static_bottom(greys: list[np.ndarray], size: tuple[int, int], min_frames: int = 8) -> np.ndarray:
     """First static row per source column (hood, overlays touching the bottom); H where none.
 
-    ``greys``: small grey copies (:func:`small_grey`) of frames of one camera; needs
-    ``min_frames`` of them (else no hood is assumed). Two cues on those copies:
+    ``greys``: small grey copies (:func:`small_grey`) of frames of one camera in time order;
+    needs ``min_frames`` of them that moved (:func:`moving_frames`; else no hood is assumed).
+    A column whose static region reaches above ``MAX_HOOD`` of the height has none. Two cues:
 
     1. the bottom-connected region whose median absolute deviation over time is below
        ``STATIC_MAD`` grey levels (closed vertically over reflections); a run under 2 % of the
@@ -166,9 +185,10 @@ def static_bottom(greys: list[np.ndarray], size: tuple[int, int], min_frames: in
        when it is clearly stronger (x3) than the column's typical persistent edge.
     """
     w, h = size
+    greys = moving_frames(greys)
     if len(greys) < min_frames:
         return np.full(w, float(h))
-    stack = np.stack(greys).astype(np.float32)
+    stack = np.stack(greys)
     mad = np.median(np.abs(stack - np.median(stack, axis=0)), axis=0)
     static = cv2.morphologyEx((mad < STATIC_MAD).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((7, 1), np.uint8)) > 0
     edges = np.median(np.stack([np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)) for g in stack]), axis=0)
@@ -188,6 +208,7 @@ def static_bottom(greys: list[np.ndarray], size: tuple[int, int], min_frames: in
         window = edges[lo:start + 1, col]
         best = int(np.argmax(window))
         top[col] = lo + best if window[best] > 3.0 * max(float(np.median(edges[:, col])), 1.0) else start
+    top[top < (1.0 - MAX_HOOD) * sh] = sh  # static that high up is a standing scene, not a hood
     top = median_filter(top, size=9, mode="nearest")
     rows = top * (h / sh)
     return np.interp((np.arange(w) + 0.5) * (sw / w) - 0.5, np.arange(sw), rows)
