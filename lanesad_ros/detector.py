@@ -30,6 +30,7 @@ from lanesad_ros.backends.onnxruntime_backend import OrtBackend, ort_has_cuda
 from lanesad_ros.backends.openvino_backend import OpenVinoBackend
 from lanesad_ros.backends.selection import Candidate, measure_and_remember, remembered, unsettled_reason
 from lanesad_ros.backends.torch_backend import TorchBackend
+from lanesad_ros.ground_check import check_on_ground
 from lanesad_ros.lanes import Lane, LaneDetections
 from lanesad_ros.postprocess import LaneDecoder, PostprocessConfig
 from lanesad_ros.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor
@@ -99,8 +100,9 @@ class Detector:
     ``cache_note`` (why exported graphs and choices are not kept between starts: an unwritable
     cache folder; "" when they are),
     ``startup_phases_ms`` (time of each start-up step), ``device``, ``camera`` (a
-    GroundProjector, or None; when set, lanes get ground points), ``tracker`` (a LaneTracker, or
-    None). Build with :meth:`from_weights` or :meth:`from_model`.
+    GroundProjector, or None; when set, lanes get ground points and, unless the ``geometry``
+    postprocess option is off, lanes implausible on the road are dropped: :mod:`lanesad_ros.ground_check`),
+    ``tracker`` (a LaneTracker, or None). Build with :meth:`from_weights` or :meth:`from_model`.
 
     ``threads``: CPU threads for inference (ONNX Runtime session, OpenVINO; for PyTorch this sets the
     process-wide ``torch.set_num_threads``). On a CPU shared with other busy processes, fewer
@@ -485,6 +487,10 @@ class Detector:
             t3 = time.perf_counter()
             row_probs = self._row_probs(seg[i], size)
             lanes = self._decoder.decode(row_probs, exist[i], size, gathered=True)
+            if self.camera is not None and self.config.geometry:
+                # lanes implausible on the road plane go, as the decoder's geometry rules drop lanes
+                keep = check_on_ground(lanes, self.camera).keep
+                lanes = [lane for lane, ok in zip(lanes, keep, strict=True) if ok]
             if self.tracker is not None:
                 lanes = self.tracker.update(lanes, image_size=size, stamp_s=None if stamps_s is None else stamps_s[i])
             if self.camera is not None:
