@@ -8,9 +8,13 @@ checks of ``training/adapt/checks.py`` and, on sequences, the temporal filter. R
 frames with at least one accepted lane, teacher lanes, accepted lanes and the rejections by
 reason; and the share of the deployed decoding's lanes (``Detector``, clean frames) that pass
 the checks as ``criteria.py`` applies them (hood not cut), the "sane" part of the early-stopping
-criterion. ``--compare`` runs another version of checks.py (e.g. the previous one, copied out
-of git with ``git show REV:lanesad_ros/training/adapt/checks.py > /tmp/checks_old.py``) on the
-same teacher and detector outputs, so the two columns differ only by the checks.
+criterion. A source with ground truth (CULane ``.lines.txt`` or TuSimple labels beside the
+images, a ``/lanes_gt`` topic) also gets the CULane precision / recall / F1 against it of the
+teacher's lanes and of the accepted pseudo-labels (``labels vs truth``): how right the labels
+adaptation learns from are, and how much of the road they cover. ``--compare`` runs another
+version of checks.py (e.g. the previous one, copied out of git with
+``git show REV:lanesad_ros/training/adapt/checks.py > /tmp/checks_old.py``) on the same teacher
+and detector outputs, so the two columns differ only by the checks.
 
 Default sources: the real clips of ../shared/data/unlabeled (culane-night-clip, tusimple-clip,
 culane-urban). CPU, one torch thread: about 3 s per frame on a quiet 2-core machine.
@@ -28,6 +32,7 @@ import torch
 
 from lanesad_ros.detector import Detector
 from lanesad_ros.fileio import write_text_atomic
+from lanesad_ros.metrics.culane import CULaneScorer
 from lanesad_ros.model.weights import load_weights
 from lanesad_ros.training.adapt import checks as current_checks
 from lanesad_ros.training.adapt.sources import open_source
@@ -74,6 +79,14 @@ def acceptance(checks, source, outputs) -> dict:
         for lane in frame.rejected:
             rejected[lane.reason] = rejected.get(lane.reason, 0) + 1
     sane = [checks.check_lanes(lanes, camera, rules, cut_hood=False) for lanes in outputs["deployed"]]
+    truth = {}
+    if source.has_ground_truth:
+        teacher, accepted = CULaneScorer(), CULaneScorer()
+        for frame, lanes, frame_labels in zip(source.frames, outputs["teacher"], labels, strict=True):
+            if frame.ground_truth is not None:
+                teacher.add([lane.image_points for lane in lanes], frame.ground_truth)
+                accepted.add([c.label for c in frame_labels.accepted], frame.ground_truth)
+        truth = {"teacher_vs_truth": teacher.result(), "labels_vs_truth": accepted.result()}
     return {
         "frames": len(labels),
         "frames_with_labels": sum(bool(f.accepted) for f in labels),
@@ -84,13 +97,19 @@ def acceptance(checks, source, outputs) -> dict:
         "deployed_sane": int(sum(c.ok for frame in sane for c in frame)),
         "sequence": bool(sequence),
         "vanishing_point": None if camera.vp is None else [round(v, 1) for v in camera.vp],
+        **truth,
     }
+
+
+def _prf(r: dict | None) -> str:
+    return "-" if r is None else f"{r['precision'] or 0:.2f} / {r['recall'] or 0:.2f} / {r['f1'] or 0:.2f}"
 
 
 def _row(name: str, tag: str, r: dict) -> str:
     top = ", ".join(f"{k} {v}" for k, v in list(r["rejected"].items())[:4])
     return (f"| {name} | {tag} | {r['frames']} | {r['frames_with_labels']} | {r['teacher_lanes']} | {r['accepted']} "
-            f"| {r['deployed_sane']}/{r['deployed_lanes']} | {top} |")
+            f"| {r['deployed_sane']}/{r['deployed_lanes']} | {_prf(r.get('teacher_vs_truth'))} "
+            f"| {_prf(r.get('labels_vs_truth'))} | {top} |")
 
 
 def main(argv=None) -> None:
@@ -113,8 +132,9 @@ def main(argv=None) -> None:
     model, meta = load_weights(weights)
     detector = Detector.from_weights(weights, device="cpu", backend="torch")
     results: dict = {}
-    print("| source | checks | frames | with labels | teacher lanes | accepted | deployed sane | rejected (top) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| source | checks | frames | with labels | teacher lanes | accepted | deployed sane "
+          "| teacher vs truth P / R / F1 | labels vs truth P / R / F1 | rejected (top) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for source in (open_source(p) for p in paths):  # each on its own (adapt pools one camera only)
         outputs = model_outputs(source, model, meta, detector)
         name = Path(source.path).name

@@ -27,7 +27,15 @@ from lanesad_ros.ros.bag.typestore import IMAGE_TYPE, typestore
 from lanesad_ros.ros.bag.writer import BagWriter, image_message
 from lanesad_ros.slots import LEFT_LEFT_SPACING, plausible_spacing, spacing_ratio
 from lanesad_ros.training.adapt import AdaptSettings, adapt
-from lanesad_ros.training.adapt.checks import Camera, LaneRules, check_lane, check_lanes, static_bottom, vanishing_point
+from lanesad_ros.training.adapt.checks import (
+    Camera,
+    LaneRules,
+    check_lane,
+    check_lanes,
+    lane_top,
+    static_bottom,
+    vanishing_point,
+)
 from lanesad_ros.training.adapt.run import blend_states
 from lanesad_ros.training.adapt.sources import SourceError, open_source, open_sources
 from lanesad_ros.training.cli import main as train_main
@@ -272,6 +280,30 @@ def test_vanishing_point_and_hood_are_found_from_the_drive():
     hood = static_bottom(greys, (1280, 720))
     assert hood.shape == (1280,)
     assert np.median(hood) == pytest.approx(70 * 720 / 90, abs=720 / 90 * 1.5)
+
+
+def test_labels_hidden_by_a_car_ahead_continue_to_the_drives_lane_top():
+    """TuSimple and CULane label a lane through the vehicles that hide it. The teacher's LEFT stops
+    where the car ahead begins (row 520); its pseudo-label continues straight towards the drive's
+    vanishing point up to the row where the drive's unhidden lanes end, as the labelled lane does.
+    Criteria (cut_hood False) judge what was detected and are not continued; nor is anything
+    without a lane top (no vanishing point, too few lanes)."""
+    rules = LaneRules()
+    vp = (640.0, 300.0)
+    unhidden = [_on_rows(2, _to_vp(1000.0 + 10 * k, top=330.0)) for k in range(6)]
+    camera = Camera(size=(1280, 720), hood_y=np.full(1280, 720.0), vp=vp)
+    camera.lane_top = lane_top([c.label for c in check_lanes(unhidden, camera, rules)], vp, 720)
+    assert camera.lane_top == pytest.approx(330.0, abs=5.0)
+    hidden = _on_rows(1, _to_vp(300.0, top=520.0))
+    label = check_lane(hidden, camera, rules).label
+    assert label[:, 1].min() == pytest.approx(camera.lane_top, abs=720 / 90)
+    truth = vp[0] + (300.0 - vp[0]) * (label[:, 1] - vp[1]) / (700.0 - vp[1])
+    assert np.abs(label[:, 0] - truth).max() < 2.0
+    assert check_lane(hidden, camera, rules, cut_hood=False).label[:, 1].min() >= 515.0
+    no_top = Camera(size=(1280, 720), hood_y=np.full(1280, 720.0), vp=vp)
+    assert check_lane(hidden, no_top, rules).label[:, 1].min() >= 515.0
+    assert lane_top([c.label for c in check_lanes(unhidden[:4], camera, rules)], vp, 720) is None
+    assert lane_top([c.label for c in check_lanes(unhidden, camera, rules)], None, 720) is None
 
 
 def test_hood_of_a_drive_that_stands_still():
