@@ -269,13 +269,21 @@ def run(args: argparse.Namespace) -> dict:
     bridge = None
     backend_settled = None
     try:
+        bridge = SimBridge(args.ground_truth_lanes)
+        estimator = CentreEstimator()
+        deadline = time.monotonic() + args.startup_timeout
         if not args.ground_truth_lanes:
             procs.append(spawn_node(IMAGE_TOPIC, False, args.weights, args.node_param, out / "lane_detector.log",
                                     params_file=str(params_file)))
+            # The planner starts once the detector's subscription is up: started in the same instant,
+            # Fast DDS (LARGE_DATA) sometimes matched the planner's lanes subscriptions without ever
+            # delivering to them (graph complete, lanes flowing to others, no command in 300 s).
+            while bridge.image_pub.get_subscription_count() == 0:
+                if procs[0].poll() is not None or time.monotonic() > deadline:
+                    break  # alive() / the connection wait below say why
+                time.sleep(0.1)
         procs.append(_spawn([sys.executable, str(PLANNER), "--ros-args", "-p", f"speed:={args.speed}",
                              "-p", f"wheelbase:={car.wheelbase_m}"], env, out / "lane_keeper.log"))
-        bridge = SimBridge(args.ground_truth_lanes)
-        estimator = CentreEstimator()
 
         def alive() -> None:
             for proc in procs:
@@ -291,7 +299,6 @@ def run(args: argparse.Namespace) -> dict:
 
         # Start-up: nodes matched, then frames of the start pose until a command comes back on a
         # settled backend (the detector's first start-up on a machine measures its backends first).
-        deadline = time.monotonic() + args.startup_timeout
         while not bridge.ready(args.ground_truth_lanes):
             alive()
             if time.monotonic() > deadline:
@@ -302,7 +309,9 @@ def run(args: argparse.Namespace) -> dict:
         while True:
             alive()
             if time.monotonic() > deadline:
-                raise RuntimeError(f"no answer to warm-up frames within {args.startup_timeout} s")
+                with bridge.cond:
+                    got = f"{len(bridge.lanes)} LaneArray, {len(bridge.models)} LaneModel, {len(bridge.cmds)} commands"
+                raise RuntimeError(f"no answer to warm-up frames within {args.startup_timeout} s (received {got})")
             stamp = WARM_UP_EPOCH_NS + warm
             bridge.publish(stamp, image, lanes, car.speed_mps, 0.0)
             warm += 1

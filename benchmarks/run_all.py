@@ -104,6 +104,10 @@ def plan(args, json_dir: Path) -> list[dict]:
     if importlib.util.find_spec("nncf") is not None:  # the quantisation tool's optional dependency
         add("int8", "OpenVINO fp32 vs INT8 (issue 13)", "bench_int8.py",
             ["--rounds", "1", "--runs", "3", "--frames", "20", *threads] if quick else [*threads])
+    add("ego_lane", "Ego lane and boundary cubics on synthetic drives (issue 19)", "bench_ego_lane.py",
+        ["--seconds", "2"] if quick else [], json_flag=False)
+    add("closed_loop", "Lane keeping in a closed loop through DDS (issue 19)", "closed_loop.py",
+        ["--duration", "10" if quick else "60", "--out", str(json_dir / "closed_loop")], json_flag=False)
     add("train", "Training throughput", "bench_train.py",
         ["--steps", "2", "--batch", "2", *threads] if quick else [*threads],
         json_flag=_has_json_flag("bench_train.py"))
