@@ -41,7 +41,7 @@ from lanesad_ros.data.synthetic.drive import DriveRenderer  # noqa: E402
 from lanesad_ros.data.synthetic.road import Pose, highway_course  # noqa: E402
 from lanesad_ros.detector import Detector  # noqa: E402
 from lanesad_ros.lanes import LaneSlot  # noqa: E402
-from lanesad_ros.road import Motion, RoadModelStage  # noqa: E402
+from lanesad_ros.road import MarkingColor, MarkingType, Motion, RoadModelStage  # noqa: E402
 
 # (lane width m, station the drive starts at m, seed): into the R 250 m left curve, through the
 # R 375 m right curve, and the straight into the first curve.
@@ -81,7 +81,7 @@ def score_drive(detector: Detector, road, lane: int, s0: float, seed: int, args)
     poses = weave_poses(road, lane, s0, n, args.speed * dt)
     out: dict[str, list[float]] = {k: [] for k in ("ego_offset_m", "ego_heading_deg", "ego_width_m", "ego_valid",
                                                    "boundary_m", "centre_offset_m", "centre_heading_deg",
-                                                   "centre_width_m", "detect_ms", "model_ms")}
+                                                   "centre_width_m", "detect_ms", "model_ms", "marking_right")}
     s_hint = s0
     for k in range(n):
         pose = poses[k]
@@ -103,6 +103,13 @@ def score_drive(detector: Detector, road, lane: int, s0: float, seed: int, args)
             out["ego_heading_deg"].append(abs(math.degrees(ego.heading_error - truth.heading_error_rad)))
             out["ego_width_m"].append(abs(ego.lane_width - truth.width_m))
         true_bounds = {b.slot: b for b in frame.boundaries}
+        for boundary in model.boundaries:
+            if boundary.slot in true_bounds:  # the stage's voted marking against the painted one
+                painted = true_bounds[boundary.slot].marking
+                out["marking_right"].append(float(
+                    boundary.marking.type == (MarkingType.SOLID if painted.kind == "solid" else MarkingType.DASHED)
+                    and boundary.marking.color == (MarkingColor.YELLOW if painted.colour == "yellow"
+                                                   else MarkingColor.WHITE)))
         for boundary in model.boundaries:
             if boundary.slot in (LaneSlot.LEFT, LaneSlot.RIGHT) and boundary.slot in true_bounds:
                 x = SCORE_X[(SCORE_X >= boundary.fit.x_min) & (SCORE_X <= boundary.fit.x_max)]
@@ -153,6 +160,10 @@ def main(argv=None) -> int:
         ok &= target is None or median <= target
         print(f"{label:58s} {median:8.3f} {p95:8.3f} {'' if target is None else f'{target:8.2f}'}{passed}")
         figures[key] = {"median": round(median, 4), "p95": round(p95, 4), "n": int(len(values))}
+    right = np.asarray(merged["marking_right"])
+    figures["marking_right"] = {"right": int(right.sum()), "n": int(len(right))}
+    print(f"marking type and colour (voted, markings_per_frame 1) right on {int(right.sum())} of {len(right)} "
+          "reported boundaries the renderer painted")
     print(f"detect() {figures['detect_ms_median']:.1f} ms, road model stage {figures['model_ms_median']:.1f} ms "
           "per frame (median)")
     if args.json:
