@@ -100,7 +100,7 @@ class Detector:
     ``cache_note`` (why exported graphs and choices are not kept between starts: an unwritable
     cache folder; "" when they are),
     ``startup_phases_ms`` (time of each start-up step), ``device``, ``camera`` (a
-    GroundProjector, or None; when set, lanes get ground points and, unless the ``geometry``
+    GroundProjector, or None; when set, lanes get ground points and, unless the ``ground_check``
     postprocess option is off, lanes implausible on the road are dropped: :mod:`lanesad_ros.ground_check`),
     ``tracker`` (a LaneTracker, or None). Build with :meth:`from_weights` or :meth:`from_model`.
 
@@ -487,7 +487,7 @@ class Detector:
             t3 = time.perf_counter()
             row_probs = self._row_probs(seg[i], size)
             lanes = self._decoder.decode(row_probs, exist[i], size, gathered=True)
-            if self.camera is not None and self.config.geometry:
+            if self.camera is not None and self.config.ground_check:
                 # lanes implausible on the road plane go, as the decoder's geometry rules drop lanes
                 keep = check_on_ground(lanes, self.camera).keep
                 lanes = [lane for lane, ok in zip(lanes, keep, strict=True) if ok]

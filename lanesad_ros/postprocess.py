@@ -51,6 +51,8 @@ class PostprocessConfig:
     ``geometry``: enforce the slot rules of ``lanesad_ros.slots`` (no crossings, the ego pair
     straddles the camera column, outer lanes only at a plausible spacing); off, slots are the
     network's channels as they come.
+    ``ground_check``: with a camera model (``Detector.camera``), drop lanes implausible on the
+    road plane (:mod:`lanesad_ros.ground_check`); without one it does nothing.
     ``exist_calibration``: (scale, bias) of the map ``logit(p') = scale * logit(p) + bias``
     applied to the network's existence probabilities before ``exist_threshold`` (Platt or
     temperature scaling fitted on validation frames, ``lanesad_ros.existence``); a mapping
@@ -67,6 +69,7 @@ class PostprocessConfig:
     min_curve_points: int = 8
     outlier_px: float = 10.0
     geometry: bool = True
+    ground_check: bool = True
     extend_to_bottom: bool = True
     subpixel: bool = True
     exist_calibration: tuple[float, float] = (1.0, 0.0)

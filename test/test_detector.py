@@ -24,7 +24,7 @@ from lanesad_ros.model.export import pool_indices_as_arithmetic
 # plumbing (sizes, rows, mapping to source pixels) is exercised.
 # Random weights on noise images: every lane reported, and the slot rules (test_slots.py) off,
 # since such lanes cross each other at random; these tests are about the plumbing.
-OPEN = {"exist_threshold": 0.0, "prob_threshold": 0.0, "geometry": False}
+OPEN = {"exist_threshold": 0.0, "prob_threshold": 0.0, "geometry": False, "ground_check": False}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -214,6 +214,6 @@ def test_detector_drops_what_the_check_drops_only_with_a_camera(random_weights, 
     detector.camera = projector
     lanes = detector.detect(image).lanes
     assert [lane.slot for lane in lanes] == [L, R] and all(lane.ground_points is not None for lane in lanes)
-    detector.set_postprocess(geometry=False)  # the geometry rules off: the check too
+    detector.set_postprocess(ground_check=False)  # the check off
     monkeypatch.setattr(detector._decoder, "decode", lambda *args, **kwargs: list(decoded))
     assert [lane.slot for lane in detector.detect(image).lanes] == [L, R, R_R]

@@ -13,6 +13,7 @@ import math
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,6 +123,24 @@ def test_worker_applies_queued_changes_between_frames():
 
 
 # ----- one node process for the rest of the module ------------------------------------------
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory) -> Path:
+    """conftest's untrained network with the ground-plane check off (``postprocess.ground_check``):
+    its lanes are noise, which the check rightly drops through the camera model these tests give,
+    and the tests follow lanes through the plumbing (ground points, markers, cloud, overlay)."""
+    import torch
+
+    from lanesad_ros.model import build_model
+    from lanesad_ros.model.weights import save_weights
+
+    torch.manual_seed(0)
+    model = build_model("enet_sad", num_lanes=4, input_size=(144, 400))
+    path = tmp_path_factory.mktemp("weights") / "enet_sad_random.safetensors"
+    save_weights(model, path, {"crop_top": 0.3, "postprocess": {"ground_check": False},
+                               "training": {"data": "none (random init, tests only)"}})
+    return path
+
 
 @pytest.fixture(scope="module")
 def node(domain_id, random_weights, tmp_path_factory):
