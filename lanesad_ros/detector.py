@@ -487,15 +487,19 @@ class Detector:
             t3 = time.perf_counter()
             row_probs = self._row_probs(seg[i], size)
             lanes = self._decoder.decode(row_probs, exist[i], size, gathered=True)
+            ground = None  # per lane its road points (keep_all rows), when already projected
             if self.camera is not None and self.config.ground_check:
                 # lanes implausible on the road plane go, as the decoder's geometry rules drop lanes
-                keep = check_on_ground(lanes, self.camera).keep
-                lanes = [lane for lane, ok in zip(lanes, keep, strict=True) if ok]
+                verdict = check_on_ground(lanes, self.camera)
+                lanes = [lane for lane, ok in zip(lanes, verdict.keep, strict=True) if ok]
+                ground = [g for g, ok in zip(verdict.ground, verdict.keep, strict=True) if ok]
             if self.tracker is not None:
                 lanes = self.tracker.update(lanes, image_size=size, stamp_s=None if stamps_s is None else stamps_s[i])
+                ground = None  # tracked lanes have other image points
             if self.camera is not None:
-                for lane in lanes:
-                    lane.ground_points = self.camera.image_to_ground(lane.image_points)
+                for k, lane in enumerate(lanes):
+                    lane.ground_points = (self.camera.image_to_ground(lane.image_points) if ground is None
+                                          else ground[k][np.isfinite(ground[k][:, 0])])
             post = (time.perf_counter() - t3) * 1e3
             timings = {"preprocess": share[0], "inference": share[1], "postprocess": post}
             results.append(LaneDetections(lanes=lanes, image_width=size[0], image_height=size[1],

@@ -93,7 +93,10 @@ class GroundVerdict:
     (n,) near-field heading (degrees, + turning left; NaN where not judged); ``offset_m`` (n,)
     lateral position (m, + left) of the near-field line at the lane's nearest point;
     ``near_m`` / ``far_m`` (n,) forward distance from the camera of its nearest / farthest
-    near-field point; ``frame_heading_deg``: the consensus heading (NaN with no judged lane).
+    near-field point; ``frame_heading_deg``: the consensus heading (NaN with no judged lane);
+    ``ground``: per lane the (N, 3) road points of its image points, as
+    ``GroundProjector.image_to_ground(points, keep_all=True)`` gives them (NaN rows off the road),
+    so a caller attaching ground points need not project again.
     """
 
     keep: np.ndarray
@@ -103,6 +106,7 @@ class GroundVerdict:
     near_m: np.ndarray
     far_m: np.ndarray
     frame_heading_deg: float
+    ground: list[np.ndarray]
 
 
 def _wrap_deg(a: np.ndarray) -> np.ndarray:
@@ -144,13 +148,14 @@ def check_on_ground(lanes: Sequence[Lane], projector: GroundProjector) -> Ground
     reasons = [""] * n
     heading, offset, near, far = (np.full(n, np.nan) for _ in range(4))
     if n == 0:
-        return GroundVerdict(keep, reasons, heading, offset, near, far, float("nan"))
+        return GroundVerdict(keep, reasons, heading, offset, near, far, float("nan"), [])
     counts = [len(lane.image_points) for lane in lanes]
-    ground = projector.image_to_ground(np.concatenate([lane.image_points for lane in lanes]), keep_all=True)
+    ground = np.split(projector.image_to_ground(np.concatenate([lane.image_points for lane in lanes]),
+                                                keep_all=True), np.cumsum(counts)[:-1])
     mounting = projector.mounting
     origin = mounting.position()[:2] if mounting is not None else np.zeros(2)
-    for k, part in enumerate(np.split(ground[:, :2] - origin, np.cumsum(counts)[:-1])):
-        line = near_field_line(part)
+    for k, part in enumerate(ground):
+        line = near_field_line(part[:, :2] - origin)
         if line is not None:
             heading[k], offset[k], near[k], far[k] = line
     confidence = np.array([lane.confidence for lane in lanes], dtype=np.float64)
@@ -159,7 +164,7 @@ def check_on_ground(lanes: Sequence[Lane], projector: GroundProjector) -> Ground
     frame_heading = _direction(heading, offset, confidence, height, keep, reasons)
     _side(slots, offset, near, keep, reasons)
     _spacing(slots, heading, offset, near, far, confidence, keep, reasons, spacing_reach(height))
-    return GroundVerdict(keep, reasons, heading, offset, near, far, frame_heading)
+    return GroundVerdict(keep, reasons, heading, offset, near, far, frame_heading, ground)
 
 
 def heading_tolerance(offset_m: np.ndarray, height_m: float) -> np.ndarray:

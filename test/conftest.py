@@ -55,6 +55,12 @@ def tusimple_root() -> Path:
 @pytest.fixture(scope="session")
 def random_weights(tmp_path_factory) -> Path:
     """An untrained ENet-SAD weights file + metadata (small input), for plumbing tests only."""
+    return write_random_weights(tmp_path_factory.mktemp("weights"))
+
+
+def write_random_weights(folder: Path, postprocess: dict | None = None) -> Path:
+    """``folder``/enet_sad_random.safetensors: the untrained ENet-SAD of ``random_weights``, with
+    ``postprocess`` options in its metadata when given."""
     import torch
 
     from lanesad_ros.model import build_model
@@ -64,8 +70,9 @@ def random_weights(tmp_path_factory) -> Path:
     # backend-agreement tests need the same network every run to be reproducible.
     torch.manual_seed(0)
     model = build_model("enet_sad", num_lanes=4, input_size=(144, 400))
-    path = tmp_path_factory.mktemp("weights") / "enet_sad_random.safetensors"
-    save_weights(model, path, {"crop_top": 0.3, "training": {"data": "none (random init, tests only)"}})
+    path = folder / "enet_sad_random.safetensors"
+    meta = {"crop_top": 0.3, "training": {"data": "none (random init, tests only)"}}
+    save_weights(model, path, {**meta, "postprocess": postprocess} if postprocess else meta)
     return path
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, write_random_weights
 from rosutil import require_ros_messages, ros_env
 
 require_ros_messages()
@@ -129,17 +129,7 @@ def random_weights(tmp_path_factory) -> Path:
     """conftest's untrained network with the ground-plane check off (``postprocess.ground_check``):
     its lanes are noise, which the check rightly drops through the camera model these tests give,
     and the tests follow lanes through the plumbing (ground points, markers, cloud, overlay)."""
-    import torch
-
-    from lanesad_ros.model import build_model
-    from lanesad_ros.model.weights import save_weights
-
-    torch.manual_seed(0)
-    model = build_model("enet_sad", num_lanes=4, input_size=(144, 400))
-    path = tmp_path_factory.mktemp("weights") / "enet_sad_random.safetensors"
-    save_weights(model, path, {"crop_top": 0.3, "postprocess": {"ground_check": False},
-                               "training": {"data": "none (random init, tests only)"}})
-    return path
+    return write_random_weights(tmp_path_factory.mktemp("weights"), postprocess={"ground_check": False})
 
 
 @pytest.fixture(scope="module")
