@@ -541,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--stamps", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 200)))
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # ROS 2 docs: 0-101 on Linux
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
     if args.role == "publisher":
         run_publisher(args.rate, args.seconds, args.stamps, args.startup_timeout)

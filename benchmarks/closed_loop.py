@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.domain_id is not None:
         os.environ["ROS_DOMAIN_ID"] = str(args.domain_id)
     else:
-        os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 200)))
+        os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))  # ROS 2 docs: 0-101 on Linux
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     dt = 1.0 / args.rate
     frames = int(round(args.duration * args.rate))
