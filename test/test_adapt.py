@@ -283,6 +283,25 @@ def test_vanishing_point_and_hood_are_found_from_the_drive():
     assert np.median(hood) == pytest.approx(70 * 720 / 90, abs=720 / 90 * 1.5)
 
 
+def test_static_road_beside_the_car_is_no_hood():
+    """Plain asphalt or a verge at one side can stay unchanged over a drive; a hood is highest near
+    the middle, so the static region is cut to the crest of the hood in the middle half of the view
+    (first 30 frames of CULane clip 06030822_0756: "hood" up to row 417 of 590 on the right, the hood
+    itself from about row 560), and without a hood in the middle there is none at the sides either."""
+    rng = np.random.default_rng(2)
+
+    def frame(hood: bool):
+        g = rng.integers(0, 255, (90, 160)).astype(np.uint8)
+        g[62:, 120:] = 90  # static verge on the right, from row 62 (below MAX_HOOD of the height) down
+        if hood:
+            g[75:] = 30
+        return g
+
+    hood = static_bottom([frame(True) for _ in range(10)], (1280, 720))
+    assert hood.min() == pytest.approx(75 * 720 / 90, abs=720 / 90 * 1.5)
+    assert np.all(static_bottom([frame(False) for _ in range(10)], (1280, 720)) == 720)
+
+
 def test_labels_hidden_by_a_car_ahead_continue_to_the_drives_lane_top():
     """TuSimple and CULane label a lane through the vehicles that hide it. The teacher's LEFT stops
     where the car ahead begins (row 520); its pseudo-label continues straight towards the drive's

@@ -13,7 +13,11 @@ Camera facts estimated from the drive itself (no calibration needed):
   one kept count (:func:`moving_frames`): a car waiting at a light repeats one view, and a
   city drive sampled every 3 s (CULane) stood still for 20 of its 60 frames, which made the
   whole scene "static". A static region reaching above ``MAX_HOOD`` of the height is a
-  standing scene, not a hood. The teacher's points there are not
+  standing scene, not a hood; nor is one that rises more than ``MAX_HOOD_RISE`` above the
+  hood's crest in the middle half of the image: a hood is highest near the middle, while
+  plain asphalt or a verge beside the car can stay nearly unchanged over a drive (on the
+  first 30 frames of CULane clip 06030822_0756 the right verge made a "hood" up to row 417
+  of 590, the real one starts near row 560). The teacher's points there are not
   trusted (the base model draws snakes over a hood it never saw); a lane that reaches the
   hood is continued straight (its near line) to the image bottom, as TuSimple and CULane
   label lanes, so the student learns neither snakes on the hood nor "no lanes at the
@@ -78,6 +82,7 @@ STATIC_MAD = 4.0  # grey levels: median absolute deviation over time below which
 MOVING_DIFF = 3.0  # grey levels: mean |difference| from the last frame kept for a frame to count as moved
 MAX_HOOD = 1.0 / 3.0  # of the height: highest a hood reaches (CULane's camera about 0.1, ours 0.15-0.3)
 LANE_TOP_PERCENTILE = 10  # of the accepted labels' top rows: where the drive's unhidden lanes end
+MAX_HOOD_RISE = 0.05  # of the height: how far a hood column may reach above the crest of the middle half
 _HOOD_SEARCH = 0.15  # of the height: how far above the static region the hood contour is looked for
 SEQUENCE_MARGIN = 0.1  # correlation margin of consecutive over distant frames (looks_like_sequence)
 _SMALL_WIDTH = 160  # width of the grey copies used for the static region
@@ -185,7 +190,9 @@ def static_bottom(greys: list[np.ndarray], size: tuple[int, int], min_frames: in
 
     ``greys``: small grey copies (:func:`small_grey`) of frames of one camera in time order;
     needs ``min_frames`` of them that moved (:func:`moving_frames`; else no hood is assumed).
-    A column whose static region reaches above ``MAX_HOOD`` of the height has none. Two cues:
+    A column whose static region reaches above ``MAX_HOOD`` of the height has none; a column
+    reaching more than ``MAX_HOOD_RISE`` above the median top of the middle half of the
+    columns (the hood's crest) gets the crest. Two cues:
 
     1. the bottom-connected region whose median absolute deviation over time is below
        ``STATIC_MAD`` grey levels (closed vertically over reflections); a run under 2 % of the
@@ -221,6 +228,8 @@ def static_bottom(greys: list[np.ndarray], size: tuple[int, int], min_frames: in
         top[col] = lo + best if window[best] > 3.0 * max(float(np.median(edges[:, col])), 1.0) else start
     top[top < (1.0 - MAX_HOOD) * sh] = sh  # static that high up is a standing scene, not a hood
     top = median_filter(top, size=9, mode="nearest")
+    crest = float(np.median(top[sw // 4: sw - sw // 4]))
+    top[top < crest - MAX_HOOD_RISE * sh] = crest  # static verge or asphalt beside the car, not hood
     rows = top * (h / sh)
     return np.interp((np.arange(w) + 0.5) * (sw / w) - 0.5, np.arange(sw), rows)
 
