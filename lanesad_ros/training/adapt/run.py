@@ -408,9 +408,13 @@ def adapted_metadata(base_meta: dict, base_path: Path, sources: list[Source], se
 
 
 def adapt(source_paths: list[str], out: str | Path, weights: str | Path | None = None, topic: str | None = None,
-          settings: AdaptSettings | None = None, report: str | Path | None = None, log=print) -> dict:
+          settings: AdaptSettings | None = None, report: str | Path | None = None, log=print,
+          several_cameras: bool = False) -> dict:
     """Adapt ``weights`` (default: the shipped weights) to the camera of ``source_paths``; write
     ``out`` (.safetensors + .json) and, with ``report``, a report folder. Returns the summary.
+    With ``several_cameras`` the sources may show different cameras: each source's hood,
+    vanishing point and lane top are estimated on its own frames, and the student learns
+    from all of them at once (how the shipped weights were adapted to four unlabelled cameras).
 
     Raises AdaptError (or SourceError) before anything is written when an input is unusable.
     """
@@ -425,7 +429,8 @@ def adapt(source_paths: list[str], out: str | Path, weights: str | Path | None =
     if settings.batch_size - int(round(settings.batch_size * settings.synthetic_share)) < 1:
         raise AdaptError("the batch has no room for real frames (batch size too small for the synthetic share)")
     base_path = Path(weights) if weights else default_weights_path()
-    sources = open_sources(list(source_paths), topic=topic, max_frames=settings.max_frames)
+    sources = open_sources(list(source_paths), topic=topic, max_frames=settings.max_frames,
+                           several_cameras=several_cameras)
     adapter = Adapter(sources, base_path, settings, log=log)
     log(f"adapting {base_path.name} on {sum(len(s.frames) for s in sources)} frames from {len(sources)} source(s) "
         f"on {adapter.device}: {settings.iterations} iterations max, batch {settings.batch_size}")
@@ -464,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", type=float, default=d.blend,
                    help="keep this share of the adaptation: (1-B) x base + B x adapted weights (WiSE-FT); "
                         "lower forgets less of other cameras, 1 keeps all of it (default 0.7)")
+    p.add_argument("--several-cameras", action="store_true",
+                   help="the sources may come from different cameras (each source is its own camera); "
+                        "for one set of weights meant for all of them")
     p.add_argument("--update-norm-stats", action="store_true",
                    help="let the augmented batches update the BatchNorm statistics (default: keep the base's)")
     p.add_argument("--report", default=None, metavar="DIR", help="write a before/after report here")
@@ -478,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
                              blend=args.blend, norm_eval=not args.update_norm_stats)
     log = lambda text: tqdm.write(f"[{_dt.datetime.now():%H:%M:%S}] {text}", file=sys.stderr)  # noqa: E731
     try:
-        adapt(args.sources, args.out, args.weights, args.topic, settings, args.report, log=log)
+        adapt(args.sources, args.out, args.weights, args.topic, settings, args.report, log=log,
+              several_cameras=args.several_cameras)
     except (AdaptError, SourceError, DetectorError, WeightsError) as exc:
         print(f"lanesad-train: error: {exc}", file=sys.stderr)
         return 2

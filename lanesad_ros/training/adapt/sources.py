@@ -272,14 +272,17 @@ def open_source(text: str, topic: str | None = None, max_frames: int = DEFAULT_M
     return read_video(path, max_frames)
 
 
-def open_sources(texts: list[str], topic: str | None = None, max_frames: int = DEFAULT_MAX_FRAMES) -> list[Source]:
-    """Read every SOURCE; all must show the same camera (frame size), else SourceError."""
+def open_sources(texts: list[str], topic: str | None = None, max_frames: int = DEFAULT_MAX_FRAMES,
+                 several_cameras: bool = False) -> list[Source]:
+    """Read every SOURCE; all must show the same camera (frame size), else SourceError, unless
+    ``several_cameras`` (each source is then its own camera)."""
     if not texts:
         raise SourceError("no SOURCE given")
     sources = [open_source(t, topic, max_frames) for t in texts]
     first = sources[0]
     for other in sources[1:]:
-        if other.size != first.size:
+        if other.size != first.size and not several_cameras:
             raise SourceError(f"{other.path}: frames of mixed sizes ({other.size[0]}x{other.size[1]} here, "
-                              f"{first.size[0]}x{first.size[1]} in {first.path}); adapt one camera at a time")
+                              f"{first.size[0]}x{first.size[1]} in {first.path}); adapt one camera at a time, "
+                              "or give --several-cameras for weights meant for all of them")
     return sources
