@@ -23,7 +23,6 @@ from lanesad_ros.data.synthetic import SceneGenerator
 from lanesad_ros.data.tusimple import write_tusimple_labels
 from lanesad_ros.detector import Detector
 from lanesad_ros.lanes import Lane, LaneSlot
-from lanesad_ros.model.weights import load_weights
 from lanesad_ros.ros.bag.typestore import IMAGE_TYPE, typestore
 from lanesad_ros.ros.bag.writer import BagWriter, image_message
 from lanesad_ros.slots import LEFT_LEFT_SPACING, plausible_spacing, spacing_ratio
@@ -37,7 +36,7 @@ from lanesad_ros.training.adapt.checks import (
     static_bottom,
     vanishing_point,
 )
-from lanesad_ros.training.adapt.run import Adapter, blend_states
+from lanesad_ros.training.adapt.run import MIN_GAIN_OVER_BASE, Adapter, blend_states
 from lanesad_ros.training.adapt.sources import SourceError, open_source, open_sources
 from lanesad_ros.training.cli import main as train_main
 from lanesad_ros.weights import default_weights_path
@@ -417,20 +416,23 @@ def adapted(tmp_path_factory):
     return out, summary, root
 
 
-def test_adapt_improves_the_labelled_metrics_of_another_camera(adapted):
+def test_adapt_does_not_cost_a_drive_the_base_already_handles(adapted):
+    """The shipped round-4 weights handle this dusk drive (TuSimple accuracy 0.928, CULane F1 0.943).
+    Measured before the base needed a clear gain: the best student was one lane ahead on the
+    criterion (+0.06 lanes per frame) and had CULane F1 0.903. Adaptation that pays is measured on
+    real drives (docs/adapting.md: CULane city drive, half adapted, half held out)."""
     out, summary, root = adapted
     gt = summary["ground_truth"]
     before, after = gt["before"], gt["after"]
     assert before["tusimple"]["frames"] == 16
-    # Measured with the shipped round-3 weights and BatchNorm statistics kept (norm_eval): accuracy
-    # 0.8974 -> 0.9256, FP 0.063 -> 0.037, FN 0.141 -> 0.031, CULane F1 0.881 -> 0.936.
-    assert after["tusimple"]["accuracy"] > before["tusimple"]["accuracy"]
-    assert after["tusimple"]["fp"] <= before["tusimple"]["fp"] and after["tusimple"]["fn"] <= before["tusimple"]["fn"]
-    assert after["culane"]["f1"] > before["culane"]["f1"]
+    assert after["tusimple"]["accuracy"] >= before["tusimple"]["accuracy"] - 0.005
+    assert after["culane"]["f1"] >= before["culane"]["f1"] - 0.01
     meta = json.loads(out.with_suffix(".json").read_text())
     a = meta["adaptation"]
     assert a["frames"] == 16 and a["sources"][0]["kind"] == "folder" and a["base_sha256"]
-    assert a["criteria_after"]["stable_sane_lanes_per_frame"] >= a["criteria_before"]["stable_sane_lanes_per_frame"]
+    gains = [e["stable_sane_lanes_per_frame"] - a["criteria_before"]["stable_sane_lanes_per_frame"]
+             for e in a["evaluations"]]
+    assert a["kept_base"] == (max(gains) < MIN_GAIN_OVER_BASE)
     assert a["settings"]["iterations"] == 12
     report = (root / "report" / "report.md").read_text()
     assert "Ground truth" in report and (root / "report" / "contact_sheet.png").stat().st_size > 0
@@ -470,19 +472,10 @@ def _norm_stats(state: dict) -> dict:
     return {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
 
 
-def test_adapted_weights_keep_the_base_batchnorm_statistics(adapted):
-    """Batches of 4-8 strongly augmented frames must not set the statistics clean frames are
-    normalised with (on a real city drive they cost 0.07-0.12 CULane F1 on its held-out part)."""
-    out, _, _ = adapted
-    base = _norm_stats(load_weights(default_weights_path())[0].state_dict())
-    after = _norm_stats(load_weights(out)[0].state_dict())
-    assert len(base) > 100 and base.keys() == after.keys()
-    for key, value in base.items():
-        assert torch.allclose(after[key], value, rtol=1e-5, atol=1e-6), key
-
-
 @pytest.mark.parametrize("norm_eval", [True, False])
 def test_student_steps_update_batchnorm_statistics_only_when_asked(adapted, norm_eval):
+    """Batches of 4-8 strongly augmented frames must not set the statistics clean frames are
+    normalised with (on a real city drive they cost 0.07-0.12 CULane F1 on its held-out part)."""
     _, _, root = adapted
     settings = AdaptSettings(batch_size=4, norm_eval=norm_eval, seed=0)
     adapter = Adapter(open_sources([str(root / "drive")]), default_weights_path(), settings, log=lambda text: None)

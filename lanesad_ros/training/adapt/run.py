@@ -29,8 +29,9 @@ model's own signals"):
 5. **Early stopping** on the unlabelled criterion ``stable_sane_lanes_per_frame``
    (:mod:`lanesad_ros.training.adapt.criteria`: lanes per frame that are geometrically sane *and*
    found again under two fixed lighting/compression perturbations), evaluated every
-   ``eval_every`` iterations; the best state is what is written. If no state beats the base,
-   the base weights are written unchanged and the report says so.
+   ``eval_every`` iterations; the best state is what is written. A state replaces the base
+   only when it adds ``MIN_GAIN_OVER_BASE`` to the base's criterion; if none does, the base
+   weights are written unchanged and the report says so.
 
 Runs on CPU (one thread by default: on a small shared CPU more threads are slower) and on
 CUDA when present. The output is an ordinary weights file (safetensors + JSON metadata)
@@ -115,6 +116,12 @@ STRONG_AUGMENT = AugmentConfig(scale=0.15, translate=0.06, rotate_deg=4.0, brigh
                                noise_std=10.0, flip_prob=0.5, pitch=0.03, gamma=0.8, night_prob=0.2,
                                temperature=0.2, jpeg_prob=0.3, jpeg_quality=30.0, shadow_prob=0.3, glare_prob=0.2)
 _NO_FLIP = AugmentConfig(**{**asdict(STRONG_AUGMENT), "flip_prob": 0.0})
+
+
+# Stable sane lanes per frame an adapted state must add to the base's before it replaces the base:
+# one lane in ten frames. On a 16-frame synthetic dusk drive the shipped round-4 weights already
+# handle (CULane F1 0.943), a state 1 lane ahead on the criterion (+0.06) had F1 0.903.
+MIN_GAIN_OVER_BASE = 0.1
 
 
 class AdaptError(ValueError):
@@ -318,7 +325,8 @@ class Adapter:
                         value = crit[CRITERION]
                         summary["evaluations"].append({"iteration": it, **{k: v for k, v in crit.items()
                                                                            if k != "per_source"}})
-                        improved = value > best_value + 1e-9
+                        # Leaving the base takes a clear gain; later states only need to beat the best.
+                        improved = value > best_value + (MIN_GAIN_OVER_BASE if best_state is None else 1e-9)
                         tqdm.write(f"it {it}: {CRITERION} {value:.3f} (best {best_value:.3f}) loss "
                                    f"{parts['loss']:.3f} seg {parts['seg']:.3f} l2sp {parts['l2sp']:.4f}",
                                    file=sys.stderr)
