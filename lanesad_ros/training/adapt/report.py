@@ -131,7 +131,7 @@ def write_report(out: Path, sources, summary: dict, meta: dict, labels, cameras)
              f"Base weights `{adaptation['base_weights']}`; {adaptation['frames']} frames from "
              + ", ".join(f"`{s['path']}` ({s['kind']}, {s['frames']} frames)" for s in adaptation["sources"]) + ".",
              f"{adaptation['iterations_run']} iterations run, best state at iteration {adaptation['best_iteration']}"
-             + (" (no state beat the base: the base weights were kept)" if adaptation["kept_base"] else "")
+             + (" (no state gained min_gain over the base: it was kept)" if adaptation["kept_base"] else "")
              + f"; {adaptation['seconds']:.0f} s.", "", "## Unlabelled criteria", ""]
     lines += _md_table(before, after)
     lines += ["", "Rejected lanes by reason (before): " + json.dumps(before.get("rejected_by_reason", {})),

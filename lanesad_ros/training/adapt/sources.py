@@ -20,7 +20,8 @@ hundred full-size frames cost tens of MB, not GB.
 
 Every problem raises :class:`SourceError` whose message starts with the source path:
 missing path, no images, an unreadable video, a bag without an image topic (or several and
-no ``topic``), a folder of non-images, frames of mixed sizes.
+no ``topic``), a folder of non-images, frames of mixed sizes (within a source always; across
+sources unless ``several_cameras``).
 """
 from __future__ import annotations
 
@@ -275,7 +276,7 @@ def open_source(text: str, topic: str | None = None, max_frames: int = DEFAULT_M
 def open_sources(texts: list[str], topic: str | None = None, max_frames: int = DEFAULT_MAX_FRAMES,
                  several_cameras: bool = False) -> list[Source]:
     """Read every SOURCE; all must show the same camera (frame size), else SourceError, unless
-    ``several_cameras`` (each source is then its own camera)."""
+    ``several_cameras`` (frame sizes may then differ between sources)."""
     if not texts:
         raise SourceError("no SOURCE given")
     sources = [open_source(t, topic, max_frames) for t in texts]
