@@ -156,7 +156,9 @@ class Adapter:
             raise AdaptError(str(exc)) from None
         self.model.to(self.device)
         self.pre = metadata_preprocessor(self.meta)
-        self.anchor = {k: v.detach().clone() for k, v in self.model.named_parameters()}
+        # The base, kept once: L2-SP anchor (its parameters), teacher while no state is accepted, blend.
+        self.base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.anchor = {k: self.base_state[k] for k, _ in self.model.named_parameters()}
         self.rules = LaneRules()
         torch.manual_seed(settings.seed)
         self.synthetic = LaneSegDataset(SceneGenerator(seed=10_000 + settings.seed, width=640, height=360),
@@ -296,7 +298,7 @@ class Adapter:
         self.log(f"before: {_fmt(before)}")
         summary = {"pseudo_labels": [first], "criteria_before": before, "evaluations": []}
         best_value, best_state, best_it = before[CRITERION], None, 0
-        base_value = seen = before[CRITERION]  # seen: best value evaluated so far (for patience)
+        seen = before[CRITERION]  # best value evaluated so far, accepted or not (for patience)
         if not self.items:
             self.log("no frame has a trusted pseudo-label: nothing to adapt on; the base weights are kept")
         else:
@@ -307,8 +309,7 @@ class Adapter:
             for round_index in range(max(s.rounds, 1)):
                 if round_index > 0:
                     # The best accepted state teaches the next round; while none is, the base does.
-                    self.model.load_state_dict(best_state if best_state is not None else
-                                               load_weights(self.base_path)[0].state_dict())
+                    self.model.load_state_dict(best_state if best_state is not None else self.base_state)
                     stats = self.label(first=False)
                     summary["pseudo_labels"].append(stats)
                     self.log(f"teacher refresh {round_index}: {stats['accepted']} lanes accepted on "
@@ -325,11 +326,10 @@ class Adapter:
                         value = crit[CRITERION]
                         summary["evaluations"].append({"iteration": it, **{k: v for k, v in crit.items()
                                                                            if k != "per_source"}})
-                        # Leaving the base takes a clear gain; later states only need to beat the best.
-                        if best_state is None:
-                            improved = value >= base_value + s.min_gain - 1e-9
-                        else:
-                            improved = value > best_value + 1e-9
+                        # Leaving the base (best_value is the base's until then) takes a clear gain;
+                        # later states only need to beat the best.
+                        improved = (value >= best_value + s.min_gain - 1e-9 if best_state is None
+                                    else value > best_value + 1e-9)
                         tqdm.write(f"it {it}: {CRITERION} {value:.3f} (best {best_value:.3f}) loss "
                                    f"{parts['loss']:.3f} seg {parts['seg']:.3f} l2sp {parts['l2sp']:.4f}",
                                    file=sys.stderr)
@@ -348,13 +348,12 @@ class Adapter:
                     break
             bar.close()
             summary["iterations_run"] = it
-        base_state = load_weights(self.base_path)[0].state_dict()
         if best_state is None:
-            best_state = {k: v.detach().clone() for k, v in base_state.items()}
+            best_state = {k: v.clone() for k, v in self.base_state.items()}
             summary["kept_base"] = True
             self.log(f"no state added {s.min_gain} {CRITERION} to the base's: the base weights are kept")
         elif s.blend < 1.0:
-            best_state = blend_states(base_state, best_state, s.blend)
+            best_state = blend_states(self.base_state, best_state, s.blend)
             self.log(f"blended: {1 - s.blend:.2f} x base + {s.blend:.2f} x adapted (WiSE-FT)")
         self.model.load_state_dict(best_state)
         after, after_lanes = self.criteria(keep_lanes=True)
