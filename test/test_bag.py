@@ -3,6 +3,7 @@ the lanesad-bag CLI, and damaged bags (truncated file, missing topic, wrong type
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -267,6 +268,24 @@ def test_file_compressed_bag_is_read(tmp_path, scenes, storage):
     with BagReader(lone) as reader:
         assert len(list(reader.frames())) == N and reader.problems == []
     assert bag_main(["info", str(path)]) == 0
+
+
+def test_without_zstd_only_compressed_bags_are_refused(tmp_path, scenes, monkeypatch):
+    """The device machine (no backports.zstd) could not start ``lanesad-train`` at all: the training CLI
+    imports the bag reader through ``adapt``. Without zstd, training imports; a compressed bag gets
+    an error naming what to install; an uncompressed bag still reads."""
+    blocked = "import sys; sys.modules['backports'] = sys.modules['compression'] = None; "
+    done = subprocess.run([sys.executable, "-c", blocked + "import lanesad_ros.training.cli"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    plain = write_bag(tmp_path / "plain", scenes, "mcap", False)
+    path = compress_files(write_bag(tmp_path / "drive", scenes, "mcap", False))
+    monkeypatch.setitem(sys.modules, "backports", None)
+    monkeypatch.setitem(sys.modules, "compression", None)
+    with pytest.raises(BagError, match="pip install backports.zstd"), BagReader(next(path.glob("*.zstd"))) as reader:
+        list(reader.frames())
+    with BagReader(plain) as reader:
+        assert len(list(reader.frames())) == N
 
 
 def test_cut_file_compressed_bag_yields_what_is_readable(tmp_path):

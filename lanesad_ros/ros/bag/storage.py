@@ -26,11 +26,6 @@ import yaml
 
 from lanesad_ros.ros.bag.typestore import BagError
 
-if sys.version_info >= (3, 14):
-    from compression import zstd
-else:  # the backport rosbags itself reads compressed bags with
-    from backports import zstd
-
 _MCAP_MAGIC = b"\x89MCAP0\r\n"
 ZSTD_SUFFIX = ".zstd"  # the file name suffix rosbag2 gives file-compressed storage files
 
@@ -63,9 +58,24 @@ def _storage_file(path: Path) -> tuple[str, list[Path]]:
                    f"(it holds: {', '.join(present[:8]) or 'nothing'}{', ...' if len(present) > 8 else ''})")
 
 
+def _zstd():
+    """The zstd module: Python 3.14's ``compression.zstd``, else the backport rosbags reads compressed
+    bags with. Imported on use, like rosbags: only compressed bags need it, and ``lanesad-train``
+    (which imports this module through ``adapt``) must run where it is missing. BagError if absent."""
+    try:
+        if sys.version_info >= (3, 14):
+            from compression import zstd
+        else:
+            from backports import zstd
+    except ImportError:
+        raise BagError("reading a zstd-compressed bag needs the zstd module: pip install backports.zstd") from None
+    return zstd
+
+
 def _decompress(file: Path, folder: Path) -> tuple[Path, str]:
     """(decompressed copy of a zstd-compressed storage file in ``folder``, "" or what was cut).
     A cut or damaged stream keeps what came before the damage."""
+    zstd = _zstd()
     out = folder / file.name.removesuffix(ZSTD_SUFFIX)
     try:
         with file.open("rb") as raw, zstd.open(raw, "rb") as infile, out.open("wb") as outfile:
