@@ -16,8 +16,10 @@ import torch
 from conftest import REPO_ROOT, shared_path
 from lanesad_ros.backends import selection
 from lanesad_ros.backends.selection import CLEARLY_FASTER
+from lanesad_ros.backends.torch_backend import TorchBackend
 from lanesad_ros.detector import Detector, DetectorError
 from lanesad_ros.lanes import LaneDetections
+from lanesad_ros.model import build_model
 from lanesad_ros.model.export import pool_indices_as_arithmetic
 
 # Random weights give near-uniform maps: thresholds of 0 make every lane come out, so the
@@ -351,6 +353,35 @@ def test_cuda_fp16_close_to_cpu_fp32(random_weights, torch_detector):
     assert len(det.lanes) == 4
 
 
+def test_cuda_graphs_only_where_they_can_be_replayed(random_weights):
+    """Graphs are captured for a CUDA model the backend owns, never on the CPU or for a shared model."""
+    model = build_model("enet_sad", num_lanes=4, input_size=(144, 400))
+    assert not TorchBackend(model, "cpu", own_model=True).cuda_graphs
+    with pytest.raises(ValueError, match="needs a CUDA device and a model the backend owns"):
+        TorchBackend(model, "cpu", own_model=True, cuda_graphs=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replay_matches_eager_and_returns_fresh_tensors(random_weights):
+    model = build_model("enet_sad", num_lanes=4, input_size=(144, 400)).eval()
+    graphed = TorchBackend(model, "cuda", own_model=True)
+    eager = TorchBackend(model, "cuda", own_model=True, cuda_graphs=False)
+    assert graphed.cuda_graphs and not eager.cuda_graphs
+    rng = np.random.default_rng(8)
+    a, b = (rng.standard_normal((1, 3, 144, 400)).astype(np.float32) for _ in range(2))
+    first = graphed(a)
+    kept = [t.clone() for t in first]
+    second = graphed(b)  # a replay must not overwrite what the previous call returned
+    for got, want in zip(first, kept, strict=True):
+        assert torch.equal(got, want)
+    for got, want in zip(second, eager(b), strict=True):
+        assert (got.float() - want.float()).abs().max().item() < 1e-2
+    pair = rng.standard_normal((2, 3, 144, 400)).astype(np.float32)  # another shape: its own graph
+    for got, want in zip(graphed(pair), eager(pair), strict=True):
+        assert got.shape == want.shape and (got.float() - want.float()).abs().max().item() < 1e-2
+    assert len(graphed._graphs) == 2
+
+
 def test_camera_adds_ground_points_and_tracker_smooths(random_weights):
     import math
 
@@ -381,7 +412,6 @@ def test_camera_adds_ground_points_and_tracker_smooths(random_weights):
 
 
 def test_weights_metadata_recommends_postprocess_and_options_override(tmp_path):
-    from lanesad_ros.model import build_model
     from lanesad_ros.model.weights import save_weights
 
     path = tmp_path / "tuned.safetensors"
