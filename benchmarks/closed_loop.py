@@ -55,6 +55,8 @@ from lanesad_ros.lanes import Lane, LaneDetections, LaneSlot  # noqa: E402
 PLANNER = REPO / "examples" / "lane_keeping" / "lane_keeping_node.py"
 SIM_EPOCH_NS = 1_000 * 10**9      # simulated time 0 (any positive stamp: zero means "no stamp" to ROS tools)
 WARM_UP_EPOCH_NS = 500 * 10**9    # warm-up frames: stamps the drive never uses
+PLANNER_RESTART_S = 60.0          # lanes flowing this long without a command: the planner is restarted
+MAX_PLANNER_RESTARTS = 3
 IMAGE_TOPIC, LANES_TOPIC, CMD_TOPIC, ODOM_TOPIC = "/closed_loop/image_raw", "/lanes", "/cmd_vel", "/odom"
 
 
@@ -282,8 +284,13 @@ def run(args: argparse.Namespace) -> dict:
                 if procs[0].poll() is not None or time.monotonic() > deadline:
                     break  # alive() / the connection wait below say why
                 time.sleep(0.1)
-        procs.append(_spawn([sys.executable, str(PLANNER), "--ros-args", "-p", f"speed:={args.speed}",
-                             "-p", f"wheelbase:={car.wheelbase_m}"], env, out / "lane_keeper.log"))
+        def spawn_planner(attempt: int) -> subprocess.Popen:
+            log = out / ("lane_keeper.log" if attempt == 0 else f"lane_keeper.{attempt}.log")
+            return _spawn([sys.executable, str(PLANNER), "--ros-args", "-p", f"speed:={args.speed}",
+                           "-p", f"wheelbase:={car.wheelbase_m}"], env, log)
+
+        procs.append(spawn_planner(0))
+        planner_restarts, lanes_without_commands_since = 0, None
 
         def alive() -> None:
             for proc in procs:
@@ -321,6 +328,22 @@ def run(args: argparse.Namespace) -> dict:
                 answers = sum(WARM_UP_EPOCH_NS <= key < SIM_EPOCH_NS for key in bridge.cmds)
             if answers and first_answer is None:
                 first_answer = time.monotonic()
+            with bridge.cond:
+                lanes_only = bool(bridge.lanes) and not bridge.cmds
+            if not lanes_only:
+                lanes_without_commands_since = None
+            elif lanes_without_commands_since is None:
+                lanes_without_commands_since = time.monotonic()
+            elif (time.monotonic() - lanes_without_commands_since > PLANNER_RESTART_S
+                  and planner_restarts < MAX_PLANNER_RESTARTS):
+                # Lanes reach us but the matched planner receives none: the Fast DDS start-up stall of
+                # the comment above, seen about once in six test runs. A new planner process matches afresh.
+                planner_restarts += 1
+                print(f"closed loop: the planner received no lanes in {PLANNER_RESTART_S:.0f} s while they "
+                      f"flowed; restarting it ({planner_restarts} of {MAX_PLANNER_RESTARTS})", flush=True)
+                stop_node(procs.pop())
+                procs.append(spawn_planner(planner_restarts))
+                lanes_without_commands_since = None
             settled = args.ground_truth_lanes or bridge.settled is not False
             if answers and settled and answers_when_settled is None:
                 answers_when_settled = answers
@@ -420,6 +443,7 @@ def run(args: argparse.Namespace) -> dict:
              f"{args.duration:.0f} s at {args.speed:.0f} m/s, curves down to R {args.min_radius:.0f} m")
     summary = {
         "mode": "ground_truth_lanes" if args.ground_truth_lanes else "detector",
+        "planner_restarts": planner_restarts,
         "duration_s": round(frames * dt, 3),
         "speed_mps": args.speed,
         "min_radius_m": round(road.min_radius_m, 1),
