@@ -14,7 +14,7 @@ require_ros_messages()
 from lifecycle_msgs.msg import State, Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 
-from node_harness import LOW_THRESHOLDS, STARTUP_TIMEOUT, NodeProcess, RosClient, image_message, synthetic_frames  # noqa: E402,E501
+from node_harness import LOW_THRESHOLDS, NodeProcess, RosClient, image_message, synthetic_frames  # noqa: E402,E501
 
 TOPIC = "/lifecycle_camera/image_raw"
 NS = "/lifecycle_test"  # its own namespace: other lane_detector nodes on this machine never answer for it
@@ -29,10 +29,7 @@ def managed(domain_id, random_weights, tmp_path_factory):
     change = client.node.create_client(ChangeState, f"{NS}/lane_detector/change_state")
     get = client.node.create_client(GetState, f"{NS}/lane_detector/get_state")
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while not (change.service_is_ready() and get.service_is_ready()):
-            assert node.alive() and time.monotonic() < deadline, node.log()[-3000:]
-            time.sleep(0.2)
+        node.wait_discovered(lambda: change.service_is_ready() and get.service_is_ready())
         yield node, client, change, get
     finally:
         client.close()

@@ -107,13 +107,28 @@ def test_use_sim_time_from_the_params_file_stands_unless_the_argument_is_given(d
     try:
         for case, (_, expected) in cases.items():
             parameters = AsyncParameterClient(client.node, f"/sim_{case}/lane_detector")
-            assert parameters.wait_for_services(timeout_sec=STARTUP_TIMEOUT), nodes[case].log()[-3000:]
+            nodes[case].wait_discovered(parameters.services_are_ready)
             (value,) = client.wait_future(parameters.get_parameters(["use_sim_time"]), 20).values
             assert value.bool_value is expected, f"{case}: use_sim_time {value.bool_value}\n{nodes[case].log()[-2000:]}"
     finally:
         client.close()
         codes = {case: node.stop(signal.SIGINT) for case, node in nodes.items()}
     assert codes == {case: 0 for case in cases}, codes
+
+
+def test_a_node_not_discovered_in_time_is_started_again(domain_id, tmp_path):
+    """The harness's guard against a Fast DDS discovery stall: a node not seen within its share of the time
+    is killed and started again once, its first log kept; not seen on the second attempt either, the test fails."""
+    node = NodeProcess(ros_env(domain_id), tmp_path / "node.log", executable="lane_detector_lifecycle",
+                       ros_args=("-r", "__ns:=/rediscovered"))
+    try:
+        node.wait_discovered(lambda: node.restarts == 1, timeout=4.0, restarts=1)
+        assert node.restarts == 1 and node.alive() and node.log_path.name == "node.attempt1.log"
+        assert (tmp_path / "node.log").exists()
+        with pytest.raises(AssertionError, match="node not discovered in 2 attempts of 1 s"):
+            node.wait_discovered(lambda: False, timeout=2.0, restarts=1)
+    finally:
+        node.stop(signal.SIGKILL)
 
 
 # ----- Ctrl-C / launch shutdown at any moment of start-up -------------------------------------

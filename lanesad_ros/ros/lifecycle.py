@@ -38,6 +38,8 @@ class LaneDetectorLifecycleNode(LaneDetectorCore, LifecycleNode):
     def __init__(self, **node_kwargs: Any) -> None:
         LifecycleNode.__init__(self, NODE_NAME, **node_kwargs)
         self._declare()
+        self.get_logger().info(f"unconfigured, nothing loaded: ros2 lifecycle set {self.get_fully_qualified_name()} "
+                               "configure, then activate")
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
