@@ -1,0 +1,68 @@
+"""tools/device_train.py: packing the training data for the GPU machine, and its refusals."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("device_train", REPO_ROOT / "tools" / "device_train.py")
+device_train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(device_train)
+
+
+def fake_datasets(root):
+    image = np.random.default_rng(0).integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    for name in device_train.DATASETS:
+        folder = root / name / "clips" / "a"
+        folder.mkdir(parents=True)
+        cv2.imwrite(str(folder / "1.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+        (root / name / "labels.json").write_text(json.dumps({"raw_file": "clips/a/1.jpg"}))
+    return image
+
+
+def test_pack_reencodes_images_and_brings_the_start_weights(tmp_path):
+    image = fake_datasets(tmp_path / "src")
+    size = device_train.pack(tmp_path / "src", tmp_path / "pack")
+    for name in device_train.DATASETS:
+        packed = tmp_path / "pack" / "data" / name
+        assert json.loads((packed / "labels.json").read_text()) == {"raw_file": "clips/a/1.jpg"}
+        got = cv2.imread(str(packed / "clips" / "a" / "1.jpg"))
+        assert got.shape == image.shape  # same size: the labels' pixel coordinates still hold
+        assert (packed / "clips" / "a" / "1.jpg").stat().st_size < (tmp_path / "src" / name / "clips" / "a" /
+                                                                    "1.jpg").stat().st_size
+    init = tmp_path / "pack" / "init"
+    assert (init / "enet_sad_default.safetensors").stat().st_size > 10**6
+    assert json.loads((init / "enet_sad_default.json").read_text())["input_size"] == [144, 400]
+    assert size == sum(p.stat().st_size for p in (tmp_path / "pack").rglob("*") if p.is_file())
+
+
+def test_pack_names_a_missing_dataset(tmp_path):
+    fake_datasets(tmp_path / "src")
+    shutil.rmtree(tmp_path / "src" / "culane-train")
+    with pytest.raises(ValueError, match="no culane-train"):
+        device_train.pack(tmp_path / "src", tmp_path / "pack")
+
+
+def test_every_run_is_forced_onto_cuda_with_amp(tmp_path):
+    cmd = device_train.train_command("long", "config/train/enet_sad_multicam_long.yaml", "train.seed=1 data.x=2",
+                                     tmp_path, 3)
+    assert cmd[cmd.index("--config") + 1] == "config/train/enet_sad_multicam_long.yaml"
+    for item in ("train.seed=1", "data.x=2", "train.device=cuda", "train.amp=true", "data.num_workers=3",
+                 f"export.path={tmp_path / 'long' / 'enet_sad_default.safetensors'}"):
+        assert item in cmd
+    assert cmd.index("train.seed=1") < cmd.index("train.device=cuda")  # the forced values come last and win
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_run_refuses_without_cuda(tmp_path, capsys):
+    assert device_train.main(["run", "--run", "a", "config/train/enet_sad_multicam.yaml", "",
+                              "--out", str(tmp_path)]) == 2
+    assert "CUDA is not available here" in capsys.readouterr().err
+    assert not (tmp_path / "runs.tar.gz").exists()
