@@ -20,7 +20,7 @@ from lanesad_ros.metrics.culane import CULaneScorer
 from lanesad_ros.metrics.tusimple import TuSimpleScorer
 from lanesad_ros.model import build_model
 from lanesad_ros.model.weights import read_metadata, save_weights
-from lanesad_ros.training.checkpoint import load_checkpoint
+from lanesad_ros.training.checkpoint import load_checkpoint, resume_conflicts
 from lanesad_ros.training.cli import main
 from lanesad_ros.training.config import load_config, validate
 from lanesad_ros.training.data import MixedDataset, frame_clip, load_frames, read_split_file, sample_rng
@@ -223,6 +223,22 @@ def test_resume_may_change_the_learning_rate_schedule(tmp_path):
     assert group["lr"] == pytest.approx(0.001 * (1 - 2 / 4) ** 0.9), "the new lr on the new 4-iteration poly schedule"
     resumed.run()
     assert resumed.iteration == 4
+
+
+def test_a_run_begun_without_amp_resumes_with_it(tmp_path):
+    """device: auto / amp: true recipes: a run begun on the CPU (no AMP, empty scaler state) resumed where AMP
+    is on. GradScaler refused the empty state ("saved from a disabled instance"); now AMP starts fresh there.
+    Tested with PyTorch's CPU GradScaler standing in for the CUDA one."""
+    Trainer(tiny_config(tmp_path, iterations=2)).run()
+    checkpoint = tmp_path / "run" / "last.pt"
+    assert load_checkpoint(checkpoint)["scaler"] == {}
+    resumed = Trainer(tiny_config(tmp_path, iterations=4))
+    resumed.scaler = torch.amp.GradScaler("cpu", enabled=True)
+    resumed.load(checkpoint)
+    assert resumed.iteration == 2 and resumed.scaler.is_enabled()
+    with pytest.raises(RuntimeError, match="disabled instance"):  # what a plain load did
+        torch.amp.GradScaler("cpu", enabled=True).load_state_dict({})
+    assert resume_conflicts(tiny_config(tmp_path, amp=False), tiny_config(tmp_path, amp=True)) == []
 
 
 def test_tusimple_entry_with_exclude_holds_frames_out(tmp_path):

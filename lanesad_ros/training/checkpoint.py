@@ -29,7 +29,7 @@ RESUMABLE_KEYS = (
     "name", "description", "model.init_weights",
     "optim.lr", "optim.momentum", "optim.weight_decay", "optim.poly_power", "optim.warmup_iters", "optim.grad_clip",
     "loss", "data.val", "data.num_workers",
-    "train.iterations", "train.sad_start_iter", "train.device", "train.num_threads", "train.deterministic",
+    "train.iterations", "train.sad_start_iter", "train.device", "train.amp", "train.num_threads", "train.deterministic",
     "train.log_interval", "train.checkpoint_interval", "train.keep_checkpoints", "train.output_dir",
     "train.tensorboard", "train.progress",
     "eval", "export",

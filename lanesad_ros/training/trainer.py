@@ -428,7 +428,12 @@ class Trainer:
             group["weight_decay"] = o["weight_decay"]
             if "momentum" in group:
                 group["momentum"] = o["momentum"]
-        self.scaler.load_state_dict(ckpt["scaler"])
+        if self.scaler.is_enabled() and not ckpt["scaler"]:
+            # A run begun without AMP (on the CPU, or with train.amp false) resumed with it: GradScaler refuses
+            # the empty state of a disabled scaler; mixed precision starts here with a fresh loss scale.
+            self.log(f"{path} was trained without mixed precision: AMP starts at iteration {ckpt['iteration']}")
+        else:
+            self.scaler.load_state_dict(ckpt["scaler"])
         if self.distributed and "rng_ranks" not in ckpt:  # written before checkpoints held every rank's
             self.log(f"{path} holds rank 0's RNG state only: every rank continues from it (dropout masks "
                      "of ranks > 0 differ from the interrupted run's)")
