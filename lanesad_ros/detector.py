@@ -476,7 +476,9 @@ class Detector:
         seg, exist = self._backend(batch)
         if not isinstance(seg, np.ndarray):  # a torch tensor
             if seg.device.type == "cuda":
-                _torch().cuda.synchronize(seg.device)  # so "inference" holds the network's time, not the copy's
+                # So "inference" holds the network's time, not the copy's. This thread's stream only: a
+                # device-wide sync could spoil a CUDA-graph capture of another thread's backend.
+                _torch().cuda.current_stream(seg.device).synchronize()
             else:
                 seg = seg.numpy()
             exist = exist.float().cpu().numpy()

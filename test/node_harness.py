@@ -69,7 +69,7 @@ class NodeProcess:
                *(("--params-file", str(params_file)) if params_file else ()), *ros_args]
         for override in overrides:
             cmd += ["-p", override]
-        self._cmd, self._env, self.restarts = cmd, env, 0
+        self._cmd, self._env, self.restarts, self._first_log = cmd, env, 0, log_path
         self._start(log_path)
 
     def _start(self, log_path: Path) -> None:
@@ -101,7 +101,8 @@ class NodeProcess:
             self.proc.wait()
             self._log.close()
             self.restarts += 1
-            self._start(self.log_path.with_name(f"{self.log_path.stem}.attempt{self.restarts}{self.log_path.suffix}"))
+            first = self._first_log
+            self._start(first.with_name(f"{first.stem}.attempt{self.restarts}{first.suffix}"))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

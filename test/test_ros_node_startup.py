@@ -127,6 +127,7 @@ def test_a_node_not_discovered_in_time_is_started_again(domain_id, tmp_path):
         assert (tmp_path / "node.log").exists()
         with pytest.raises(AssertionError, match="node not discovered in 2 attempts of 1 s"):
             node.wait_discovered(lambda: False, timeout=2.0, restarts=1)
+        assert node.restarts == 2 and node.log_path.name == "node.attempt2.log"
     finally:
         node.stop(signal.SIGKILL)
 

@@ -103,7 +103,7 @@ def run(runs: list[tuple[str, str, str]], limit: float, out: Path) -> int:
         print("device_train: error: CUDA is not available here: run this on the GPU machine", file=sys.stderr)
         return 2
     shared = REPO.parent / "shared" / "data"
-    if not shared.exists():
+    if not os.path.lexists(shared):
         shared.parent.mkdir(parents=True, exist_ok=True)
         shared.symlink_to(PACK / "data")
     init = REPO / "outputs" / "round2"
@@ -143,8 +143,9 @@ def run(runs: list[tuple[str, str, str]], limit: float, out: Path) -> int:
         if not weights.exists() and (folder / "last.pt").exists():
             subprocess.run([sys.executable, "-m", "lanesad_ros.training", "export", str(folder / "last.pt"),
                             str(weights), "--set", "timed_out=true"], cwd=REPO, env=env, check=False)
-        for checkpoint in folder.glob("*.pt"):
-            checkpoint.unlink()
+        if weights.exists():  # else the checkpoints are all there is: they go back in the archive
+            for checkpoint in folder.glob("*.pt"):
+                checkpoint.unlink()
         shutil.rmtree(folder / "tensorboard", ignore_errors=True)
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         tar.add(runs_dir, arcname="runs")

@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 
 import numpy as np
 
 _LOG = logging.getLogger(__name__)
 
 MAX_GRAPHS = 4  # input shapes captured as CUDA graphs; further shapes run eagerly
+# One capture at a time in the process (PyTorch's torch.cuda.graph: "only one capture may be underway at
+# a time"), and no CUDA-graph backend runs while another captures: on a node's first start-up on a GPU
+# the worker's backend and the one the background measurement builds may capture at the same moment.
+_CUDA_GRAPH_LOCK = threading.Lock()
 
 
 class TorchBackend:
@@ -16,7 +21,8 @@ class TorchBackend:
     when the model is shared with a training loop) and channels_last.
 
     CUDA graphs: a model we own is captured once per input shape (after a warm-up on a side
-    stream, as PyTorch's CUDA-graph notes describe) and replayed; ENet-SAD is launch-bound at
+    stream, as PyTorch's CUDA-graph notes describe, on a capture stream of its own, one capture
+    in the process at a time) and replayed; ENet-SAD is launch-bound at
     batch 1, so eager fp16 took 13.1 ms and the replayed graph 2.0 ms for a 288x800 forward on an
     H200 (benchmarks/RESULTS.md, GPU section). A capture that fails leaves the backend eager
     (logged once). A model shared with training is never captured (its weights change).
@@ -69,7 +75,8 @@ class TorchBackend:
         try:
             with torch.inference_mode():
                 if self.cuda_graphs:
-                    outputs = self._replay(x)
+                    with _CUDA_GRAPH_LOCK, torch.cuda.device(self.device):
+                        outputs = self._replay(x)
                     if outputs is not None:
                         return outputs
                 if self.fp16 and not self.own_model:
@@ -98,21 +105,24 @@ class TorchBackend:
 
     def _capture(self, x) -> tuple:
         """(static input, CUDAGraph, static outputs) for inputs shaped like ``x``; (None, None, None)
-        when capture fails (logged; that shape then runs eagerly)."""
+        when capture fails (logged; that shape then runs eagerly). Called under ``_CUDA_GRAPH_LOCK``."""
         torch = self._torch
+        previous = torch.cuda.current_stream()
         try:
             static_in = x.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
+            side = torch.cuda.Stream()
+            side.wait_stream(previous)
+            with torch.cuda.stream(side):
                 for _ in range(3):  # warm-up: cuDNN autotuning and allocations happen outside the capture
                     self.model(static_in)
-            torch.cuda.current_stream().wait_stream(stream)
+            previous.wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            # thread_local: CUDA work of another thread (the backend measurement) cannot spoil the capture
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            with torch.cuda.graph(graph, stream=torch.cuda.Stream(), capture_error_mode="thread_local"):
                 static_out = self.model(static_in)
             return static_in, graph, tuple(static_out)
         except RuntimeError as exc:
             _LOG.warning("CUDA graph capture failed for input %s, running eagerly: %s", tuple(x.shape), exc)
             return None, None, None
+        finally:
+            # A capture that fails in its first or last step leaves its stream current: back to ours.
+            torch.cuda.set_stream(previous)
