@@ -3,7 +3,7 @@ prepared call the device tool allows (15 minutes of device time a task, at most 
 
 Here, once (CPU side; needs ../shared/data):
 
-    python tools/device_train.py pack        # -> .devdata/ (git-ignored: add it to .git/info/exclude)
+    python tools/device_train.py pack        # -> .devdata/ (git-ignored)
 
 There, in one device call that carries .devdata (python3 is the device's, with CUDA torch):
 
