@@ -43,8 +43,9 @@ class TorchBackend:
         self.fp16 = (self.device.type == "cuda") if fp16 is None else fp16
         self.own_model = own_model
         self.channels_last = self.device.type == "cuda"
-        self.cuda_graphs = (self.device.type == "cuda" and own_model) if cuda_graphs is None else cuda_graphs
-        if self.cuda_graphs and not (self.device.type == "cuda" and own_model):
+        graphs_possible = self.device.type == "cuda" and own_model
+        self.cuda_graphs = graphs_possible if cuda_graphs is None else cuda_graphs
+        if self.cuda_graphs and not graphs_possible:
             raise ValueError("cuda_graphs needs a CUDA device and a model the backend owns")
         self._graphs: dict[tuple[int, ...], tuple] = {}
         if own_model:
