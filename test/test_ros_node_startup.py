@@ -220,6 +220,29 @@ def test_launch_escalation_ends_a_hanging_teardown(tmp_path):
             proc.wait()
 
 
+def test_teardown_watchdog_ends_a_hanging_teardown_without_launch(tmp_path):
+    """``ros2 run`` and one Ctrl-C, no launch to escalate: a teardown still hanging TEARDOWN_TIMEOUT_S
+    (here 1 s) after the stop began ends by itself, status 1, every thread's stack in the log."""
+    log = tmp_path / "hanging.log"
+    script = "import lanesad_ros.ros.entry as entry\nentry.TEARDOWN_TIMEOUT_S = 1.0\n" + HANGING_TEARDOWN
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", script], env=ros_env(), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while "spinning" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 1, log.read_text()
+        text = log.read_text()
+        assert "closing" in text and "Timeout (0:00:01)!" in text and "in close" in text, text
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_while_the_node_is_being_built_ends_quietly(random_weights, sig):
     """The signal lands after rclpy.init, inside the node constructor (the 'context is invalid' window)."""

@@ -13,6 +13,9 @@ phases (:func:`lanesad_ros.ros.node.run` moves through them; rclpy installs no h
   SIGINT is ignored -- Ctrl-C pressed twice, or the terminal's Ctrl-C plus launch's own SIGINT,
   must not kill the node mid-shutdown -- and SIGTERM takes its default action, so launch's
   escalation (SIGTERM after ``sigterm_timeout``, then SIGKILL) still ends a teardown that hangs.
+  Without launch (``ros2 run`` and Ctrl-C) a watchdog ends it: a teardown still running
+  ``TEARDOWN_TIMEOUT_S`` after the stop began writes every thread's stack to stderr
+  (:func:`faulthandler.dump_traceback_later`) and exits with status 1.
 
 The stopping dispositions are the operating system's own (SIG_IGN / SIG_DFL), so they hold while
 the main thread is blocked in C code and through interpreter finalization, where CPython resets
@@ -25,11 +28,13 @@ Only a signal while the interpreter itself starts (site, the ROS wheels' bootstr
 """
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import signal
 import sys
 from typing import Any
 
+TEARDOWN_TIMEOUT_S = 10.0  # launch's own escalation (SIGTERM) comes after its sigterm_timeout, 5 s by default
 EXECUTABLES = {"lane_detector": "lanesad_ros.ros.node", "lane_detector_lifecycle": "lanesad_ros.ros.lifecycle"}
 
 
@@ -65,7 +70,10 @@ def stop_requested() -> bool:
 
 def begin_stopping() -> None:
     """Enter the stopping phase: SIGINT ignored, SIGTERM's default action (ends the process at once).
-    Called by the first signal and by the node's teardown; main thread only (Python's signal rule)."""
+    Called by the first signal and by the node's teardown; main thread only (Python's signal rule).
+    The first call arms the teardown watchdog (module docstring)."""
+    if not _Phase.stopping:
+        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S, exit=True)
     _Phase.stopping = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
