@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# dds_reruns: one rerun for a Fast DDS stall, nothing else; pytester: tests of that policy
+pytest_plugins = ["dds_reruns", "pytester"]
+
 # Camera-sized images over Fast DDS need the large-data transports, and every process of a
 # test (this one included) must use the same transports or they never discover each other.
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")

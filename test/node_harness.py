@@ -129,11 +129,18 @@ class NodeProcess:
         if sig is not None and self.alive():
             self.proc.send_signal(sig)
         try:
-            return self.wait(timeout)
+            code = self.wait(timeout)
+            if code == 1 and "Timeout (0:00:" in self.log():  # lanesad_ros.ros.entry's teardown watchdog
+                raise AssertionError(f"node teardown hung: its watchdog ended it (stacks):\n{self.log()[-6000:]}")
+            return code
         except subprocess.TimeoutExpired as exc:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"node did not exit {timeout} s after signal {sig}:\n{self.log()[-3000:]}") from exc
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler (ros_env) writes every thread's stack to the log
+            try:
+                self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            raise AssertionError(f"node did not exit {timeout} s after signal {sig}:\n{self.log()[-6000:]}") from exc
 
 
 class RosClient:

@@ -30,6 +30,7 @@ def ros_env(domain_id: int | None = None) -> dict[str, str]:
     env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random_domain_id())
     env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
     env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung node's stacks reach its log (NodeProcess.stop sends SIGABRT)
     return env
 
 
