@@ -333,14 +333,21 @@ def test_init_weights_from_another_input_size_resample_the_existence_fc(tmp_path
         torch.testing.assert_close(big(image)[1], small(image)[1], rtol=1e-4, atol=1e-5)
 
 
-def test_multicam_split_keeps_clips_and_time_apart():
-    """The many-camera recipe's validation (config/train/splits/multicam_val.txt) shares no clip with
-    its training frames, holds one whole CULane clip out, and keeps the 0313-1 time block at least
-    300 clip numbers (frames of the drive) from any training frame of that drive."""
+CULANE_CLIPS = ("driver_161_90frame/06030822_0756.MP4", "driver_161_90frame/06030819_0755.MP4")
+
+
+@pytest.mark.parametrize("config, culane_val, culane_train", [
+    ("enet_sad_multicam.yaml", *CULANE_CLIPS),  # fold A (multicam_val.txt): the shipped weights
+    ("enet_sad_multicam_long_foldb.yaml", *CULANE_CLIPS[::-1]),  # fold B (multicam_val_foldb.txt)
+])
+def test_multicam_split_keeps_clips_and_time_apart(config, culane_val, culane_train):
+    """The many-camera recipe's validation (config/train/splits/multicam_val*.txt) shares no clip with
+    its training frames, holds one whole CULane clip out (fold B: the other one), and keeps the 0313-1
+    time block at least 300 clip numbers (frames of the drive) from any training frame of that drive."""
 
     shared_path("culane-train")
     shared_path("tusimple-train-0313")
-    cfg = load_config("config/train/enet_sad_multicam.yaml")
+    cfg = load_config(f"config/train/{config}")
 
     def clips(role):
         out = {}
@@ -352,8 +359,7 @@ def test_multicam_split_keeps_clips_and_time_apart():
 
     train, val = clips("train"), clips("val")
     assert not train["tusimple"] & val["tusimple"] and not train["culane"] & val["culane"]
-    assert val["culane"] == {"driver_161_90frame/06030822_0756.MP4"}
-    assert train["culane"] == {"driver_161_90frame/06030819_0755.MP4"}
+    assert val["culane"] == {culane_val} and train["culane"] == {culane_train}
     assert len(val["tusimple"]) == 52 and len(train["tusimple"]) == 80 + 3 + 134
 
     def drive_0313(clip_set):
