@@ -5,6 +5,7 @@ Used by test_ros_node*.py. Each node runs in a DDS domain of its own (``domain_i
 """
 from __future__ import annotations
 
+import resource
 import signal
 import subprocess
 import sys
@@ -58,6 +59,11 @@ def synthetic_frames(n: int, width: int = 1280, height: int = 720) -> list[np.nd
     return [generator.frame(i).image for i in range(n)]
 
 
+def _no_core_files() -> None:
+    """In the child before exec: the SIGABRT of a hung node's stop() leaves no core file in the repo."""
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
 class NodeProcess:
     """The lane_detector node as a child process, its output captured in a log file."""
 
@@ -76,7 +82,7 @@ class NodeProcess:
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(self._cmd, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=REPO_ROOT)
+                                     cwd=REPO_ROOT, preexec_fn=_no_core_files)
 
     def wait_discovered(self, ready, timeout: float = STARTUP_TIMEOUT, restarts: int = 1) -> None:
         """Wait until ``ready()`` (the test's client sees the node's services or topics); fail if the node

@@ -243,6 +243,52 @@ def test_teardown_watchdog_ends_a_hanging_teardown_without_launch(tmp_path):
             proc.wait()
 
 
+SLOW_CALLBACK = """
+import sys, time
+from rclpy.node import Node
+import lanesad_ros.ros.entry as entry
+from lanesad_ros.ros.node import run
+
+entry.TEARDOWN_TIMEOUT_S = 1.0
+
+class SlowCallback(Node):
+    def __init__(self):
+        super().__init__("slow_callback")
+        self.create_timer(0.01, self.work)
+
+    def work(self):
+        print("working", flush=True)
+        time.sleep(3.0)  # a lifecycle configure loading weights: the stop waits for it
+        print("worked", flush=True)
+
+    def close(self):
+        self.destroy_node()
+
+sys.exit(run(SlowCallback, ["slow_callback"]))
+"""
+
+
+def test_teardown_watchdog_waits_for_the_callback_in_progress(tmp_path):
+    """The watchdog is armed when the teardown begins, not at the signal: Ctrl-C during a callback
+    three times longer than the watchdog's time still ends quietly once the callback is done."""
+    log = tmp_path / "slow.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_CALLBACK], env=ros_env(), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while "working" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+        assert "worked" in log.read_text() and "Timeout" not in log.read_text(), log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
 def test_signal_while_the_node_is_being_built_ends_quietly(random_weights, sig):
     """The signal lands after rclpy.init, inside the node constructor (the 'context is invalid' window)."""

@@ -13,9 +13,11 @@ phases (:func:`lanesad_ros.ros.node.run` moves through them; rclpy installs no h
   SIGINT is ignored -- Ctrl-C pressed twice, or the terminal's Ctrl-C plus launch's own SIGINT,
   must not kill the node mid-shutdown -- and SIGTERM takes its default action, so launch's
   escalation (SIGTERM after ``sigterm_timeout``, then SIGKILL) still ends a teardown that hangs.
-  Without launch (``ros2 run`` and Ctrl-C) a watchdog ends it: a teardown still running
-  ``TEARDOWN_TIMEOUT_S`` after the stop began writes every thread's stack to stderr
-  (:func:`faulthandler.dump_traceback_later`) and exits with status 1.
+  Without launch (``ros2 run`` and Ctrl-C) a watchdog ends it: a node's teardown (closing it,
+  rclpy shutdown, the interpreter's exit) still running ``TEARDOWN_TIMEOUT_S`` after it began
+  writes every thread's stack to stderr (:func:`faulthandler.dump_traceback_later`) and exits
+  with status 1. It is armed when the teardown begins, not at the signal: a callback in progress
+  (a lifecycle ``configure`` loading weights) or an interrupted start-up may take longer.
 
 The stopping dispositions are the operating system's own (SIG_IGN / SIG_DFL), so they hold while
 the main thread is blocked in C code and through interpreter finalization, where CPython resets
@@ -70,13 +72,20 @@ def stop_requested() -> bool:
 
 def begin_stopping() -> None:
     """Enter the stopping phase: SIGINT ignored, SIGTERM's default action (ends the process at once).
-    Called by the first signal and by the node's teardown; main thread only (Python's signal rule).
-    The first call arms the teardown watchdog (module docstring)."""
-    if not _Phase.stopping:
-        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S, exit=True)
+    Called by the first signal and by the node's teardown; main thread only (Python's signal rule)."""
     _Phase.stopping = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def arm_teardown_watchdog() -> None:
+    """Called as a built node's teardown begins: a teardown still running ``TEARDOWN_TIMEOUT_S`` later
+    writes every thread's stack to stderr and exits with status 1 (module docstring). Without a
+    stderr file to write to (``sys.stderr`` None or not backed by a file) there is no watchdog."""
+    try:
+        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S, exit=True)
+    except (RuntimeError, ValueError, OSError):  # io.UnsupportedOperation is an OSError and a ValueError
+        pass
 
 
 def ros_log_folder_problem(exc: BaseException) -> str | None:

@@ -60,6 +60,7 @@ from lanesad_ros.ros.convert import (
 from lanesad_ros.ros.convert_road import ego_lane_markers, road_model_to_lane_model
 from lanesad_ros.ros.diagnostics import FrameStats, build_status, stamp_latency_ms, stamp_problem
 from lanesad_ros.ros.entry import (
+    arm_teardown_watchdog,
     begin_stopping,
     install_quiet_signal_handlers,
     mark_running,
@@ -474,6 +475,7 @@ def run(build: Callable[[], Node], argv: list[str] | None, logger_name: str = NO
     finally:
         begin_stopping()
         if node is not None:
+            arm_teardown_watchdog()
             node.close()
         rclpy.try_shutdown(uninstall_handlers=False)
 
