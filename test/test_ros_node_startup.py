@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -194,19 +196,36 @@ sys.exit(run(HangingTeardown, ["hanging_teardown"]))
 """
 
 
+@contextmanager
+def script_process(script: str, log: Path) -> Iterator[subprocess.Popen]:
+    """``script`` run by this Python as a child process (ROS environment), its output in ``log``;
+    killed on the way out if it is still running."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", script], env=ros_env(), stdout=out,
+                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_text(proc: subprocess.Popen, log: Path, text: str) -> None:
+    """Wait until ``log`` holds ``text``; fail if the process exits or STARTUP_TIMEOUT passes first."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while text not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
 def test_launch_escalation_ends_a_hanging_teardown(tmp_path):
     """Issue 22.1: with a teardown that hangs, further SIGINTs are ignored, and launch's escalation
     (SIGTERM after sigterm_timeout) still ends the process."""
     log = tmp_path / "hanging.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", HANGING_TEARDOWN], env=ros_env(), stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    try:
+    with script_process(HANGING_TEARDOWN, log) as proc:
         for signal_after, count in (("spinning", 1), ("closing", 2)):  # Ctrl-C, then twice more in the teardown
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while signal_after not in log.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.05)
+            wait_for_text(proc, log, signal_after)
             for _ in range(count):
                 proc.send_signal(signal.SIGINT)
                 time.sleep(0.1)
@@ -214,10 +233,6 @@ def test_launch_escalation_ends_a_hanging_teardown(tmp_path):
         assert proc.poll() is None, f"a SIGINT during the teardown ended it: {proc.returncode}\n{log.read_text()}"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == -signal.SIGTERM, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_teardown_watchdog_ends_a_hanging_teardown_without_launch(tmp_path):
@@ -225,22 +240,12 @@ def test_teardown_watchdog_ends_a_hanging_teardown_without_launch(tmp_path):
     (here 1 s) after the stop began ends by itself, status 1, every thread's stack in the log."""
     log = tmp_path / "hanging.log"
     script = "import lanesad_ros.ros.entry as entry\nentry.TEARDOWN_TIMEOUT_S = 1.0\n" + HANGING_TEARDOWN
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", script], env=ros_env(), stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while "spinning" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with script_process(script, log) as proc:
+        wait_for_text(proc, log, "spinning")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 1, log.read_text()
         text = log.read_text()
         assert "closing" in text and "Timeout (0:00:01)!" in text and "in close" in text, text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 SLOW_CALLBACK = """
@@ -272,21 +277,11 @@ def test_teardown_watchdog_waits_for_the_callback_in_progress(tmp_path):
     """The watchdog is armed when the teardown begins, not at the signal: Ctrl-C during a callback
     three times longer than the watchdog's time still ends quietly once the callback is done."""
     log = tmp_path / "slow.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", SLOW_CALLBACK], env=ros_env(), stdout=out,
-                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while "working" not in log.read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
+    with script_process(SLOW_CALLBACK, log) as proc:
+        wait_for_text(proc, log, "working")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0, log.read_text()
         assert "worked" in log.read_text() and "Timeout" not in log.read_text(), log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
