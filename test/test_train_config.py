@@ -88,6 +88,16 @@ def test_dataset_entries_checked():
         validate({"data": {"train": [{"type": "tusimple"}]}})
 
 
+def test_data_split_file_replaces_every_entrys_split_file():
+    """Another fold of a split by clip is one key: data.split_file takes the place of the split file of
+    every train/val entry that has one; entries without one (synthetic scenes) stay without."""
+    entries = {"train": [{"type": "tusimple", "root": "t", "split_file": "a.txt"}, {"type": "synthetic"}],
+               "val": [{"type": "culane", "root": "c", "split_file": "a.txt", "split": "held_out"}]}
+    cfg = validate({"data": {**entries, "split_file": "b.txt"}})
+    assert [e["split_file"] for e in cfg["data"]["train"] + cfg["data"]["val"]] == ["b.txt", None, "b.txt"]
+    assert [e["split_file"] for e in validate({"data": entries})["data"]["train"]] == ["a.txt", None]
+
+
 def test_missing_file_and_missing_base(tmp_path):
     with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
         load_config(tmp_path / "nope.yaml")

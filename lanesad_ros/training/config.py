@@ -101,6 +101,8 @@ SCHEMA: dict[str, Any] = {
         "augment": Field((dict,), default={}),
         "line_width": Field((int,), nullable=True),
         "num_workers": Field((int,), default=0),
+        # another fold of a split by clip: replaces the split_file of every train/val entry that has one
+        "split_file": Field((str,), nullable=True),
     },
     "optim": {
         "name": Field((str,), default="sgd", choices=("sgd", "adam", "adamw")),
@@ -320,6 +322,10 @@ def validate(config: dict[str, Any], source: str | Path | None = None) -> dict[s
     where = f"{source}: " if source is not None else ""
     out = _validate_node(config, SCHEMA, "", where)
     _check_semantics(out, where)
+    if out["data"]["split_file"]:
+        for entry in out["data"]["train"] + out["data"]["val"]:
+            if entry["split_file"]:
+                entry["split_file"] = out["data"]["split_file"]
     return out
 
 
