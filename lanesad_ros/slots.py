@@ -8,7 +8,9 @@ shown examples of this rule; nothing in it forces its four lanes to be ordered, 
 the camera or to lie a lane width apart, and on real frames it does put LEFT_LEFT on a
 concrete barrier and RIGHT_RIGHT across a vehicle.
 
-What the postprocessing enforces (``resolve_slots``, called by the decoder on every frame):
+What the postprocessing enforces (``resolve_slots``, called by the decoder on every frame), after
+the rules of ``lanesad_ros.convergence`` (no lane across the view, one vanishing region, steep
+boundaries next to the camera):
 
 1. Lanes ordered left to right never cross within the rows they are reported on. When two
    lanes cross, the one with the lower existence probability gives way: if the pair is in
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lanesad_ros.convergence import converging, trim_across
+from lanesad_ros.convergence import converging, near_field_lines, steep_inner, trim_across
 from lanesad_ros.lanes import LaneSlot
 
 # Plausible spacing of an outer lane to its neighbouring ego lane, as a ratio to the ego lane
@@ -101,8 +103,8 @@ def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image
                   camera_column: float | None = None, num_slots: int | None = 4,
                   image_height: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Apply the rules of ``lanesad_ros.convergence`` (no lane runs across the view; the lanes
-    of a frame converge to one vanishing region), then the three rules of the module docstring,
-    to one frame's lanes.
+    of a frame converge to one vanishing region; the nearest lane on each side of the camera is
+    steep), then the three rules of the module docstring, to one frame's lanes.
 
     ``x`` (n, R): each lane's x (source px) at ``rows`` (R,), NaN where it is not reported;
     lanes are listed in the network's channel order (left to right). ``confidence`` (n,):
@@ -126,9 +128,12 @@ def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image
     bottom_x = np.full(len(x), np.nan)
     for k in np.flatnonzero(seen.sum(axis=1) >= 2):
         bottom_x[k] = _bottom_x(x[k], rows, np.flatnonzero(seen[k]))
+    column = image_width / 2.0 if camera_column is None else float(camera_column)
+    if len(x):
+        flat = ~steep_inner(near_field_lines(x, rows)[:, 0], bottom_x, column)
+        x[flat], bottom_x[flat] = np.nan, np.nan
     if num_slots != 4:
         return x, np.full(len(x), int(LaneSlot.UNKNOWN))
-    column = image_width / 2.0 if camera_column is None else float(camera_column)
     slots = slots_by_position(bottom_x, column, 4)
     x[slots == int(LaneSlot.UNKNOWN)] = np.nan
     by_slot = {int(s): k for k, s in enumerate(slots) if s != int(LaneSlot.UNKNOWN)}

@@ -1,5 +1,6 @@
-"""Lanes converge to one vanishing region and run up the image: real label geometry of both
-datasets passes, stop lines, crossings, kerbs across the view, the horizon and vehicle edges do not."""
+"""Lanes converge to one vanishing region and run up the image, steeply next to the camera: real
+label geometry of both datasets passes, stop lines, crossings, kerbs across the view, the horizon
+and vehicle edges do not."""
 from __future__ import annotations
 
 import glob
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import shared_path
-from lanesad_ros.convergence import MAX_SLOPE, converging, trim_across
+from lanesad_ros.convergence import MAX_INNER_SLOPE, MAX_SLOPE, converging, near_field_lines, steep_inner, trim_across
 from lanesad_ros.data.culane import read_culane_list
 from lanesad_ros.slots import resolve_slots
 
@@ -80,10 +81,16 @@ def _label_rows(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.where(inside, np.interp(rows, p[:, 1], p[:, 0]), np.nan)
 
 
+def _steep_inner(x: np.ndarray, rows: np.ndarray, width: int, height: int) -> np.ndarray:
+    lines = near_field_lines(x, rows)
+    return steep_inner(lines[:, 0], lines[:, 0] * (height - 1) + lines[:, 1], width / 2.0)
+
+
 def test_no_labelled_lane_of_either_dataset_is_rejected():
     """All 13,795 lanes of the 3,626 official TuSimple training labels and the 445 lanes of the
-    120 CULane frames: no lane dropped; one TuSimple lane (clip 0531/1492635095600000079, which
-    swings 370 px sideways over its top 60 rows) loses its 2 topmost points to the cut."""
+    120 CULane frames: no lane dropped (rules 1-3); one TuSimple lane (clip
+    0531/1492635095600000079, which swings 370 px sideways over its top 60 rows) loses its 2
+    topmost points to the cut."""
     geometry = sorted(glob.glob(str(shared_path("tusimple-geometry") / "label_data_*.json")))
     dropped, trimmed, total = [], [], 0
     for path in geometry:
@@ -96,7 +103,7 @@ def test_no_labelled_lane_of_either_dataset_is_rejected():
                 continue
             total += len(x)
             cut = trim_across(x, rows, 720)
-            keep = converging(cut, rows, np.ones(len(x)), 1280, 720)
+            keep = converging(cut, rows, np.ones(len(x)), 1280, 720) & _steep_inner(x, rows, 1280, 720)
             dropped += [label["raw_file"]] * int((~keep).sum())
             lost = int(np.isfinite(x).sum() - np.isfinite(cut).sum())
             if lost:
@@ -112,9 +119,32 @@ def test_no_labelled_lane_of_either_dataset_is_rejected():
             x = np.stack([_label_rows(p, rows) for p in lanes])
             x = x[np.isfinite(x).sum(axis=1) >= 2]
             assert converging(x, rows, np.ones(len(x)), 1640, 590).all(), frame.image_path
+            assert _steep_inner(x, rows, 1640, 590).all(), frame.image_path
             np.testing.assert_array_equal(trim_across(x, rows, 590), x)
 
 
 def test_max_slope_is_flatter_than_every_label():
     """The flattest near-field label direction (TuSimple 9.4, CULane 6.7) stays under the bound."""
     assert MAX_SLOPE > 9.4 * 1.4
+
+
+def test_the_nearest_lane_on_a_side_must_be_steep_and_the_next_one_out_takes_its_place():
+    """Rule 3 on its own: going out from the camera column (640), flat lanes are dropped up to the
+    first steep one; a lane whose direction is unknown (NaN) stops the search like a steep one."""
+    keep = steep_inner(np.array([-8.0, -1.0, 9.0, 2.0, np.nan, 8.0]),
+                       np.array([500.0, 200.0, 800.0, 1000.0, 300.0, 100.0]), 640.0)
+    assert keep.tolist() == [False, True, False, True, True, True]
+    assert steep_inner(np.array([np.nan, 9.0]), np.array([600.0, 400.0]), 640.0).tolist() == [True, True]
+    assert MAX_INNER_SLOPE < MAX_SLOPE
+
+
+def test_a_flat_curve_reported_next_to_the_camera_is_no_lane():
+    """Issue 18: at a crossing, a curve along the zebra's edge came out as LEFT (existence 0.88,
+    round 7 on culane-urban/cross.jpg): low on the left, rising flatly (|dx/dy| ~ 9) to meet the real
+    RIGHT lane in a V. The two converge (rules 1 and 2 keep both); rule 3 drops the flat one."""
+    flat = lane(0, 620, top=640, bottom=710)
+    right = lane(1100, 700, top=560, bottom=710)
+    x = np.stack([flat, right])
+    assert converging(trim_across(x, ROWS, H), ROWS, np.array([0.88, 0.87]), W, H).all()
+    x, slots = resolve_slots(x, ROWS, np.array([0.88, 0.87]), W)
+    assert slots.tolist() == [255, 2] and not np.isfinite(x[0]).any() and np.isfinite(x[1]).sum() == 16
