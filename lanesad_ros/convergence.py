@@ -25,9 +25,13 @@ kerb curving away points somewhere else. Two rules, both without a camera model:
    road a pinhole camera without roll sees a boundary ``X`` metres to its side from height ``H``
    at ``dx/dy = X / H`` in the image, whatever its focal length, pitch or yaw (``x = f X / Z``,
    ``y = f H / Z``). The nearest lane on either side of the camera is at most about a lane width
-   away, so it runs steeply up the image on every camera; a kerb curving away, a stop line or the
+   away, so from a camera at car height it runs steeply up the image; a kerb curving away, a stop line or the
    edge of a crossing that the network reports there is flatter. The nearest lane on a side that
    is flatter than ``MAX_INNER_SLOPE`` is dropped, and the next one out is judged in its place.
+   The premise fails for a camera low above the road: ``X / H`` exceeds the bound for a boundary
+   3.6 m away (the far side of the lane) below a height of 0.55 m, and for a centred camera in a
+   3.6 m lane below 0.28 m. Such cameras set ``max_inner_slope`` (the decoder's option and the
+   node's parameter) higher, or 0 to turn the rule off.
 
 The bounds come from the real label geometry (measured by ``test_convergence.py`` on the
 3,626 TuSimple training labels and the 120 CULane frames of ``../shared/data``): the flattest
@@ -46,7 +50,7 @@ import numpy as np
 # 4 degrees from the horizontal.
 MAX_SLOPE = 14.0
 # Flattest near-field direction the nearest lane on either side of the camera may have, |dx/dy|:
-# the label maximum (4.14, TuSimple; 76.4 degrees from the vertical) turned by 5 more degrees for
+# the label maximum (4.14, TuSimple; 76.4 degrees from the vertical) turned by 4.8 more degrees for
 # camera roll (81.3 degrees). X / H = 6.5 is also a boundary 3.9 m to the side of a camera 0.6 m high.
 MAX_INNER_SLOPE = 6.5
 # Largest angle between a lane's near-field direction and the ray from its lowest point to the
@@ -88,9 +92,10 @@ def trim_across(x: np.ndarray, rows: np.ndarray, image_height: int) -> np.ndarra
     return x
 
 
-def steep_inner(slope: np.ndarray, bottom_x: np.ndarray, column: float) -> np.ndarray:
+def steep_inner(slope: np.ndarray, bottom_x: np.ndarray, column: float,
+                bound: float = MAX_INNER_SLOPE) -> np.ndarray:
     """Rule 3: which lanes to keep (bool (n,)) so that the nearest lane on each side of the
-    camera is no flatter than ``MAX_INNER_SLOPE``.
+    camera is no flatter than ``bound`` (default ``MAX_INNER_SLOPE``).
 
     ``slope`` (n,): near-field ``dx/dy`` of each lane (:func:`near_field_lines`; NaN: not judged);
     ``bottom_x`` (n,): its x at the bottom image row (source px; NaN: no position, kept);
@@ -105,7 +110,7 @@ def steep_inner(slope: np.ndarray, bottom_x: np.ndarray, column: float) -> np.nd
     right = sorted((k for k in placed if bottom_x[k] >= column), key=lambda k: bottom_x[k])
     for side in (left, right):
         for k in side:
-            if not np.abs(slope[k]) > MAX_INNER_SLOPE:  # NaN: not judged, counts as the nearest
+            if not np.abs(slope[k]) > bound:  # NaN: not judged, counts as the nearest
                 break
             keep[k] = False
     return keep

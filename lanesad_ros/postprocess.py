@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from lanesad_ros.convergence import MAX_INNER_SLOPE
 from lanesad_ros.existence import apply_calibration, as_calibration
 from lanesad_ros.lanefit import FitTables, fit_lanes, horizon_grid, make_tables
 from lanesad_ros.lanes import TUSIMPLE_H_SAMPLES, Lane, LaneSlot
@@ -51,6 +52,9 @@ class PostprocessConfig:
     ``geometry``: enforce the slot rules of ``lanesad_ros.slots`` (no crossings, the ego pair
     straddles the camera column, outer lanes only at a plausible spacing); off, slots are the
     network's channels as they come.
+    ``max_inner_slope``: the flattest near-field ``|dx/dy|`` the lane nearest the camera on either
+    side may have (``lanesad_ros.convergence`` rule 3, applied with ``geometry``); 0 turns the rule
+    off (cameras lower than about 0.6 m above the road, where real boundaries look flatter).
     ``ground_check``: with a camera model (``Detector.camera``), drop lanes implausible on the
     road plane (:mod:`lanesad_ros.ground_check`); without one it does nothing.
     ``exist_calibration``: (scale, bias) of the map ``logit(p') = scale * logit(p) + bias``
@@ -69,6 +73,7 @@ class PostprocessConfig:
     min_curve_points: int = 8
     outlier_px: float = 10.0
     geometry: bool = True
+    max_inner_slope: float = MAX_INNER_SLOPE
     ground_check: bool = True
     extend_to_bottom: bool = True
     subpixel: bool = True
@@ -95,6 +100,8 @@ class PostprocessConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"PostprocessConfig.{name} must be in [0, 1], got {value}")
+        if not self.max_inner_slope >= 0.0:
+            raise ValueError(f"PostprocessConfig.max_inner_slope must be >= 0 (0 = off), got {self.max_inner_slope}")
         if self.min_points < 2:
             raise ValueError(f"PostprocessConfig.min_points must be >= 2, got {self.min_points}")
         if self.row_step <= 0:
@@ -248,7 +255,7 @@ class LaneDecoder:
         num_slots = self.num_lanes or num_lanes
         if cfg.geometry:
             x, slots = resolve_slots(x, ys, exist_prob[present], src_w, self.camera_column, num_slots,
-                                     image_height=src_h)
+                                     image_height=src_h, max_inner_slope=cfg.max_inner_slope)
         else:
             slots = np.array([int(LaneSlot.from_index(int(i), num_slots)) for i in present])
         lanes = []

@@ -10,7 +10,7 @@ concrete barrier and RIGHT_RIGHT across a vehicle.
 
 What the postprocessing enforces (``resolve_slots``, called by the decoder on every frame), after
 the rules of ``lanesad_ros.convergence`` (no lane across the view, one vanishing region, steep
-boundaries next to the camera):
+boundaries next to the camera, in that order):
 
 1. Lanes ordered left to right never cross within the rows they are reported on. When two
    lanes cross, the one with the lower existence probability gives way: if the pair is in
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lanesad_ros.convergence import converging, near_field_lines, steep_inner, trim_across
+from lanesad_ros.convergence import MAX_INNER_SLOPE, converging, near_field_lines, steep_inner, trim_across
 from lanesad_ros.lanes import LaneSlot
 
 # Plausible spacing of an outer lane to its neighbouring ego lane, as a ratio to the ego lane
@@ -101,7 +101,8 @@ def assign_slots(lanes: list[np.ndarray], image_width: int, num_slots: int = 4) 
 
 def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_width: int,
                   camera_column: float | None = None, num_slots: int | None = 4,
-                  image_height: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  image_height: int | None = None,
+                  max_inner_slope: float = MAX_INNER_SLOPE) -> tuple[np.ndarray, np.ndarray]:
     """Apply the rules of ``lanesad_ros.convergence`` (no lane runs across the view; the lanes
     of a frame converge to one vanishing region; the nearest lane on each side of the camera is
     steep), then the three rules of the module docstring, to one frame's lanes.
@@ -112,6 +113,8 @@ def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image
     image centre). ``image_height``: source rows (default: the last of ``rows`` + 1).
     ``num_slots``: the network's lane count; for anything but 4 only rule 1 and the
     convergence rules apply (other counts have no ego-relative slots).
+    ``max_inner_slope``: the bound of ``convergence.steep_inner`` (0: that rule off, e.g. for a
+    camera lower than about 0.6 m above the road).
 
     Returns (x with dropped lanes and trimmed rows set to NaN, slot per lane): dropped lanes
     have all-NaN rows and slot ``LaneSlot.UNKNOWN``.
@@ -120,18 +123,14 @@ def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image
     rows = np.asarray(rows, dtype=np.float64)
     confidence = np.asarray(confidence, dtype=np.float64)
     height = int(rows[-1]) + 1 if image_height is None else int(image_height)
+    column = image_width / 2.0 if camera_column is None else float(camera_column)
     if len(x):
         x = trim_across(x, rows, height)
         x[~converging(x, rows, confidence, image_width, height)] = np.nan
+        if max_inner_slope > 0:  # before rule 1 below: a flat lane must not cut the real one it crosses
+            x[~steep_inner(near_field_lines(x, rows)[:, 0], bottom_columns(x, rows), column, max_inner_slope)] = np.nan
     _uncross(x, confidence)
-    seen = np.isfinite(x)
-    bottom_x = np.full(len(x), np.nan)
-    for k in np.flatnonzero(seen.sum(axis=1) >= 2):
-        bottom_x[k] = _bottom_x(x[k], rows, np.flatnonzero(seen[k]))
-    column = image_width / 2.0 if camera_column is None else float(camera_column)
-    if len(x):
-        flat = ~steep_inner(near_field_lines(x, rows)[:, 0], bottom_x, column)
-        x[flat], bottom_x[flat] = np.nan, np.nan
+    bottom_x = bottom_columns(x, rows)
     if num_slots != 4:
         return x, np.full(len(x), int(LaneSlot.UNKNOWN))
     slots = slots_by_position(bottom_x, column, 4)
@@ -169,6 +168,17 @@ def plausible_spacing(ratio: np.ndarray, bounds: tuple[float, float]) -> bool:
     mid = len(ratio) // 2
     median = ratio[mid] if len(ratio) % 2 else 0.5 * (ratio[mid - 1] + ratio[mid])
     return bool(low <= median <= high and ratio[-1] <= SPACING_SPREAD_MAX * max(ratio[0], 1e-9))
+
+
+def bottom_columns(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each lane's x at the last of ``rows`` (source px; lanes that end higher are extended
+    linearly, as the labelling rule compares them); NaN for lanes seen on fewer than 2 rows.
+    ``x`` (n, R) at ``rows`` (R,) ascending, NaN where unseen -> (n,)."""
+    seen = np.isfinite(x)
+    out = np.full(len(x), np.nan)
+    for k in np.flatnonzero(seen.sum(axis=1) >= 2):
+        out[k] = _bottom_x(x[k], rows, np.flatnonzero(seen[k]))
+    return out
 
 
 def _bottom_x(x: np.ndarray, rows: np.ndarray, seen: np.ndarray) -> float:

@@ -12,7 +12,8 @@ import pytest
 from conftest import shared_path
 from lanesad_ros.convergence import MAX_INNER_SLOPE, MAX_SLOPE, converging, near_field_lines, steep_inner, trim_across
 from lanesad_ros.data.culane import read_culane_list
-from lanesad_ros.slots import resolve_slots
+from lanesad_ros.postprocess import PostprocessConfig
+from lanesad_ros.slots import bottom_columns, resolve_slots
 
 ROWS = np.arange(160, 720, 10, dtype=np.float64)  # TuSimple h_samples
 W, H = 1280, 720
@@ -81,9 +82,9 @@ def _label_rows(points: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.where(inside, np.interp(rows, p[:, 1], p[:, 0]), np.nan)
 
 
-def _steep_inner(x: np.ndarray, rows: np.ndarray, width: int, height: int) -> np.ndarray:
-    lines = near_field_lines(x, rows)
-    return steep_inner(lines[:, 0], lines[:, 0] * (height - 1) + lines[:, 1], width / 2.0)
+def _steep_inner(x: np.ndarray, rows: np.ndarray, width: int) -> np.ndarray:
+    """Rule 3 as ``resolve_slots`` applies it (same bottom positions, image centre as camera column)."""
+    return steep_inner(near_field_lines(x, rows)[:, 0], bottom_columns(x, rows), width / 2.0)
 
 
 def test_no_labelled_lane_of_either_dataset_is_rejected():
@@ -103,7 +104,7 @@ def test_no_labelled_lane_of_either_dataset_is_rejected():
                 continue
             total += len(x)
             cut = trim_across(x, rows, 720)
-            keep = converging(cut, rows, np.ones(len(x)), 1280, 720) & _steep_inner(x, rows, 1280, 720)
+            keep = converging(cut, rows, np.ones(len(x)), 1280, 720) & _steep_inner(cut, rows, 1280)
             dropped += [label["raw_file"]] * int((~keep).sum())
             lost = int(np.isfinite(x).sum() - np.isfinite(cut).sum())
             if lost:
@@ -119,7 +120,7 @@ def test_no_labelled_lane_of_either_dataset_is_rejected():
             x = np.stack([_label_rows(p, rows) for p in lanes])
             x = x[np.isfinite(x).sum(axis=1) >= 2]
             assert converging(x, rows, np.ones(len(x)), 1640, 590).all(), frame.image_path
-            assert _steep_inner(x, rows, 1640, 590).all(), frame.image_path
+            assert _steep_inner(x, rows, 1640).all(), frame.image_path
             np.testing.assert_array_equal(trim_across(x, rows, 590), x)
 
 
@@ -131,10 +132,13 @@ def test_max_slope_is_flatter_than_every_label():
 def test_the_nearest_lane_on_a_side_must_be_steep_and_the_next_one_out_takes_its_place():
     """Rule 3 on its own: going out from the camera column (640), flat lanes are dropped up to the
     first steep one; a lane whose direction is unknown (NaN) stops the search like a steep one."""
-    keep = steep_inner(np.array([-8.0, -1.0, 9.0, 2.0, np.nan, 8.0]),
-                       np.array([500.0, 200.0, 800.0, 1000.0, 300.0, 100.0]), 640.0)
-    assert keep.tolist() == [False, True, False, True, True, True]
+    keep = steep_inner(np.array([-8.0, -7.0, -1.0, 9.0, 2.0, np.nan, 8.0]),
+                       np.array([500.0, 400.0, 200.0, 800.0, 1000.0, 300.0, 100.0]), 640.0)
+    assert keep.tolist() == [False, False, True, False, True, True, True]
     assert steep_inner(np.array([np.nan, 9.0]), np.array([600.0, 400.0]), 640.0).tolist() == [True, True]
+    # a lane exactly under the camera column counts on the right
+    assert steep_inner(np.array([8.0, 1.0]), np.array([640.0, 900.0]), 640.0).tolist() == [False, True]
+    assert steep_inner(np.array([8.0, 1.0]), np.array([640.0, 900.0]), 640.0, bound=9.0).tolist() == [True, True]
     assert MAX_INNER_SLOPE < MAX_SLOPE
 
 
@@ -146,5 +150,18 @@ def test_a_flat_curve_reported_next_to_the_camera_is_no_lane():
     right = lane(1100, 700, top=560, bottom=710)
     x = np.stack([flat, right])
     assert converging(trim_across(x, ROWS, H), ROWS, np.array([0.88, 0.87]), W, H).all()
-    x, slots = resolve_slots(x, ROWS, np.array([0.88, 0.87]), W)
-    assert slots.tolist() == [255, 2] and not np.isfinite(x[0]).any() and np.isfinite(x[1]).sum() == 16
+    kept, slots = resolve_slots(x, ROWS, np.array([0.88, 0.87]), W)
+    assert slots.tolist() == [255, 2] and not np.isfinite(kept[0]).any() and np.isfinite(kept[1]).sum() == 16
+    # a camera low above the road turns the rule off (max_inner_slope 0)
+    assert resolve_slots(x, ROWS, np.array([0.88, 0.87]), W, max_inner_slope=0.0)[1].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="max_inner_slope"):
+        PostprocessConfig(max_inner_slope=-1.0)
+
+
+def test_a_flat_lane_is_dropped_before_it_can_cut_the_lane_it_crosses():
+    """Rule 3 runs before the no-crossing rule: a confident flat line that crosses the real RIGHT
+    (carried on past it) is dropped without cutting RIGHT's far rows."""
+    flat = lane(0, 900, top=600, bottom=710)
+    right = lane(1100, 700, top=560, bottom=710)
+    x, slots = resolve_slots(np.stack([flat, right]), ROWS, np.array([0.99, 0.8]), W)
+    assert slots.tolist() == [255, 2] and np.isfinite(x[1]).sum() == 16

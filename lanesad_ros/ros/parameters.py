@@ -43,6 +43,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               "weights' recommended value (metadata), else 0.5.", read_only=False, range=(-1.0, 1.0)),
     ParamSpec("prob_threshold", -1.0, "Per-row lane probability above which a row contributes a point; -1 = the "
               "weights' recommended value (metadata), else 0.3.", read_only=False, range=(-1.0, 1.0)),
+    ParamSpec("max_inner_slope", -1.0, "Flattest |dx/dy| (image columns per row) the lane nearest the camera on "
+              "either side may have before it is dropped as a kerb or crossing edge; -1 = the weights' recommended "
+              "value, else 6.5; 0 = off (cameras lower than about 0.6 m above the road).", read_only=False,
+              range=(-1.0, 100.0)),
     ParamSpec("crop_top", -1.0, "Fraction of image rows (sky) cut off the top before the network; -1 = from the "
               "weights metadata (what the network was trained with).", range=(-1.0, 0.95)),
     ParamSpec("max_image_pixels", 40_000_000, "Frames with more pixels are rejected (counted as errors) to "
@@ -89,7 +93,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               range=(0, 16)),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
-THRESHOLDS = ("exist_threshold", "prob_threshold")  # -1 = the weights' recommendation
+THRESHOLDS = ("exist_threshold", "prob_threshold", "max_inner_slope")  # -1 = the weights' recommendation
 _DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
 
 
