@@ -2,7 +2,8 @@
 
 On a busy 2-core CI machine one DDS participant now and then stalls: in full test runs (2026-12-04)
 a node's services were not discovered within 90 s, an idle unconfigured node did not exit 20 s after
-SIGINT, a live replay found no detector subscribing; the same tests passed alone, and 40 times in a
+SIGINT, a live replay found no detector subscribing, a subscriber got nothing in 20 s from a process
+publishing every 0.1 s; the same tests passed alone, and 40 times in a
 row under a full CPU load. ROS 2's own CI retries such tests (``colcon test --retest-until-pass``);
 here only these symptoms are retried, once (pytest-rerunfailures, ``only_rerun``): any other failure,
 or the same symptom twice, fails the run, and ``-ra`` lists every rerun.
@@ -16,6 +17,7 @@ DDS_STALLS = [
     r"node did not exit \S+ s after signal",  # node_harness.NodeProcess.stop
     r"node teardown hung",  # the same, ended by the node's own teardown watchdog
     r"no lane detector answered within",  # lanesad_ros.ros.replay, live evaluation
+    r"no message arrived from the publisher process within",  # test_ros_messages, publisher not discovered
 ]
 
 

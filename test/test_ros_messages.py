@@ -12,7 +12,6 @@ from rosutil import require_ros_messages, ros_env, spin_until
 
 PUBLISHER = textwrap.dedent(
     """
-    import time
     import rclpy
     from geometry_msgs.msg import Point, Point32
     from lanesad_ros.msg import Lane, LaneArray
@@ -32,8 +31,7 @@ PUBLISHER = textwrap.dedent(
         lane.image_points = [Point32(x=x0 + i, y=710.0 - 10 * i, z=0.0) for i in range(40)]
         lane.ground_points = [Point(x=5.0 + i, y=1.8 if slot == Lane.LEFT else -1.8, z=0.0) for i in range(20)]
         msg.lanes.append(lane)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    while True:  # until the test kills it: discovery can take long on a busy machine
         pub.publish(msg)
         rclpy.spin_once(node, timeout_sec=0.1)
     """
@@ -70,7 +68,8 @@ def test_lane_array_crosses_processes_intact():
         node.create_subscription(LaneArray, "/lanes", received.append, 10)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
-        assert spin_until(executor, lambda: bool(received), timeout=20), "no LaneArray arrived"
+        assert spin_until(executor, lambda: bool(received), timeout=60), \
+            "no message arrived from the publisher process within 60 s"
     finally:
         rclpy.shutdown(context=context)
         publisher.kill()
