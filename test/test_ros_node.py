@@ -279,6 +279,11 @@ def test_runtime_parameter_changes_are_validated(node, client, random_weights):
     (bgr,) = synthetic_frames(1)
     assert client.request(image_message(bgr)).lanes == [], "the new threshold is in force"
     assert set_one("exist_threshold", 0.05).successful
+    assert not set_one("max_inner_slope", -1.5).successful  # below -1 (= the weights' value)
+    assert set_one("max_inner_slope", 0.0).successful  # decoding rule 3 off (low cameras)
+    msg = image_message(bgr)
+    check_answer(client.request(msg), msg, 1280, 720, random_weights.name)
+    assert set_one("max_inner_slope", -1.0).successful
     assert set_one("tracking", True).successful
     frames = synthetic_frames(2)
     for bgr in frames + frames:  # the tracker runs on every frame without upsetting the answers
