@@ -153,13 +153,13 @@ def main(argv=None) -> int:
         timed(lambda: pre.normalise(pre.resize(frame), out=buffer), args.runs, args.warmup))
 
     maps, exist = synthetic_maps(pre)
-    # the last row: the same decoding without convergence rule 3 (max_inner_slope 0), for its cost
-    for rows_name, rule3 in (("tusimple", True), ("culane", True), ("tusimple", False)):
-        config = PostprocessConfig(rows=rows_name) if rule3 else PostprocessConfig(rows=rows_name, max_inner_slope=0.0)
-        decoder = LaneDecoder(pre, config, num_lanes=4)
+    # the last row: the same decoding without convergence rule 3, for its cost
+    for rows_name, extra, options in (("tusimple", "", {}), ("culane", "", {}),
+                                      ("tusimple", ", rule 3 off", {"max_inner_slope": 0.0})):
+        decoder = LaneDecoder(pre, PostprocessConfig(rows=rows_name, **options), num_lanes=4)
         lanes = decoder.decode(maps, exist, (src_w, src_h))
-        add(f"postprocess 4 lanes ({rows_name} rows, hyperbola fit, slot rules{'' if rule3 else ', rule 3 off'})",
-            "numpy", timed(lambda d=decoder: d.decode(maps, exist, (src_w, src_h)), args.runs * 4, args.warmup),
+        add(f"postprocess 4 lanes ({rows_name} rows, hyperbola fit, slot rules{extra})", "numpy",
+            timed(lambda d=decoder: d.decode(maps, exist, (src_w, src_h)), args.runs * 4, args.warmup),
             lanes=len(lanes))
     logits = torch.from_numpy(np.log(np.maximum(maps, 1e-6)))
     add("softmax of the sampled rows (Detector, CPU)", "numpy",

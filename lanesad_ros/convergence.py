@@ -175,11 +175,12 @@ def supports(line: np.ndarray, top: float, bottom: float, point: tuple[float, fl
 
 
 def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_width: int,
-               image_height: int) -> np.ndarray:
+               image_height: int, lines: np.ndarray | None = None) -> np.ndarray:
     """Which lanes of one frame pass both rules of the module docstring.
 
     ``x`` (n, R): source x of each lane at ``rows`` (R,) ascending, NaN where not reported;
-    ``confidence`` (n,): existence probabilities. Returns a bool mask (n,).
+    ``confidence`` (n,): existence probabilities. ``lines``: :func:`near_field_lines` of ``x``
+    when the caller has them already (the decoder also needs them for rule 3). Returns a bool mask (n,).
 
     The vanishing point is chosen by consensus (as RANSAC does): every intersection of two
     lanes seen over at least ``MIN_SPAN`` of the image height is a candidate; a lane supports it
@@ -196,7 +197,7 @@ def converging(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image_wi
     keep = np.ones(n, dtype=bool)
     if n == 0:
         return keep
-    lines = near_field_lines(x, rows)
+    lines = near_field_lines(x, rows) if lines is None else np.asarray(lines, dtype=np.float64)
     valid = np.isfinite(lines[:, 0])
     keep[valid & (np.abs(lines[:, 0]) > MAX_SLOPE)] = False
     seen = np.isfinite(x)

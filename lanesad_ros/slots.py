@@ -126,9 +126,10 @@ def resolve_slots(x: np.ndarray, rows: np.ndarray, confidence: np.ndarray, image
     column = image_width / 2.0 if camera_column is None else float(camera_column)
     if len(x):
         x = trim_across(x, rows, height)
-        x[~converging(x, rows, confidence, image_width, height)] = np.nan
+        lines = near_field_lines(x, rows)  # once for rules 2 and 3 (a dropped lane has no bottom column)
+        x[~converging(x, rows, confidence, image_width, height, lines)] = np.nan
         if max_inner_slope > 0:  # before rule 1 below: a flat lane must not cut the real one it crosses
-            x[~steep_inner(near_field_lines(x, rows)[:, 0], bottom_columns(x, rows), column, max_inner_slope)] = np.nan
+            x[~steep_inner(lines[:, 0], bottom_columns(x, rows), column, max_inner_slope)] = np.nan
     _uncross(x, confidence)
     bottom_x = bottom_columns(x, rows)
     if num_slots != 4:

@@ -68,7 +68,7 @@ from lanesad_ros.ros.entry import (
     stop_requested,
 )
 from lanesad_ros.ros.ground import GroundModels
-from lanesad_ros.ros.parameters import PARAMETERS, SPECS, THRESHOLDS, descriptor, validate_parameter
+from lanesad_ros.ros.parameters import DECODER_SETTINGS, PARAMETERS, SPECS, descriptor, validate_parameter
 from lanesad_ros.ros.worker import InferenceWorker, error_kind
 from lanesad_ros.tracking import LaneTracker
 from lanesad_ros.weights import default_weights_path
@@ -155,7 +155,7 @@ class LaneDetectorCore:
         """Detector from the weights parameter; a CUDA request without CUDA falls back to CPU."""
         path = self.params["weights"] or str(default_weights_path())
         options = dict(backend=self.params["backend"], background=True, on_backend_chosen=self._on_backend_chosen,
-                       **{name: self.params[name] for name in THRESHOLDS if self.params[name] >= 0.0})
+                       **{name: self.params[name] for name in DECODER_SETTINGS if self.params[name] >= 0.0})
         self.device_note = ""
         try:
             detector = Detector.from_weights(path, device=self.params["device"], **options)
@@ -254,12 +254,12 @@ class LaneDetectorCore:
         changed = {param.name: param.value for param in params}
         self.params.update(changed)
         changes: list[Callable[[Detector], None]] = []
-        thresholds = {name: value for name, value in changed.items() if name in THRESHOLDS}
-        if thresholds:
-            def set_thresholds(detector: Detector) -> None:
+        settings = {name: value for name, value in changed.items() if name in DECODER_SETTINGS}
+        if settings:
+            def set_decoder(detector: Detector) -> None:
                 detector.set_postprocess(**{name: value if value >= 0.0 else getattr(detector.default_config, name)
-                                            for name, value in thresholds.items()})
-            changes.append(set_thresholds)
+                                            for name, value in settings.items()})
+            changes.append(set_decoder)
         if "tracking" in changed or "tracking_max_gap" in changed:
             tracker = self._tracker()
 

@@ -93,7 +93,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
               range=(0, 16)),
 )
 SPECS = {spec.name: spec for spec in PARAMETERS}
-THRESHOLDS = ("exist_threshold", "prob_threshold", "max_inner_slope")  # -1 = the weights' recommendation
+# Runtime decoder settings (PostprocessConfig fields); -1 = the weights' recommendation, else the decoder's default
+DECODER_SETTINGS = ("exist_threshold", "prob_threshold", "max_inner_slope")
 _DIST_LENGTHS = (0, 4, 5, 8, 12, 14)
 
 
