@@ -5,11 +5,13 @@ import importlib.util
 import json
 import shutil
 import subprocess
+import tarfile
 
 import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from conftest import REPO_ROOT
 
@@ -69,3 +71,30 @@ def test_run_refuses_without_cuda(tmp_path, capsys):
                               "--out", str(tmp_path)]) == 2
     assert "CUDA is not available here" in capsys.readouterr().err
     assert not (tmp_path / "runs.tar.gz").exists()
+
+
+def test_stop_at_stops_each_run_at_its_checkpoint_and_exports_it(tmp_path, monkeypatch):
+    """A CPU dry run of ``run`` (CUDA faked, the forced device put back to the CPU): each run is stopped once
+    its checkpoint of iteration 2 exists, and that checkpoint, not the last, becomes its weights."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "_base_": str(REPO_ROOT / "config/train/enet_sad_default.yaml"),
+        "model": {"input_size": [64, 160]},
+        "data": {"train": [{"type": "synthetic", "seed": 1, "width": 320, "height": 180, "size": 4}],
+                 "num_workers": 0},
+        "train": {"iterations": 400, "batch_size": 2, "checkpoint_interval": 2, "keep_checkpoints": True,
+                  "sad_start_iter": 1000, "tensorboard": False}}))
+    forced = device_train.train_command
+    monkeypatch.setattr(device_train, "train_command", lambda *a: [
+        {"train.device=cuda": "train.device=cpu", "train.amp=true": "train.amp=false"}.get(x, x) for x in forced(*a)])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device_train, "PACK", tmp_path / "no_pack")
+    runs = tmp_path / "runs"
+    assert device_train.run([("a", str(config), ""), ("b", str(config), "train.seed=1")], limit=300,
+                            out=tmp_path / "out", stop_at=2, runs_dir=runs) == 0
+    for name in ("a", "b"):
+        meta = json.loads((runs / name / "enet_sad_default.json").read_text())
+        assert meta["training"]["iterations"] == 2 and meta["stopped_at"] == 2
+        assert not list((runs / name).glob("*.pt"))
+    with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:
+        assert "runs/a/enet_sad_default.safetensors" in tar.getnames()

@@ -18,11 +18,15 @@ and the round-2 weights the recipes start from. ``run`` refuses to start without
 of 2026-12-04 trained on the device's CPU because a config said ``device: cpu``), splits the CPUs
 among the runs' data workers (data, not the GPU, limits ENet-SAD there), stops every run at
 ``--limit`` seconds and exports a stopped run's last checkpoint with ``timed_out: true`` in its
-metadata. Into $OUT: runs.tar.gz (weights, metadata, logs, configs) and monitor.txt (GPU use).
+metadata. With ``--stop-at N`` a run is stopped as soon as its checkpoint of iteration N is written
+(the recipe needs ``keep_checkpoints``) and that checkpoint is exported (``stopped_at: N``): round 5's
+first stage is iteration 1500 of the 3600 schedule, so seeds of it need no more device time than that.
+Into $OUT: runs.tar.gz (weights, metadata, logs, configs) and monitor.txt (GPU use).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -95,21 +99,39 @@ def _monitor(path: Path, stop: threading.Event) -> None:
             out.flush()
 
 
-def run(runs: list[tuple[str, str, str]], limit: float, out: Path) -> int:
-    """Start every run at once, stop each at ``limit`` s, export stopped runs, pack the results into ``out``."""
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _export(checkpoint: Path, weights: Path, env: dict, **extra: object) -> None:
+    """``lanesad-train export`` of ``checkpoint`` with ``extra`` set in the metadata (a failed export keeps the
+    checkpoints: they go back in the archive)."""
+    sets = [arg for key, value in extra.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    subprocess.run([sys.executable, "-m", "lanesad_ros.training", "export", str(checkpoint), str(weights), *sets],
+                   cwd=REPO, env=env, check=False)
+
+
+def run(runs: list[tuple[str, str, str]], limit: float, out: Path, stop_at: int | None = None,
+        runs_dir: Path = Path("/tmp/device_runs")) -> int:
+    """Start every run at once, stop each at ``limit`` s (or once its checkpoint of iteration ``stop_at`` is
+    written), export stopped runs, pack the results into ``out``. 0 when every run has weights, else 1."""
     import torch  # here, not at the top: ``pack`` runs where torch may be the CPU build, and needs none of it
 
     if not torch.cuda.is_available():
         print("device_train: error: CUDA is not available here: run this on the GPU machine", file=sys.stderr)
         return 2
     shared = REPO.parent / "shared" / "data"
-    if not os.path.lexists(shared):
+    if (PACK / "data").is_dir() and not os.path.lexists(shared):
         shared.parent.mkdir(parents=True, exist_ok=True)
         shared.symlink_to(PACK / "data")
     init = REPO / "outputs" / "round2"
-    if not (init / "enet_sad_default.safetensors").exists():
+    if (PACK / "init").is_dir() and not (init / "enet_sad_default.safetensors").exists():
         shutil.copytree(PACK / "init", init, dirs_exist_ok=True)
-    runs_dir = Path("/tmp/device_runs")
     shutil.rmtree(runs_dir, ignore_errors=True)
     runs_dir.mkdir(parents=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,32 +146,43 @@ def run(runs: list[tuple[str, str, str]], limit: float, out: Path) -> int:
         log = (runs_dir / f"{name}.log").open("w")
         procs[name] = subprocess.Popen(train_command(name, config, overrides, runs_dir, workers), cwd=REPO, env=env,
                                        stdout=log, stderr=subprocess.STDOUT)
-    for name, proc in procs.items():
-        try:
-            code = proc.wait(timeout=max(1.0, limit - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            code = "stopped at the time limit"
-        print(f"{name}: {code} after {time.monotonic() - started:.0f} s", flush=True)
+    target = None if stop_at is None else f"ckpt_{stop_at:07d}.pt"
+    pending = dict(procs)
+    while pending:
+        for name, proc in list(pending.items()):
+            elapsed = time.monotonic() - started
+            if proc.poll() is not None:
+                code: object = proc.returncode
+            elif target and (runs_dir / name / target).exists():
+                _stop(proc)  # checkpoints are written atomically: one that exists is whole
+                code = f"stopped at {target}"
+            elif elapsed > limit:
+                _stop(proc)
+                code = "stopped at the time limit"
+            else:
+                continue
+            print(f"{name}: {code} after {elapsed:.0f} s", flush=True)
+            del pending[name]
+        time.sleep(2)
     stop.set()
     for name in procs:
         folder = runs_dir / name
         weights = folder / "enet_sad_default.safetensors"
-        if not weights.exists() and (folder / "last.pt").exists():
-            subprocess.run([sys.executable, "-m", "lanesad_ros.training", "export", str(folder / "last.pt"),
-                            str(weights), "--set", "timed_out=true"], cwd=REPO, env=env, check=False)
+        if target and (folder / target).exists():
+            _export(folder / target, weights, env, stopped_at=stop_at)
+        elif not weights.exists() and (folder / "last.pt").exists():
+            _export(folder / "last.pt", weights, env, timed_out=True)
         if weights.exists():  # else the checkpoints are all there is: they go back in the archive
             for checkpoint in folder.glob("*.pt"):
                 checkpoint.unlink()
         shutil.rmtree(folder / "tensorboard", ignore_errors=True)
     with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
         tar.add(runs_dir, arcname="runs")
-    return 0
+    missing = [name for name in procs if not (runs_dir / name / "enet_sad_default.safetensors").exists()]
+    if missing:
+        print(f"device_train: error: no weights from {', '.join(missing)} (see their logs in runs.tar.gz)",
+              file=sys.stderr)
+    return 1 if missing else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     rn.add_argument("--run", nargs=3, action="append", required=True, metavar=("NAME", "CONFIG", "OVERRIDES"),
                     help="a run: its name, its config, its overrides in one argument ('' for none)")
     rn.add_argument("--limit", type=float, default=290.0, help="seconds before every run is stopped")
+    rn.add_argument("--stop-at", type=int, metavar="N",
+                    help="stop a run once its checkpoint of iteration N is written and export that checkpoint")
     rn.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "device_out")))
     args = p.parse_args(argv)
     if args.command == "pack":
@@ -171,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"packed {size / 2**20:.1f} MiB into {PACK}; carry it: run(..., carry=['.devdata'])")
         return 0
-    return run([tuple(r) for r in args.run], args.limit, args.out)
+    return run([tuple(r) for r in args.run], args.limit, args.out, args.stop_at)
 
 
 if __name__ == "__main__":
