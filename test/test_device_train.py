@@ -73,16 +73,18 @@ def test_run_refuses_without_cuda(tmp_path, capsys):
     assert not (tmp_path / "runs.tar.gz").exists()
 
 
-def test_stop_at_stops_each_run_at_its_checkpoint_and_exports_it(tmp_path, monkeypatch):
+def test_stop_at_stops_each_run_at_its_checkpoint_and_exports_it(tmp_path, monkeypatch, capsys):
     """A CPU dry run of ``run`` (CUDA faked, the forced device put back to the CPU): each run is stopped once
-    its checkpoint of iteration 2 exists, and that checkpoint, not the last, becomes its weights."""
+    its checkpoint of iteration 2 exists (kept although the config says not to keep checkpoints), and that
+    checkpoint, not the last, becomes its weights; a run whose checkpoints never hit 2 is named and keeps the
+    weights its own schedule ends with."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "_base_": str(REPO_ROOT / "config/train/enet_sad_default.yaml"),
         "model": {"input_size": [64, 160]},
         "data": {"train": [{"type": "synthetic", "seed": 1, "width": 320, "height": 180, "size": 4}],
                  "num_workers": 0},
-        "train": {"iterations": 400, "batch_size": 2, "checkpoint_interval": 2, "keep_checkpoints": True,
+        "train": {"iterations": 400, "batch_size": 2, "checkpoint_interval": 2, "keep_checkpoints": False,
                   "sad_start_iter": 1000, "tensorboard": False}}))
     forced = device_train.train_command
     monkeypatch.setattr(device_train, "train_command", lambda *a: [
@@ -90,11 +92,16 @@ def test_stop_at_stops_each_run_at_its_checkpoint_and_exports_it(tmp_path, monke
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(device_train, "PACK", tmp_path / "no_pack")
     runs = tmp_path / "runs"
-    assert device_train.run([("a", str(config), ""), ("b", str(config), "train.seed=1")], limit=300,
+    assert device_train.run([("a", str(config), ""), ("b", str(config), "train.seed=1"),
+                             ("odd", str(config), "train.checkpoint_interval=3 train.iterations=5")], limit=300,
                             out=tmp_path / "out", stop_at=2, runs_dir=runs) == 0
     for name in ("a", "b"):
         meta = json.loads((runs / name / "enet_sad_default.json").read_text())
         assert meta["training"]["iterations"] == 2 and meta["stopped_at"] == 2
         assert not list((runs / name).glob("*.pt"))
+    odd = json.loads((runs / "odd" / "enet_sad_default.json").read_text())
+    assert odd["training"]["iterations"] == 5 and "stopped_at" not in odd
+    out = capsys.readouterr()
+    assert "odd: 0 after" in out.out and "odd wrote no ckpt_0000002.pt" in out.err
     with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:
         assert "runs/a/enet_sad_default.safetensors" in tar.getnames()

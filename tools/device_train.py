@@ -19,7 +19,8 @@ of 2026-12-04 trained on the device's CPU because a config said ``device: cpu``)
 among the runs' data workers (data, not the GPU, limits ENet-SAD there), stops every run at
 ``--limit`` seconds and exports a stopped run's last checkpoint with ``timed_out: true`` in its
 metadata. With ``--stop-at N`` a run is stopped as soon as its checkpoint of iteration N is written
-(the recipe needs ``keep_checkpoints``) and that checkpoint is exported (``stopped_at: N``): round 5's
+(``train.keep_checkpoints`` is forced on; ``train.checkpoint_interval`` must divide N) and that checkpoint
+is exported (``stopped_at: N``): round 5's
 first stage is iteration 1500 of the 3600 schedule, so seeds of it need no more device time than that.
 Into $OUT: runs.tar.gz (weights, metadata, logs, configs) and monitor.txt (GPU use).
 """
@@ -144,6 +145,8 @@ def run(runs: list[tuple[str, str, str]], limit: float, out: Path, stop_at: int 
     procs = {}
     for name, config, overrides in runs:
         log = (runs_dir / f"{name}.log").open("w")
+        if stop_at is not None:  # the checkpoint to stop at must be kept, not replaced by the next
+            overrides = f"{overrides} train.keep_checkpoints=true"
         procs[name] = subprocess.Popen(train_command(name, config, overrides, runs_dir, workers), cwd=REPO, env=env,
                                        stdout=log, stderr=subprocess.STDOUT)
     target = None if stop_at is None else f"ckpt_{stop_at:07d}.pt"
@@ -170,7 +173,10 @@ def run(runs: list[tuple[str, str, str]], limit: float, out: Path, stop_at: int 
         weights = folder / "enet_sad_default.safetensors"
         if target and (folder / target).exists():
             _export(folder / target, weights, env, stopped_at=stop_at)
-        elif not weights.exists() and (folder / "last.pt").exists():
+        elif target:
+            print(f"device_train: warning: {name} wrote no {target} (does train.checkpoint_interval divide "
+                  f"{stop_at}?); its last checkpoint is exported instead", file=sys.stderr)
+        if not weights.exists() and (folder / "last.pt").exists():
             _export(folder / "last.pt", weights, env, timed_out=True)
         if weights.exists():  # else the checkpoints are all there is: they go back in the archive
             for checkpoint in folder.glob("*.pt"):
