@@ -74,10 +74,10 @@ def test_run_refuses_without_cuda(tmp_path, capsys):
 
 
 def test_stop_at_stops_each_run_at_its_checkpoint_and_exports_it(tmp_path, monkeypatch, capsys):
-    """A CPU dry run of ``run`` (CUDA faked, the forced device put back to the CPU): each run is stopped once
-    its checkpoint of iteration 2 exists (kept although the config says not to keep checkpoints), and that
-    checkpoint, not the last, becomes its weights; a run whose checkpoints never hit 2 is named and keeps the
-    weights its own schedule ends with."""
+    """A CPU dry run of ``run`` (CUDA faked, the forced device put back to the CPU): a run is stopped once its
+    checkpoint of iteration 2 exists (kept although the config says not to keep checkpoints), and that
+    checkpoint, not the last, becomes its weights; a run whose checkpoints never hit 2 fails the call, is named
+    with the reason, and comes back with its own weights and its checkpoints."""
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({
         "_base_": str(REPO_ROOT / "config/train/enet_sad_default.yaml"),
@@ -92,16 +92,24 @@ def test_stop_at_stops_each_run_at_its_checkpoint_and_exports_it(tmp_path, monke
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(device_train, "PACK", tmp_path / "no_pack")
     runs = tmp_path / "runs"
-    assert device_train.run([("a", str(config), ""), ("b", str(config), "train.seed=1"),
+    assert device_train.run([("a", str(config), ""),
                              ("odd", str(config), "train.checkpoint_interval=3 train.iterations=5")], limit=300,
-                            out=tmp_path / "out", stop_at=2, runs_dir=runs) == 0
-    for name in ("a", "b"):
-        meta = json.loads((runs / name / "enet_sad_default.json").read_text())
-        assert meta["training"]["iterations"] == 2 and meta["stopped_at"] == 2
-        assert not list((runs / name).glob("*.pt"))
+                            out=tmp_path / "out", stop_at=2, runs_dir=runs) == 1
+    out = capsys.readouterr()
+    assert "a: stopped at ckpt_0000002.pt after" in out.out  # stopped, not run to iteration 400
+    meta = json.loads((runs / "a" / "enet_sad_default.json").read_text())
+    assert meta["training"]["iterations"] == 2 and meta["stopped_at"] == 2
+    assert not list((runs / "a").glob("*.pt"))
+    assert "odd ended (exit 0) without writing ckpt_0000002.pt (does train.checkpoint_interval" in out.err
+    assert "odd: not the weights asked for" in out.err
     odd = json.loads((runs / "odd" / "enet_sad_default.json").read_text())
     assert odd["training"]["iterations"] == 5 and "stopped_at" not in odd
-    out = capsys.readouterr()
-    assert "odd: 0 after" in out.out and "odd wrote no ckpt_0000002.pt" in out.err
+    assert (runs / "odd" / "ckpt_0000003.pt").exists()  # kept: they go back in the archive
     with tarfile.open(tmp_path / "out" / "runs.tar.gz") as tar:
-        assert "runs/a/enet_sad_default.safetensors" in tar.getnames()
+        assert {"runs/a/enet_sad_default.safetensors", "runs/odd/ckpt_0000003.pt"} <= set(tar.getnames())
+
+
+def test_stop_at_must_be_a_positive_iteration(capsys):
+    with pytest.raises(SystemExit):
+        device_train.main(["run", "--run", "a", "config/train/enet_sad_multicam.yaml", "", "--stop-at", "0"])
+    assert "--stop-at must be a positive iteration, got 0" in capsys.readouterr().err

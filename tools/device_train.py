@@ -19,8 +19,9 @@ of 2026-12-04 trained on the device's CPU because a config said ``device: cpu``)
 among the runs' data workers (data, not the GPU, limits ENet-SAD there), stops every run at
 ``--limit`` seconds and exports a stopped run's last checkpoint with ``timed_out: true`` in its
 metadata. With ``--stop-at N`` a run is stopped as soon as its checkpoint of iteration N is written
-(``train.keep_checkpoints`` is forced on; ``train.checkpoint_interval`` must divide N) and that checkpoint
-is exported (``stopped_at: N``): round 5's
+(``train.keep_checkpoints`` is forced on; N must be a multiple of ``train.checkpoint_interval`` or the
+last iteration) and that checkpoint is exported (``stopped_at: N``); a run that ends without it, at the
+time limit say, fails the call (exit 1) and its last weights come back. Round 5's
 first stage is iteration 1500 of the 3600 schedule, so seeds of it need no more device time than that.
 Into $OUT: runs.tar.gz (weights, metadata, logs, configs) and monitor.txt (GPU use).
 """
@@ -109,18 +110,21 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _export(checkpoint: Path, weights: Path, env: dict, **extra: object) -> None:
-    """``lanesad-train export`` of ``checkpoint`` with ``extra`` set in the metadata (a failed export keeps the
-    checkpoints: they go back in the archive)."""
+def _export(checkpoint: Path, weights: Path, env: dict, **extra: object) -> bool:
+    """``lanesad-train export`` of ``checkpoint`` with ``extra`` set in the metadata; False if it failed."""
     sets = [arg for key, value in extra.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-    subprocess.run([sys.executable, "-m", "lanesad_ros.training", "export", str(checkpoint), str(weights), *sets],
-                   cwd=REPO, env=env, check=False)
+    done = subprocess.run([sys.executable, "-m", "lanesad_ros.training", "export", str(checkpoint), str(weights),
+                           *sets], cwd=REPO, env=env, check=False)
+    if done.returncode != 0:
+        print(f"device_train: error: exporting {checkpoint} failed (exit {done.returncode})", file=sys.stderr)
+    return done.returncode == 0
 
 
 def run(runs: list[tuple[str, str, str]], limit: float, out: Path, stop_at: int | None = None,
         runs_dir: Path = Path("/tmp/device_runs")) -> int:
     """Start every run at once, stop each at ``limit`` s (or once its checkpoint of iteration ``stop_at`` is
-    written), export stopped runs, pack the results into ``out``. 0 when every run has weights, else 1."""
+    written), export stopped runs, pack the results into ``out``. 0 when every run has the weights asked for,
+    else 1."""
     import torch  # here, not at the top: ``pack`` runs where torch may be the CPU build, and needs none of it
 
     if not torch.cuda.is_available():
@@ -149,46 +153,62 @@ def run(runs: list[tuple[str, str, str]], limit: float, out: Path, stop_at: int 
             overrides = f"{overrides} train.keep_checkpoints=true"
         procs[name] = subprocess.Popen(train_command(name, config, overrides, runs_dir, workers), cwd=REPO, env=env,
                                        stdout=log, stderr=subprocess.STDOUT)
-    target = None if stop_at is None else f"ckpt_{stop_at:07d}.pt"
-    pending = dict(procs)
+    target = None if stop_at is None else checkpoint_name(stop_at)
+    pending, ended = dict(procs), {}
     while pending:
         for name, proc in list(pending.items()):
             elapsed = time.monotonic() - started
             if proc.poll() is not None:
-                code: object = proc.returncode
+                ended[name] = f"exit {proc.returncode}"
             elif target and (runs_dir / name / target).exists():
                 _stop(proc)  # checkpoints are written atomically: one that exists is whole
-                code = f"stopped at {target}"
+                ended[name] = f"stopped at {target}"
             elif elapsed > limit:
                 _stop(proc)
-                code = "stopped at the time limit"
+                ended[name] = "stopped at the time limit"
             else:
                 continue
-            print(f"{name}: {code} after {elapsed:.0f} s", flush=True)
+            print(f"{name}: {ended[name]} after {elapsed:.0f} s", flush=True)
             del pending[name]
-        time.sleep(2)
+        if pending:
+            time.sleep(2)
     stop.set()
-    for name in procs:
-        folder = runs_dir / name
-        weights = folder / "enet_sad_default.safetensors"
-        if target and (folder / target).exists():
-            _export(folder / target, weights, env, stopped_at=stop_at)
-        elif target:
-            print(f"device_train: warning: {name} wrote no {target} (does train.checkpoint_interval divide "
-                  f"{stop_at}?); its last checkpoint is exported instead", file=sys.stderr)
+    failed = [name for name in procs if not _collect(runs_dir / name, stop_at, ended[name], env)]
+    with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:  # not the temporaries of a save cut short
+        tar.add(runs_dir, arcname="runs", filter=lambda info: None if info.name.endswith(".tmp") else info)
+    if failed:
+        print(f"device_train: error: {', '.join(failed)}: not the weights asked for (see above and the logs in "
+              "runs.tar.gz)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def checkpoint_name(iteration: int) -> str:
+    """The file name the trainer gives the checkpoint of ``iteration`` (``train.keep_checkpoints``)."""
+    return f"ckpt_{iteration:07d}.pt"
+
+
+def _collect(folder: Path, stop_at: int | None, ended: str, env: dict) -> bool:
+    """Leave a run's weights in ``folder``: its checkpoint of ``stop_at`` exported (``--stop-at``), else the
+    run's own export or, for a stopped run, its last checkpoint (``timed_out``). True when those are the weights
+    asked for; the checkpoints are deleted only then (else they go back in the archive)."""
+    weights = folder / "enet_sad_default.safetensors"
+    target = None if stop_at is None else checkpoint_name(stop_at)
+    if target and (folder / target).exists():
+        ok = _export(folder / target, weights, env, stopped_at=stop_at)
+    else:
+        ok = target is None
+        if target:
+            hint = " (does train.checkpoint_interval divide its iteration?)" if ended == "exit 0" else ""
+            print(f"device_train: error: {folder.name} ended ({ended}) without writing {target}{hint}; its last "
+                  "weights come back instead", file=sys.stderr)
         if not weights.exists() and (folder / "last.pt").exists():
-            _export(folder / "last.pt", weights, env, timed_out=True)
-        if weights.exists():  # else the checkpoints are all there is: they go back in the archive
-            for checkpoint in folder.glob("*.pt"):
-                checkpoint.unlink()
-        shutil.rmtree(folder / "tensorboard", ignore_errors=True)
-    with tarfile.open(out / "runs.tar.gz", "w:gz") as tar:
-        tar.add(runs_dir, arcname="runs")
-    missing = [name for name in procs if not (runs_dir / name / "enet_sad_default.safetensors").exists()]
-    if missing:
-        print(f"device_train: error: no weights from {', '.join(missing)} (see their logs in runs.tar.gz)",
-              file=sys.stderr)
-    return 1 if missing else 0
+            ok = _export(folder / "last.pt", weights, env, timed_out=True) and ok
+    ok = ok and weights.exists()
+    if ok:
+        for checkpoint in folder.glob("*.pt"):
+            checkpoint.unlink()
+    shutil.rmtree(folder / "tensorboard", ignore_errors=True)
+    return ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="a run: its name, its config, its overrides in one argument ('' for none)")
     rn.add_argument("--limit", type=float, default=290.0, help="seconds before every run is stopped")
     rn.add_argument("--stop-at", type=int, metavar="N",
-                    help="stop a run once its checkpoint of iteration N is written and export that checkpoint")
+                    help="stop a run once its checkpoint of iteration N is written and export that checkpoint "
+                         "(train.keep_checkpoints forced on; --limit still applies; a run without it fails)")
     rn.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "device_out")))
     args = p.parse_args(argv)
     if args.command == "pack":
@@ -212,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"packed {size / 2**20:.1f} MiB into {PACK}; carry it: run(..., carry=['.devdata'])")
         return 0
+    if args.stop_at is not None and args.stop_at <= 0:
+        p.error(f"--stop-at must be a positive iteration, got {args.stop_at}")
     return run([tuple(r) for r in args.run], args.limit, args.out, args.stop_at)
 
 
