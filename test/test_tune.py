@@ -12,6 +12,7 @@ from lanesad_ros.detector import Detector
 from lanesad_ros.training.config import validate
 from lanesad_ros.training.tune import (
     ValFrame,
+    bootstrap_intervals,
     calibrate_on_config,
     fold_groups,
     tune_thresholds,
@@ -80,7 +81,9 @@ def test_tune_scores_culane_frames_with_the_culane_metric():
     cfg = validate({"data": {"val": [{"type": "culane", "root": str(root), "list_file": "list.txt",
                                       "max_frames": 4}]}, "eval": {"metric": "auto"}})
     result = tune_weights(default_weights_path(), cfg, folds=2)
-    assert set(result["cross_fitted"]) == {"culane", "objective"}
+    assert set(result["cross_fitted"]) == {"culane", "objective", "interval95"}
+    low, high = result["cross_fitted"]["interval95"]["culane"]["f1"]
+    assert low <= (result["cross_fitted"]["culane"]["f1"] or 0.0) <= high
     assert result["cross_fitted"]["culane"]["frames"] == 4
     assert result["on_all"]["objective"] == (result["on_all"]["culane"]["f1"] or 0.0)
 
@@ -104,3 +107,26 @@ def test_calibrate_fits_one_map_and_checks_it_on_every_camera(tmp_path):
     meta = json.loads(weights.with_suffix(".json").read_text())
     assert set(meta["exist_calibration"]["per_camera"]) == {"tusimple", "culane"}
     assert meta["postprocess"]["exist_calibration"] == result["fit"]
+
+
+def test_bootstrap_intervals_bracket_the_figure_and_repeat():
+    """Half the CULane frames all right (1 TP), half all wrong (1 FP, 1 FN): F1 0.5, an interval around it
+    that resampling 100 frames cannot make narrow; TuSimple frames all perfect: a point interval."""
+    culane = [{"tp": 1, "fp": 0, "fn": 0}] * 50 + [{"tp": 0, "fp": 1, "fn": 1}] * 50
+    tusimple = [{"accuracy": 1.0, "fp": 0.0, "fn": 0.0}] * 20
+    records, metrics = culane + tusimple, ["culane"] * 100 + ["tusimple"] * 20
+    out = bootstrap_intervals(records, metrics)
+    low, high = out["culane"]["f1"]
+    assert 0.35 < low < 0.5 < high < 0.65
+    assert out["tusimple"] == {"accuracy": [1.0, 1.0], "fp": [0.0, 0.0], "fn": [0.0, 0.0], "f1": [1.0, 1.0]}
+    assert out["objective"][0] < 0.75 < out["objective"][1]
+    assert bootstrap_intervals(records, metrics) == out  # a fixed seed: the same report twice
+    assert bootstrap_intervals(records, metrics, level=0.5)["culane"]["f1"][1] < high
+    assert set(bootstrap_intervals(culane, ["culane"] * 100)) == {"culane", "objective"}
+
+
+def test_bootstrap_intervals_refuse_nothing_and_a_bad_level():
+    with pytest.raises(ValueError, match="no records"):
+        bootstrap_intervals([], [])
+    with pytest.raises(ValueError, match="level must be in"):
+        bootstrap_intervals([{"tp": 1, "fp": 0, "fn": 0}], ["culane"], level=1.0)

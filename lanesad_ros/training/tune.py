@@ -15,6 +15,10 @@ each group is scored with the pair chosen on the other groups, and the per-frame
 groups are pooled. That figure never saw its own frames during the choice. Groups never split
 a clip; a camera with fewer clips than folds is split by time within its clip (contiguous
 blocks of its frames in name order), and every fold holds frames of every camera.
+The cross-fitted figures come with 95 % percentile-bootstrap intervals over the frames (``interval95``):
+how much the figure owes to which frames were validated on. They are a lower bound on the uncertainty:
+frames of one clip are seconds apart, and the training seed moves CULane F1 more than they do
+(docs/model-card.md, "Seeds").
 With ``--write`` the chosen pair goes into the metadata's ``postprocess`` and the figures into
 ``metrics.validation`` (the JSON sidecar is rewritten atomically; tensors untouched).
 """
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 from tqdm import tqdm
 
 from lanesad_ros.detector import Detector
@@ -40,6 +45,8 @@ from lanesad_ros.training.data import frame_clip, load_frames
 from lanesad_ros.training.validation import metric_for
 
 EXIST_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
+BOOTSTRAP_RESAMPLES = 1000
+FIGURES = {"tusimple": ("accuracy", "fp", "fn", "f1"), "culane": ("precision", "recall", "f1")}
 PROB_GRID = (0.2, 0.3, 0.4, 0.5)
 CAMERAS = ("tusimple", "culane")
 
@@ -84,6 +91,35 @@ def _summary(records: Sequence[dict], metrics: Sequence[str]) -> dict:
     return out
 
 
+def bootstrap_intervals(records: Sequence[dict], metrics: Sequence[str], resamples: int = BOOTSTRAP_RESAMPLES,
+                        level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile-bootstrap intervals of the figures of :func:`_summary`: the frames of each camera resampled
+    with replacement (as many as it has), ``resamples`` times, with a fixed ``seed``.
+
+    Returns ``{camera: {figure: [low, high]}, "objective": [low, high]}`` for the cameras present. The interval
+    covers which frames were validated on, nothing else (correlated frames of one clip, the training seed and
+    other drives add to it). ValueError for no records or ``level`` outside (0, 1)."""
+    if not records:
+        raise ValueError("no records to bootstrap")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    by_camera = {c: np.flatnonzero(np.asarray(metrics) == c) for c in CAMERAS}
+    by_camera = {c: idx for c, idx in by_camera.items() if len(idx)}
+    draws = []
+    for _ in range(resamples):
+        picked = np.concatenate([rng.choice(idx, size=len(idx)) for idx in by_camera.values()])
+        draws.append(_summary([records[i] for i in picked], [metrics[i] for i in picked]))
+    tails = (50.0 * (1.0 - level), 50.0 * (1.0 + level))
+
+    def interval(values: list[float]) -> list[float]:
+        return [round(float(v), 4) for v in np.percentile(values, tails)]
+
+    out: dict = {c: {f: interval([d[c][f] or 0.0 for d in draws]) for f in FIGURES[c]} for c in by_camera}
+    out["objective"] = interval([d["objective"] for d in draws])
+    return out
+
+
 def fold_groups(frames: Sequence[ValFrame], folds: int) -> list[int]:
     """Fold of each frame: per camera, its clips (or, with fewer clips than folds, contiguous time
     blocks of its clips) dealt round-robin to the folds. Raises ValueError when a camera has
@@ -112,7 +148,8 @@ def tune_thresholds(detector: Detector, frames: Sequence[ValFrame], folds: int =
     """Choose (exist, prob) thresholds on ``frames`` (TuSimple- and/or CULane-labelled).
 
     Returns ``chosen`` (the pair), ``on_all`` (its per-camera score on all frames: optimistic,
-    it chose on them), ``cross_fitted`` (the honest estimate, see the module docstring),
+    it chose on them), ``cross_fitted`` (the honest estimate, see the module docstring, with its
+    ``interval95`` from :func:`bootstrap_intervals`),
     ``folds`` and the whole ``grid``. Raises ValueError for too few frames or clips for ``folds``.
     """
     if len(frames) < folds or folds < 2:
@@ -158,7 +195,8 @@ def tune_thresholds(detector: Detector, frames: Sequence[ValFrame], folds: int =
                          **_summary([scores[pick][i] for i in inside], [metrics[i] for i in inside])})
     detector.set_postprocess(exist_threshold=chosen.exist_threshold, prob_threshold=chosen.prob_threshold)
     return {"chosen": vars(chosen), "on_all": _summary(scores[chosen], metrics),
-            "cross_fitted": _summary(cross, metrics), "folds": per_fold,
+            "cross_fitted": {**_summary(cross, metrics), "interval95": bootstrap_intervals(cross, metrics)},
+            "folds": per_fold,
             "selection": "max mean F1 over cameras (TuSimple F1 from 1-FP, 1-FN; CULane F1), ties by TuSimple accuracy",
             "grid": [{**vars(s), **_summary(r, metrics)} for s, r in scores.items()]}
 
