@@ -17,7 +17,7 @@ a clip; a camera with fewer clips than folds is split by time within its clip (c
 blocks of its frames in name order), and every fold holds frames of every camera.
 The cross-fitted figures come with 95 % percentile-bootstrap intervals over the frames (``interval95``):
 how much the figure owes to which frames were validated on. They are a lower bound on the uncertainty:
-frames of one clip are seconds apart, and the training seed moves CULane F1 more than they do
+frames of one clip are seconds apart, and the training seed moves CULane F1 about as much again
 (docs/model-card.md, "Seeds").
 With ``--write`` the chosen pair goes into the metadata's ``postprocess`` and the figures into
 ``metrics.validation`` (the JSON sidecar is rewritten atomically; tensors untouched).
@@ -45,10 +45,10 @@ from lanesad_ros.training.data import frame_clip, load_frames
 from lanesad_ros.training.validation import metric_for
 
 EXIST_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
-BOOTSTRAP_RESAMPLES = 1000
-FIGURES = {"tusimple": ("accuracy", "fp", "fn", "f1"), "culane": ("precision", "recall", "f1")}
 PROB_GRID = (0.2, 0.3, 0.4, 0.5)
 CAMERAS = ("tusimple", "culane")
+FIGURES = {"tusimple": ("accuracy", "fp", "fn", "f1"), "culane": ("precision", "recall", "f1")}
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def tusimple_f1(fp: float, fn: float) -> float:
@@ -93,8 +93,9 @@ def _summary(records: Sequence[dict], metrics: Sequence[str]) -> dict:
 
 def bootstrap_intervals(records: Sequence[dict], metrics: Sequence[str], resamples: int = BOOTSTRAP_RESAMPLES,
                         level: float = 0.95, seed: int = 0) -> dict:
-    """Percentile-bootstrap intervals of the figures of :func:`_summary`: the frames of each camera resampled
-    with replacement (as many as it has), ``resamples`` times, with a fixed ``seed``.
+    """Percentile-bootstrap intervals (Efron and Tibshirani, An Introduction to the Bootstrap, 1993, ch. 13) of
+    the figures of :func:`_summary`: the frames of each camera resampled with replacement (as many as it has),
+    ``resamples`` times, with a fixed ``seed``.
 
     Returns ``{camera: {figure: [low, high]}, "objective": [low, high]}`` for the cameras present. The interval
     covers which frames were validated on, nothing else (correlated frames of one clip, the training seed and
