@@ -183,7 +183,9 @@ def run(runs: list[tuple[str, str, str]], limit: float, out: Path, stop_at: int 
 
 
 def checkpoint_name(iteration: int) -> str:
-    """The file name the trainer gives the checkpoint of ``iteration`` (``train.keep_checkpoints``)."""
+    """The file name the trainer gives the checkpoint of ``iteration`` (``train.keep_checkpoints``, ``Trainer.save``;
+    spelled here because this script's own process does not import lanesad_ros; test_device_train runs the real
+    trainer against it)."""
     return f"ckpt_{iteration:07d}.pt"
 
 

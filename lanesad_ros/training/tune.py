@@ -105,8 +105,8 @@ def bootstrap_intervals(records: Sequence[dict], metrics: Sequence[str], resampl
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     rng = np.random.default_rng(seed)
-    by_camera = {c: np.flatnonzero(np.asarray(metrics) == c) for c in CAMERAS}
-    by_camera = {c: idx for c, idx in by_camera.items() if len(idx)}
+    labels = np.asarray(metrics)
+    by_camera = {c: np.flatnonzero(labels == c) for c in CAMERAS if c in metrics}
     draws = []
     for _ in range(resamples):
         picked = np.concatenate([rng.choice(idx, size=len(idx)) for idx in by_camera.values()])
