@@ -152,3 +152,23 @@ def test_export_unpooling_matches_torch_max_unpool():
     expected = torch.nn.functional.max_unpool2d(pooled, indices, 2, output_size=(12, 20))
     assert torch.equal(scatter_unpool(pooled, indices, (12, 20)), expected)
     assert torch.equal(max_unpool(pooled, indices, (12, 20)), expected)
+
+
+@pytest.mark.parametrize("name", ["enet_sad", "resnet18_sad"])
+def test_existence_of_a_confident_slot_stays_below_one_under_autocast(name):
+    # In bfloat16 (float16: from 8.35) a sigmoid of 12 rounds to exactly 1.0; the training loss then
+    # read a confident wrong slot as -log(0), clamped to 100, with no gradient (on the GPU's float16
+    # under GradScaler: NaN, the step skipped). The existence sigmoid runs in float32.
+    model = build_model(name, input_size=(144, 400)).train()
+    with torch.no_grad():
+        model.exist.fc2.weight.zero_()
+        model.exist.fc2.bias.fill_(12.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, exist = model(torch.randn(2, 3, 144, 400))
+    assert exist.dtype == torch.float32
+    assert float(exist.detach().max()) < 1.0
+    loss = torch.nn.functional.binary_cross_entropy(exist, torch.zeros_like(exist))
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(12.0, abs=0.01)
+    grad = model.exist.fc2.bias.grad
+    assert torch.isfinite(grad).all() and float(grad.abs().min()) > 0.2

@@ -39,6 +39,14 @@ class ExistenceHead(nn.Module):
     (H, W), as in the paper. Inputs of any other size (divisible by 16) are average-pooled
     adaptively onto that same (H/16, W/16) grid, so one set of weights serves every size;
     at the configured size this is exactly the paper's 2x2 average pool.
+
+    Output: (N, L) probabilities, float32 whatever dtype the network runs in. The sigmoid runs in
+    float32: in float16 (AMP, a half model) it rounds to exactly 1.0 from a logit of 8.35 (bfloat16:
+    6.25), and the training loss then read a confident wrong slot as ``-log(0)``, clamped to 100,
+    with no usable gradient (0 in bfloat16; under float16 and GradScaler inf * 0 = NaN, so the step
+    is skipped and the loss scale halved). GPU training runs with AMP showed these spikes: an
+    existence loss above 0.5 in 2-7 of their 60 logged windows, never on the CPU (docs/model-card.md,
+    "AMP and the existence head").
     """
 
     def __init__(self, in_channels: int, num_lanes: int, input_size: tuple[int, int], hidden: int = 128):
@@ -74,4 +82,4 @@ class ExistenceHead(nn.Module):
         else:
             y = F.adaptive_avg_pool2d(y, self.grid)
         y = F.relu(self.fc1(y.flatten(1)))
-        return torch.sigmoid(self.fc2(y))
+        return torch.sigmoid(self.fc2(y).float())
