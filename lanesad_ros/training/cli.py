@@ -1,5 +1,5 @@
 """``lanesad-train``: train (``--config CFG.yaml [key=value ...]``, ``--resume``), ``export``, ``pseudo-label``,
-``calibrate`` (existence, on every camera's validation frames), ``tune``,
+``calibrate`` (existence, on every camera's validation frames), ``tune``, ``soup`` (average seeds' weights),
 ``adapt`` (to a user's camera from unlabelled drives, :mod:`lanesad_ros.training.adapt`).
 
 Errors in the config or the inputs end in ``lanesad-train: error: ...`` and exit status 2.
@@ -17,6 +17,7 @@ from lanesad_ros.training.checkpoint import load_checkpoint
 from lanesad_ros.training.config import ConfigError, apply_overrides, load_config, resolve_path, validate
 from lanesad_ros.training.export import export_checkpoint
 from lanesad_ros.training.pseudo import pseudo_label
+from lanesad_ros.training.soup import make_soup
 from lanesad_ros.training.trainer import Trainer
 from lanesad_ros.training.tune import calibrate_on_config, tune_weights
 
@@ -29,6 +30,7 @@ def _train_parser() -> argparse.ArgumentParser:
                     "'lanesad-train pseudo-label WEIGHTS OUT.json IMAGES... --root DIR', "
                     "'lanesad-train calibrate WEIGHTS --config CFG [--out DIR] [--write]', "
                     "'lanesad-train tune WEIGHTS --config CFG [--write]', "
+                    "'lanesad-train soup OUT.safetensors WEIGHTS WEIGHTS...', "
                     "'lanesad-train adapt SOURCE... --out OUT.safetensors' (adapt to your camera, no labels).")
     p.add_argument("--config", "-c", help="YAML config (config/train/*.yaml); optional with --resume")
     p.add_argument("--resume", nargs="?", const="", default=None, metavar="CKPT",
@@ -54,6 +56,15 @@ def _pseudo_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--root", required=True, help="folder raw_file entries are relative to")
     p.add_argument("--min-confidence", type=float, default=0.5)
+    return p
+
+
+def _soup_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lanesad-train soup",
+                                description="Average the weights of several runs of one recipe (a uniform model "
+                                            "soup); calibrate and tune the result.")
+    p.add_argument("out", help="output .safetensors path (a .json metadata file is written next to it)")
+    p.add_argument("weights", nargs="+", help="two or more weights files of one network and preprocessing")
     return p
 
 
@@ -105,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
             args = _tune_parser().parse_args(argv[1:])
             result = tune_weights(args.weights, load_config(args.config, args.overrides), args.folds, args.write)
             print(json.dumps({k: v for k, v in result.items() if k != "grid"}, indent=2))
+            return 0
+        if argv and argv[0] == "soup":
+            args = _soup_parser().parse_args(argv[1:])
+            out = make_soup(args.weights, args.out)
+            print(f"wrote {out} and {out.with_suffix('.json')}")
             return 0
         if argv and argv[0] == "export":
             args = _export_parser().parse_args(argv[1:])
