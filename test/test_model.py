@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lanesad_ros.model import build_model, list_models
+from lanesad_ros.model.common import ExistenceHead
 from lanesad_ros.model.enet_sad import max_unpool, scatter_unpool
 
 PAPER_PARAMS = {"enet_sad": 0.98e6, "resnet18_sad": 12.41e6, "resnet34_sad": 22.72e6}
@@ -172,3 +173,16 @@ def test_existence_of_a_confident_slot_stays_below_one_under_autocast(name):
     assert float(loss.detach()) == pytest.approx(12.0, abs=0.01)
     grad = model.exist.fc2.bias.grad
     assert torch.isfinite(grad).all() and float(grad.abs().min()) > 0.2
+
+
+def test_existence_gradient_stays_finite_for_a_half_head_under_a_loss_scale():
+    # The GPU's float16 path: with the sigmoid in float16 this gradient was NaN (inf * 0), and
+    # GradScaler skipped the step and halved its scale.
+    head = ExistenceHead(8, 4, (64, 128)).half()
+    with torch.no_grad():
+        head.fc2.weight.zero_()
+        head.fc2.bias.copy_(torch.tensor([12.0, 2.0, -3.0, 0.0]))
+    exist = head(torch.randn(2, 8, 8, 16, dtype=torch.float16))
+    assert exist.dtype == torch.float32 and float(exist.detach().max()) < 1.0
+    (torch.nn.functional.binary_cross_entropy(exist, torch.zeros_like(exist)) * 65536.0).backward()
+    assert torch.isfinite(head.fc2.bias.grad).all()

@@ -44,9 +44,9 @@ class ExistenceHead(nn.Module):
     float32: in float16 (AMP, a half model) it rounds to exactly 1.0 from a logit of 8.35 (bfloat16:
     6.25), and the training loss then read a confident wrong slot as ``-log(0)``, clamped to 100,
     with no usable gradient (0 in bfloat16; under float16 and GradScaler inf * 0 = NaN, so the step
-    is skipped and the loss scale halved). GPU training runs with AMP showed these spikes: an
-    existence loss above 0.5 in 2-7 of their 60 logged windows, never on the CPU (docs/model-card.md,
-    "AMP and the existence head").
+    is skipped and the loss scale halved). All 17 AMP runs on the GPU showed these spikes (an
+    existence loss above 0.5 in 1-8 of their first 12 logged windows of 25 iterations), the CPU none
+    (docs/model-card.md, "AMP and the existence head").
     """
 
     def __init__(self, in_channels: int, num_lanes: int, input_size: tuple[int, int], hidden: int = 128):
