@@ -26,6 +26,8 @@ def ingredient(tmp_path, name: str, seed: int, size=SIZE, crop_top: float = 0.3)
                 module.num_batches_tracked.fill_(seed + 1)
     path = tmp_path / f"{name}.safetensors"
     save_weights(model, path, {"crop_top": crop_top, "description": f"seed {seed}",
+                               "training": {"seed": seed}, "adaptation": {"blend": 0.3},
+                               "exist_calibration": {"method": "platt", "scale": 0.7, "bias": 1.0},
                                "postprocess": {"exist_threshold": 0.3, "prob_threshold": 0.4,
                                                "exist_calibration": {"method": "platt", "scale": 0.7, "bias": 1.0}},
                                "metrics": {"validation": {"f1": 0.8}}})
@@ -45,9 +47,11 @@ def test_soup_is_the_mean_of_its_ingredients_and_says_what_it_holds(tmp_path):
             assert torch.equal(soup[key], value)
     assert not torch.equal(soup["exist.fc2.weight"], states[0]["exist.fc2.weight"])
     assert meta["crop_top"] == 0.3 and meta["input_size"] == list(SIZE)
-    assert [i["path"] for i in meta["soup"]["ingredients"]] == [str(p) for p in paths]
+    assert [i["path"] for i in meta["soup"]["ingredients"]] == [str(p.resolve()) for p in paths]
     assert meta["soup"]["ingredients"][1]["sha256"] == hashlib.sha256(paths[1].read_bytes()).hexdigest()
     assert meta["soup"]["ingredients"][2]["description"] == "seed 2"
+    assert [i["training"]["seed"] for i in meta["soup"]["ingredients"]] == [0, 1, 2]
+    assert meta["soup"]["ingredients"][0]["adaptation"] == {"blend": 0.3}
     # fitted on other networks: the soup must be calibrated and tuned again
     assert "postprocess" not in meta and "metrics" not in meta and "exist_calibration" not in meta
 
@@ -73,9 +77,14 @@ def test_cli_writes_the_soup_and_refuses_bad_input(tmp_path, capsys):
     out = tmp_path / "soup.safetensors"
     assert train_main(["soup", str(out), str(first), str(second)]) == 0
     assert json.loads(out.with_suffix(".json").read_text())["soup"]["method"].startswith("uniform")
-    assert train_main(["soup", str(tmp_path / "x.safetensors"), str(first)]) == 2
-    assert "a soup needs two or more weights files, got 1" in capsys.readouterr().err
-    assert train_main(["soup", str(first), str(first), str(second)]) == 2
-    assert "would overwrite one of its ingredients" in capsys.readouterr().err
-    assert train_main(["soup", str(tmp_path / "y.safetensors"), str(first), str(tmp_path / "missing.safetensors")]) == 2
-    assert "not found" in capsys.readouterr().err
+    capsys.readouterr()
+    for args, message in [
+        ([str(tmp_path / "x.safetensors"), str(first)], "a soup needs two or more weights files, got 1"),
+        ([str(first), str(first), str(second)], "would overwrite one of its ingredients"),
+        ([str(tmp_path / "y.safetensors"), str(first), str(second), str(first)], "a.safetensors given more than once"),
+        ([str(tmp_path / "z.safetensors"), str(first), str(tmp_path / "missing.safetensors")], "not found"),
+    ]:
+        assert train_main(["soup", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lanesad-train: error: ") and message in err
+    assert not any((tmp_path / f"{n}.safetensors").exists() for n in "xyz")

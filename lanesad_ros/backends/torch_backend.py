@@ -28,7 +28,8 @@ class TorchBackend:
     (logged once). A model shared with training is never captured (its weights change).
 
     ``__call__``: (N, 3, H, W) float32 numpy -> (seg_logits (N, L+1, H, W), exist_prob (N, L))
-    torch tensors on the backend's device.
+    torch tensors on the backend's device; seg_logits in the dtype the network runs in (float16 on
+    CUDA), exist_prob always float32.
     """
 
     def __init__(self, model, device: str, own_model: bool, fp16: bool | None = None,

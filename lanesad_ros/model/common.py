@@ -41,12 +41,11 @@ class ExistenceHead(nn.Module):
     at the configured size this is exactly the paper's 2x2 average pool.
 
     Output: (N, L) probabilities, float32 whatever dtype the network runs in. The sigmoid runs in
-    float32: in float16 (AMP, a half model) it rounds to exactly 1.0 from a logit of 8.35 (bfloat16:
+    float32: in float16 (AMP, a half model) it rounds to exactly 1.0 from a logit of 8.32 (bfloat16:
     6.25), and the training loss then read a confident wrong slot as ``-log(0)``, clamped to 100,
     with no usable gradient (0 in bfloat16; under float16 and GradScaler inf * 0 = NaN, so the step
-    is skipped and the loss scale halved). All 17 AMP runs on the GPU showed these spikes (an
-    existence loss above 0.5 in 1-8 of their first 12 logged windows of 25 iterations), the CPU none
-    (docs/model-card.md, "AMP and the existence head").
+    is skipped and the loss scale halved; docs/model-card.md, "AMP and the existence head"). In
+    float32 that happens only from a logit of 16.6.
     """
 
     def __init__(self, in_channels: int, num_lanes: int, input_size: tuple[int, int], hidden: int = 128):
@@ -82,4 +81,7 @@ class ExistenceHead(nn.Module):
         else:
             y = F.adaptive_avg_pool2d(y, self.grid)
         y = F.relu(self.fc1(y.flatten(1)))
-        return torch.sigmoid(self.fc2(y).float())
+        logits = self.fc2(y)
+        if logits.dtype != torch.float32:  # not in an fp32 export: its graph stays as it was
+            logits = logits.float()
+        return torch.sigmoid(logits)

@@ -38,23 +38,28 @@ def soup_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
 
 
 def _sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes (an ingredient's identity in the soup's metadata)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def make_soup(weights: list[str | Path], out: str | Path) -> Path:
     """Write the uniform soup of ``weights`` (two or more .safetensors files with metadata) to ``out``.
 
-    The metadata keeps the shared network and preprocessing fields and lists the ingredients (path,
-    SHA-256, description, training); the ingredients' existence calibration, thresholds and metrics
-    are dropped, as they were fitted on other networks: run ``lanesad-train calibrate`` and ``tune``
-    on the soup. ValueError (naming the field and files) if the ingredients differ in network or
-    preprocessing; WeightsError for an unreadable file. Both files are written atomically.
+    The metadata keeps the shared network and preprocessing fields and lists the ingredients
+    (absolute path, SHA-256, description, training, adaptation); the ingredients' existence
+    calibration, thresholds and metrics are dropped, as they were fitted on other networks: run
+    ``lanesad-train calibrate`` and ``tune`` on the soup. ValueError (naming the field and files) if
+    the ingredients differ in network or preprocessing, if a file is given twice or ``out`` is one
+    of them; WeightsError for an unreadable file. Both files are written atomically.
     """
-    paths = [Path(p) for p in weights]
+    paths = [Path(p).resolve() for p in weights]
     if len(paths) < 2:
         raise ValueError(f"a soup needs two or more weights files, got {len(paths)}")
+    repeated = sorted({str(p) for p in paths if paths.count(p) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} given more than once: a soup weighs each ingredient once")
     out = Path(out)
-    if out.resolve() in {p.resolve() for p in paths}:
+    if out.resolve() in paths:
         raise ValueError(f"{out}: the soup would overwrite one of its ingredients")
     loaded = [load_weights(p) for p in paths]
     model, first_meta = loaded[0]
@@ -66,10 +71,10 @@ def make_soup(weights: list[str | Path], out: str | Path) -> Path:
     model.load_state_dict(soup_states([m.state_dict() for m, _ in loaded]))
     ingredients: list[dict[str, Any]] = [
         {"path": str(p), "sha256": _sha256(p),
-         **{k: meta[k] for k in ("description", "training") if k in meta}}
+         **{k: meta[k] for k in ("description", "training", "adaptation") if k in meta}}
         for p, (_, meta) in zip(paths, loaded, strict=True)]
-    metadata = {field: first_meta[field] for field in SHARED_FIELDS if field in first_meta}
-    metadata.pop("model_options", None)  # save_weights writes the model's own options
+    # model_options: save_weights writes the model's own
+    metadata = {field: first_meta[field] for field in SHARED_FIELDS if field in first_meta and field != "model_options"}
     metadata["description"] = (f"uniform soup of {len(paths)} weights files (lanesad-train soup); "
                                "calibrate and tune it before use")
     metadata["soup"] = {"method": "uniform (Wortsman et al., ICML 2022)", "ingredients": ingredients}

@@ -320,7 +320,7 @@ class Trainer:
         self.log(f"it {self.iteration} loss {mean['loss']:.4f} seg {mean['seg']:.4f} iou {mean['iou']:.4f} "
                  f"exist {mean['exist']:.4f} distill {mean['distill']:.5f} lr {window[-1]['lr']:.5f} "
                  f"{seconds / len(window):.2f} s/it {images / max(seconds, 1e-9):.1f} img/s"
-                 + (f" loss scale {self.scaler.get_scale():.0f}" if self.amp else ""))
+                 + (f" loss scale {self.scaler.get_scale():g}" if self.amp else ""))
         if self.writer is not None:
             for k, v in mean.items():
                 self.writer.add_scalar(f"train/{k}", v, self.iteration)
