@@ -82,6 +82,6 @@ class ExistenceHead(nn.Module):
             y = F.adaptive_avg_pool2d(y, self.grid)
         y = F.relu(self.fc1(y.flatten(1)))
         logits = self.fc2(y)
-        if logits.dtype != torch.float32:  # not in an fp32 export: its graph stays as it was
+        if logits.dtype != torch.float32:  # a cast only outside float32: the fp32 ONNX graph is unchanged
             logits = logits.float()
         return torch.sigmoid(logits)
