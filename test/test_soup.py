@@ -88,3 +88,12 @@ def test_cli_writes_the_soup_and_refuses_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("lanesad-train: error: ") and message in err
     assert not any((tmp_path / f"{n}.safetensors").exists() for n in "xyz")
+
+
+def test_weighted_soup_and_its_refusal():
+    a = {"w": torch.zeros(2), "n": torch.tensor(3)}
+    b = {"w": torch.full((2,), 4.0), "n": torch.tensor(7)}
+    mixed = soup_states([a, b], [0.75, 0.25])
+    assert torch.equal(mixed["w"], torch.full((2,), 1.0)) and int(mixed["n"]) == 3
+    with pytest.raises(ValueError, match="1 weights for 2 states"):
+        soup_states([a, b], [1.0])

@@ -1,4 +1,5 @@
-"""A uniform model soup: the average of several weights files of one network.
+"""Weight-space averaging: the uniform model soup of several weights files of one network, and the
+weighted average ``adapt``'s blend (WiSE-FT) is made with.
 
 Wortsman et al., "Model soups: averaging weights of multiple fine-tuned models improves accuracy
 without increasing inference time", ICML 2022 (the uniform soup). The ingredients must share their
@@ -7,24 +8,31 @@ the average means nothing; that cannot be checked, the network and preprocessing
 """
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lanesad_ros.backends.cache import file_hash
 from lanesad_ros.model.weights import load_weights, save_weights
 
 # Metadata that must agree between ingredients: the network and what the Detector feeds it.
 SHARED_FIELDS = ("model", "num_lanes", "input_size", "model_options", "crop_top", "mean", "std")
 
 
-def soup_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def soup_states(states: list[dict[str, torch.Tensor]], weights: Sequence[float] | None = None
+                ) -> dict[str, torch.Tensor]:
     """The mean of every floating tensor (weights and BatchNorm statistics, in float64, stored in the
-    ingredients' dtype); integer buffers (BatchNorm's batch counters) from the first ingredient.
-    ValueError if the states do not hold the same tensors of the same shapes."""
+    ingredients' dtype), uniform or with ``weights`` (one per state); integer buffers (BatchNorm's
+    batch counters) from the first state. ValueError if the states do not hold the same tensors of
+    the same shapes, or the weights do not match the states."""
     if not states:
         raise ValueError("a soup needs at least one state")
+    if weights is None:
+        weights = [1.0 / len(states)] * len(states)
+    if len(weights) != len(states):
+        raise ValueError(f"{len(weights)} weights for {len(states)} states")
     first = states[0]
     for i, state in enumerate(states[1:], start=1):
         if state.keys() != first.keys():
@@ -33,13 +41,9 @@ def soup_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor
             if value.shape != first[key].shape:
                 raise ValueError(f"ingredient {i}: {key} has shape {tuple(value.shape)}, "
                                  f"ingredient 0 {tuple(first[key].shape)}")
-    return {key: (sum(s[key].double() for s in states) / len(states)).to(value.dtype)
+    return {key: sum(w * s[key].to(value.device).double() for w, s in zip(weights, states, strict=True)
+                     ).to(value.dtype)
             if value.is_floating_point() else value.clone() for key, value in first.items()}
-
-
-def _sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes (an ingredient's identity in the soup's metadata)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def make_soup(weights: list[str | Path], out: str | Path) -> Path:
@@ -70,7 +74,7 @@ def make_soup(weights: list[str | Path], out: str | Path) -> Path:
                                  f"{first_meta.get(field)!r}; a soup needs one network and one preprocessing")
     model.load_state_dict(soup_states([m.state_dict() for m, _ in loaded]))
     ingredients: list[dict[str, Any]] = [
-        {"path": str(p), "sha256": _sha256(p),
+        {"path": str(p), "sha256": file_hash(p),
          **{k: meta[k] for k in ("description", "training", "adaptation") if k in meta}}
         for p, (_, meta) in zip(paths, loaded, strict=True)]
     # model_options: save_weights writes the model's own

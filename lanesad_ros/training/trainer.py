@@ -317,18 +317,19 @@ class Trainer:
         keys = ("loss", "seg", "iou", "exist", "distill")
         mean = {k: float(np.mean([r[k] for r in window])) for k in keys}
         images = len(window) * self.cfg["train"]["batch_size"] * self.world_size
+        scale = self.scaler.get_scale() if self.amp else None  # GradScaler halves it on every step it skips
         self.log(f"it {self.iteration} loss {mean['loss']:.4f} seg {mean['seg']:.4f} iou {mean['iou']:.4f} "
                  f"exist {mean['exist']:.4f} distill {mean['distill']:.5f} lr {window[-1]['lr']:.5f} "
                  f"{seconds / len(window):.2f} s/it {images / max(seconds, 1e-9):.1f} img/s"
-                 + (f" loss scale {self.scaler.get_scale():g}" if self.amp else ""))
+                 + (f" loss scale {scale:g}" if self.amp else ""))
         if self.writer is not None:
             for k, v in mean.items():
                 self.writer.add_scalar(f"train/{k}", v, self.iteration)
             self.writer.add_scalar("train/lr", window[-1]["lr"], self.iteration)
             self.writer.add_scalar("train/sad", float(window[-1]["sad"]), self.iteration)
             self.writer.add_scalar("train/images_per_s", images / max(seconds, 1e-9), self.iteration)
-            if self.amp:  # GradScaler halves it on every step it skips for inf/NaN gradients
-                self.writer.add_scalar("train/loss_scale", self.scaler.get_scale(), self.iteration)
+            if self.amp:
+                self.writer.add_scalar("train/loss_scale", scale, self.iteration)
 
     # -- evaluation
     def evaluate(self) -> dict[str, Any]:

@@ -47,7 +47,6 @@ from lanesad_ros.training.validation import metric_for
 EXIST_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
 PROB_GRID = (0.2, 0.3, 0.4, 0.5)
 CAMERAS = ("tusimple", "culane")
-FIGURES = {"tusimple": ("accuracy", "fp", "fn", "f1"), "culane": ("precision", "recall", "f1")}
 BOOTSTRAP_RESAMPLES = 1000
 
 
@@ -116,7 +115,8 @@ def bootstrap_intervals(records: Sequence[dict], metrics: Sequence[str], resampl
     def interval(values: list[float]) -> list[float]:
         return [round(float(v), 4) for v in np.percentile(values, tails)]
 
-    out: dict = {c: {f: interval([d[c][f] or 0.0 for d in draws]) for f in FIGURES[c]} for c in by_camera}
+    out: dict = {c: {f: interval([d[c][f] or 0.0 for d in draws]) for f in draws[0][c] if f != "frames"}
+                 for c in by_camera}
     out["objective"] = interval([d["objective"] for d in draws])
     return out
 

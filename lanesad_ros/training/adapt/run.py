@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
-import hashlib
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -56,6 +55,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from lanesad_ros.backends.cache import file_hash
 from lanesad_ros.data.augment import AugmentConfig, augment
 from lanesad_ros.data.dataset import LaneSegDataset
 from lanesad_ros.data.synthetic import SceneGenerator
@@ -74,6 +74,7 @@ from lanesad_ros.training.adapt.criteria import CRITERION, merge_criteria, pertu
 from lanesad_ros.training.adapt.report import GroundTruthScores, write_report
 from lanesad_ros.training.adapt.sources import DEFAULT_MAX_FRAMES, Source, SourceError, open_sources
 from lanesad_ros.training.adapt.student import adapt_loss, l2sp_penalty, label_mask, teacher_pass
+from lanesad_ros.training.soup import soup_states
 from lanesad_ros.weights import default_weights_path
 
 
@@ -367,21 +368,12 @@ def blend_states(base: dict, adapted: dict, weight: float) -> dict:
     """(1 - weight) * base + weight * adapted for every floating tensor (weights and BatchNorm
     statistics); integer buffers come from ``adapted``. Weight-space ensembling (WiSE-FT,
     Wortsman et al., CVPR 2022): trades some of the adaptation for less forgetting."""
-    return {k: (base[k].to(v.device).float() * (1.0 - weight) + v.float() * weight).to(v.dtype)
-            if v.is_floating_point() else v.clone() for k, v in adapted.items()}
+    return soup_states([adapted, base], [weight, 1.0 - weight])  # adapted first: its integer buffers
 
 
 def _fmt(c: dict) -> str:
     keys = (CRITERION, "lanes_per_frame", "sane_fraction", "view_agreement", "temporal_stability")
     return ", ".join(f"{k} {c[k]:.3f}" for k in keys if k in c)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def adapted_metadata(base_meta: dict, base_path: Path, sources: list[Source], settings: AdaptSettings,
@@ -398,7 +390,7 @@ def adapted_metadata(base_meta: dict, base_path: Path, sources: list[Source], se
                   "consistent; student with strong augmentation, SAD on, synthetic share and L2-SP against "
                   f"forgetting; early stopping on {CRITERION}",
         "base_weights": str(base_path),
-        "base_sha256": _sha256(base_path),
+        "base_sha256": file_hash(base_path),
         "base_metrics": base_meta.get("metrics"),
         "sources": [s.describe() for s in sources],
         "frames": sum(len(s.frames) for s in sources),
