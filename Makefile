@@ -19,7 +19,7 @@ setup: $(VENV)/.msgs-built
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.deps-installed: requirements.txt requirements-msgbuild.txt constraints.txt setup.py | $(VENV)/bin/python
+$(VENV)/.deps-installed: requirements.txt requirements-workspace.txt requirements-msgbuild.txt constraints.txt setup.py | $(VENV)/bin/python
 	$(PY) -m pip install -q -r requirements.txt -r requirements-msgbuild.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
 	$(PY) tools/fix_ros_wheel_cmake.py

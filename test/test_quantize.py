@@ -211,11 +211,27 @@ def test_missing_nncf_is_one_line_saying_what_to_install(monkeypatch, capsys):
     assert err == "quantize: error: needs nncf, not installed here: pip install nncf (make setup installs it)"
 
 
+def _requirements(name: str) -> set[str]:
+    """Package names of a requirements file, following its ``-r`` includes as pip does."""
+    names = set()
+    for line in (REPO_ROOT / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            names |= _requirements(line[3:].strip())
+        elif line:
+            names.add(line.split("==")[0].split("[")[0])
+    return names
+
+
 def test_requirements_install_what_the_readme_commands_need():
-    """``make setup`` installs requirements.txt: the quantisation command's nncf is in it, pinned."""
-    names = {line.split("#")[0].strip() for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()}
+    """``make setup`` installs requirements.txt: the quantisation command's nncf is in it, pinned. A ROS 2
+    workspace installs requirements-workspace.txt beside its distribution: the same non-ROS packages, no
+    ROS wheel that would shadow the distribution's rclpy or messages."""
+    names, workspace = _requirements("requirements.txt"), _requirements("requirements-workspace.txt")
     pins = {line.split("==")[0] for line in (REPO_ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
     assert {"nncf", "openvino"} <= names and {"nncf", "openvino"} <= pins
+    assert {"nncf", "openvino", "onnxruntime", "safetensors", "rosbags"} <= workspace <= names
+    assert not {name for name in workspace if name.startswith("ros-")}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed (make setup installs it)")

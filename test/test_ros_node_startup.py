@@ -29,6 +29,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 from lanesad_ros.msg import LaneArray  # noqa: E402
 from lanesad_ros.ros.launch_args import (  # noqa: E402
     ARGUMENTS,
+    OUTPUT_SUFFIXES,
     executable,
     node_environment,
     output_remappings,
@@ -404,6 +405,17 @@ def test_launch_arguments_match_the_node_and_the_manual():
     listed = manual[manual.index("Launch arguments:"):].split("\n\n")[0]
     for name in arguments:
         assert f"`{name}`" in listed, f"docs/node.md's launch argument list lacks {name}"
+
+
+def test_manual_moves_every_output_with_lanes_topic():
+    """docs/node.md names every output that ``lanes_topic`` moves, and its pip-path example remaps each
+    (``lanes/model`` was missing from both)."""
+    manual = (REPO_ROOT / "docs" / "node.md").read_text()
+    listed = manual[manual.index("Launch arguments:"):].split("\n\n")[0]
+    example = manual[manual.index("lane_detector --ros-args -r __ns:="):].split("```")[0]
+    for suffix in OUTPUT_SUFFIXES:
+        assert f"`<lanes_topic>{suffix}`" in listed, f"docs/node.md: lanes_topic does not list <lanes_topic>{suffix}"
+        assert f"-r lanes{suffix}:=perception/lanes{suffix}" in example, f"docs/node.md: no remap of lanes{suffix}"
 
 
 @pytest.mark.parametrize("values,problem", [

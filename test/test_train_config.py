@@ -124,6 +124,24 @@ def test_override_into_non_section():
         apply_overrides({"name": "x"}, ["name.sub=1"])
 
 
+def test_override_indexes_a_list():
+    """The training guide's first command: a dataset root set by its index in data.train."""
+    cfg = load_config(REPO / "config" / "train" / "enet_sad_tusimple.yaml", ["data.train.0.root=/data/tusimple"])
+    assert cfg["data"]["train"][0]["root"] == "/data/tusimple"
+    raw = {"data": {"train": [{"root": "a"}, {"root": "b"}]}}
+    out = apply_overrides(raw, ["data.train.1.root=c", "data.train.0=null"])
+    assert out["data"]["train"] == [None, {"root": "c"}]
+    assert raw["data"]["train"][1]["root"] == "b"  # a copy
+
+
+@pytest.mark.parametrize("bad, why", [("data.train.2.root=x", "is a list of 2; '2' is not an index in it \\(0-1\\)"),
+                                      ("data.train.first.root=x", "is a list of 2; 'first'"),
+                                      ("data.train.-1.root=x", "is a list of 2; '-1' is not an index")])
+def test_override_list_index_errors(bad, why):
+    with pytest.raises(ConfigError, match=f"override '{bad}': data.train {why}"):
+        apply_overrides({"data": {"train": [{"root": "a"}, {"root": "b"}]}}, [bad])
+
+
 def test_shipped_configs_validate():
     files = sorted((REPO / "config" / "train").glob("*.yaml"))
     names = {f.name for f in files}

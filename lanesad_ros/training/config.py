@@ -218,17 +218,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Return a copy of ``config`` with each ``key.sub=value`` applied (keys checked later)."""
+    """Return a copy of ``config`` with each ``key.sub=value`` applied (keys checked later).
+
+    A part that is a whole number indexes a list already in the config, as mmengine's
+    ``--cfg-options`` do: ``data.train.0.root=/data/tusimple`` sets the first training set's root.
+    ConfigError names the override when a part runs into a value that is neither a section nor a
+    list, or an index is not in the list.
+    """
     out = copy.deepcopy(config)
     for text in overrides:
         parts, value = parse_override(text)
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(parts[:depth + 1])} is not a section")
-            node = child
-        node[parts[-1]] = value
+        node: Any = out
+        for depth, part in enumerate(parts):
+            where = ".".join(parts[:depth])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {text!r}: {where} is a list of {len(node)}; {part!r} is not an index "
+                                      f"in it (0-{len(node) - 1})")
+                key: Any = int(part)
+            elif isinstance(node, dict):
+                key = part
+            else:
+                raise ConfigError(f"override {text!r}: {where} is not a section")
+            if depth == len(parts) - 1:
+                node[key] = value
+            else:
+                if isinstance(node, dict):
+                    node.setdefault(key, {})
+                node = node[key]
     return out
 
 

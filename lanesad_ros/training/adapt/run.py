@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="lanesad-train adapt",
         description="Adapt lane-detection weights to your own camera from unlabelled recordings "
-                    "(self-training with filtered pseudo-labels; see README 'Adapting to your camera').")
+                    "(self-training with filtered pseudo-labels; see docs/adapting.md).")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="rosbag2 (folder, .mcap, .db3), video file or image folder")
     p.add_argument("--out", required=True, help="output weights (.safetensors; a .json metadata file goes beside it)")
