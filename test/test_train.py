@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from conftest import shared_path
+from lanesad_ros.data.frames import DataError
 from lanesad_ros.data.tusimple import read_tusimple_labels
 from lanesad_ros.detector import Detector
 from lanesad_ros.lanes import LaneDetections
@@ -270,6 +271,22 @@ def test_split_file_divides_frames_by_clip_and_load_size_scales_labels(tmp_path)
     with pytest.raises(ValueError, match="split file not found"):
         missing_split = {**base, "split_file": str(tmp_path / "no.txt")}
         load_frames(validate({"data": {"train": [missing_split]}})["data"]["train"][0], "train")
+
+
+def test_unreadable_data_fails_before_the_run_folder_is_written(tmp_path):
+    """A config naming data that is not there ends with the loader's error and writes nothing: no empty
+    run folder, and the config.yaml of a run already in that folder stays as it was."""
+    cfg = tiny_config(tmp_path)
+    cfg["data"]["train"] = [validate({"data": {"train": [
+        {"type": "tusimple", "root": str(tmp_path / "nowhere"), "labels": "labels.json"}]}})["data"]["train"][0]]
+    with pytest.raises(DataError, match="label file not found: .*nowhere"):
+        Trainer(cfg).run()
+    assert not (tmp_path / "run").exists()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("name: earlier run\n")
+    with pytest.raises(DataError, match="label file not found: .*nowhere"):
+        Trainer(cfg).run()
+    assert (tmp_path / "run" / "config.yaml").read_text() == "name: earlier run\n"
 
 
 def test_real_training_split_never_shares_a_clip():

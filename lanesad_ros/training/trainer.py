@@ -267,13 +267,15 @@ class Trainer:
         """Train up to ``train.iterations`` (or ``stop_at``, e.g. to simulate a kill in tests)."""
         t = self.cfg["train"]
         end = t["iterations"] if stop_at is None else min(stop_at, t["iterations"])
+        # The data first: a config whose data cannot be read fails before it writes anything, so it
+        # neither leaves an empty run folder nor replaces the config.yaml of a run already there.
+        loader = self.data_loader(self.iteration, end)
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             dump(self.cfg, self.output_dir / "config.yaml")
         self.log(f"training {self.cfg['model']['name']} {self.cfg['model']['input_size']} on {self.device} "
                  f"(world size {self.world_size}) from iteration {self.iteration} to {end}; "
                  f"SAD from iteration {t['sad_start_iter']}; output {self.output_dir}")
-        loader = self.data_loader(self.iteration, end)
         bar = tqdm(total=end, initial=self.iteration, disable=not (self.is_main and t["progress"]),
                    dynamic_ncols=True, desc="train")
         window: list[dict[str, float]] = []
