@@ -44,7 +44,7 @@ class ExistenceHead(nn.Module):
     float32: in float16 (AMP, a half model) it rounds to exactly 1.0 from a logit of 8.32 (bfloat16:
     6.25), and the training loss then read a confident wrong slot as ``-log(0)``, clamped to 100,
     with no usable gradient (0 in bfloat16; under float16 and GradScaler inf * 0 = NaN, so the step
-    is skipped and the loss scale halved; docs/model-card.md, "AMP and the existence head"). In
+    is skipped and the loss scale halved; docs/recipe-studies.md, "AMP and the existence head"). In
     float32 that happens only from a logit of 16.6.
     """
 

@@ -126,7 +126,7 @@ class Trainer:
         if t["deterministic"] and self.device.type == "cuda":
             # CPU kernels are deterministic already; on CUDA ask for the deterministic ones. ENet-SAD's
             # max_unpool2d and nll_loss2d have none there (a warning each, seen on an H200), so a CUDA
-            # run still does not repeat exactly (docs/model-card.md, "Seeds").
+            # run still does not repeat exactly (docs/recipe-studies.md, "Seeds").
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         random.seed(t["seed"])

@@ -18,7 +18,7 @@ blocks of its frames in name order), and every fold holds frames of every camera
 The cross-fitted figures come with 95 % percentile-bootstrap intervals over the frames (``interval95``):
 how much the figure owes to which frames were validated on. They are a lower bound on the uncertainty:
 frames of one clip are seconds apart, and the training seed moves CULane F1 about as much again
-(docs/model-card.md, "Seeds").
+(docs/recipe-studies.md, "Seeds").
 With ``--write`` the chosen pair goes into the metadata's ``postprocess`` and the figures into
 ``metrics.validation`` (the JSON sidecar is rewritten atomically; tensors untouched).
 """
