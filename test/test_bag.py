@@ -3,6 +3,7 @@ the lanesad-bag CLI, and damaged bags (truncated file, missing topic, wrong type
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,28 @@ def test_from_tusimple_real_frames(tmp_path):
         assert frame.image.shape == (720, 1280, 3)
         assert len(frame.ground_truth.lanes) == sum(any(x >= 0 for x in lane) for lane in row["lanes"])
         np.testing.assert_array_equal(frame.ground_truth.h_samples, row["h_samples"])
+
+
+def test_a_conversion_that_fails_leaves_no_empty_bag_and_keeps_a_partial_one(tmp_path, capsys):
+    """A wrong root failed on the first image and left an empty bag that blocked the retry ("already
+    exists"); now nothing is left. Stopped after some frames, the bag keeps them, readable, and the
+    error says so."""
+    labels = shared_path("tusimple", "labels.json")
+    out = tmp_path / "tus"
+    assert bag_main(["from-tusimple", str(tmp_path / "wrong_root"), str(labels), str(out)]) == 2
+    assert "image file not found" in capsys.readouterr().err and not out.exists()
+    assert bag_main(["from-tusimple", str(labels.parent), str(labels), str(out)]) == 0  # the retry just works
+    partial_root = tmp_path / "one_frame"  # the first labelled frame is there, the second is not
+    first = json.loads(labels.read_text().splitlines()[0])["raw_file"]
+    (partial_root / first).parent.mkdir(parents=True)
+    shutil.copy(labels.parent / first, partial_root / first)
+    partial = tmp_path / "partial"
+    capsys.readouterr()
+    assert bag_main(["from-tusimple", str(partial_root), str(labels), str(partial)]) == 2
+    err = capsys.readouterr().err
+    assert "image file not found" in err and f"the bag {partial} keeps the 1 frame written before it" in err
+    with BagReader(partial) as reader:
+        assert len(list(reader.frames())) == 1
 
 
 def test_from_culane_list(tmp_path, scenes):

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    out = Path(args.out) if args.command != "info" else None
+    existed = out is not None and out.exists() and not args.overwrite
     try:
         if getattr(args, "overwrite", False):
             remove_bag(Path(args.out))
@@ -105,5 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lanesad-bag: warning: {warning}", file=sys.stderr)
         return 0
     except (BagError, DataError) as exc:
-        print(f"lanesad-bag: error: {exc}", file=sys.stderr)
+        kept = ""
+        if out is not None and not existed and out.exists():  # stopped part-way: what was written stays readable
+            frames = max((t["count"] for t in bag_info(out)["topics"].values()), default=0)
+            kept = (f" (the bag {out} keeps the {frames} frame{'' if frames == 1 else 's'} written before it; "
+                    "--overwrite replaces it)")
+        print(f"lanesad-bag: error: {exc}{kept}", file=sys.stderr)
         return 2

@@ -87,7 +87,9 @@ class BagWriter:
     ground truth is a LabelledFrame (or anything with ``lanes``/``slots``) and is written
     to ``gt_topic`` with the image's stamp, as ``ground_truth`` describes. ``timing``: how the
     frame times were obtained, stored as ``lanesad_ros.timing`` (see ``write_frames``). The bag
-    is finalised even when an exception escapes, so whatever was written stays readable.
+    is finalised even when an exception escapes, so the frames written stay readable; a bag that
+    an exception ends before its first frame is removed (nothing in it, and it would block the
+    retry with "already exists").
     """
 
     def __init__(self, path: str | Path, storage: str = "mcap", image_topic: str | None = None,
@@ -146,8 +148,10 @@ class BagWriter:
     def __enter__(self) -> BagWriter:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         self.close()
+        if exc_type is not None and self.frames == 0:
+            remove_bag(self.path)
 
 
 def _progress(it, total: int | None, desc: str):
