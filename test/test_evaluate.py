@@ -203,8 +203,12 @@ def test_missing_image_topic_is_a_clear_error(drive, tmp_path, capsys):
     m = load(out)
     assert m["frames"] == 0
     assert "image topic '/front/image' not in bag" in m["errors"][0]
-    assert "/front/image" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()  # one line, no "0 frames" summary, no "DetectorError:"
+    assert err == [f"lanesad-eval: error: {m['errors'][0]} (report in {out})"]
     assert (out / "report.md").exists()
+    assert main(["offline", str(drive), "--weights", str(tmp_path / "none.safetensors"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lanesad-eval: error: weights file not found")
 
 
 def test_node_topics_follow_image_transport_convention():

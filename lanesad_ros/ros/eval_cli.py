@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from lanesad_ros.data.frames import DataError
-from lanesad_ros.detector import Detector
+from lanesad_ros.detector import Detector, DetectorError
 from lanesad_ros.evaluation.calibration import calibrate_weights
 from lanesad_ros.evaluation.contact_sheet import select_images, write_contact_sheet
 from lanesad_ros.evaluation.plots import plot_reliability
@@ -170,7 +170,8 @@ def _scores_main(args: argparse.Namespace) -> int:
         else:
             runs, context = run_live(args, labels, problems)
     except (BagError, DataError, ValueError, RuntimeError, OSError) as exc:
-        fatal = f"{type(exc).__name__}: {exc}" if not isinstance(exc, (BagError, DataError)) else str(exc)
+        known = (BagError, DataError, DetectorError)  # their messages name the problem; others get their type
+        fatal = str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
         problems.append(fatal)
         labels = None
     metrics = build_metrics(args.mode, args, runs, context, problems)
@@ -189,9 +190,13 @@ def _scores_main(args: argparse.Namespace) -> int:
         summary += f", {lat['kind']} latency median {lat['median']:.1f} ms"
     if args.mode == "live" and runs:
         summary += f", dropped {metrics.get('dropped', 0)}"
+    if fatal is not None and not metrics["frames"]:  # nothing scored: the error alone, in one line
+        print(f"lanesad-eval: error: {fatal} (report in {out})", file=sys.stderr)
+        return 2
     print(f"lanesad-eval {args.mode}: {summary}; report in {out}")
     for p in metrics["errors"]:
-        print(f"lanesad-eval: problem: {p}", file=sys.stderr)
+        if p != fatal:
+            print(f"lanesad-eval: problem: {p}", file=sys.stderr)
     if fatal is not None:
         print(f"lanesad-eval: error: {fatal}", file=sys.stderr)
         return 2
