@@ -32,10 +32,13 @@ from lanesad_ros.training.adapt.checks import (
     LaneRules,
     check_lane,
     check_lanes,
+    estimate_camera,
     lane_top,
     static_bottom,
+    teacher_top,
     vanishing_point,
 )
+from lanesad_ros.training.adapt.criteria import merge_criteria
 from lanesad_ros.training.adapt.run import Adapter, blend_states
 from lanesad_ros.training.adapt.sources import SourceError, open_source, open_sources
 from lanesad_ros.training.cli import main as train_main
@@ -212,6 +215,28 @@ def test_lane_checks_reject_snakes_hood_lanes_crossings_and_lanes_off_the_vanish
     assert all(c.ok for c in ego)
     too_close = check_lanes([_straight(0, 250.0), _straight(1, 300.0), _straight(2, 1000.0)], camera, rules)
     assert too_close[0].reason == "spacing to its neighbour is not a lane width" and too_close[1].ok
+
+
+def test_road_height_before_the_vanishing_point_is_the_teachers_not_the_image():
+    """CULane's camera (1640x590) sees the road only below row ~400: against the whole image height
+    the span rule wanted 88 px (46 % of the road) of every lane, the teacher's short city lanes were
+    "too short", no left/right pairs were left to find the vanishing point, and it stayed unknown
+    (first 30 frames of clip 06030819_0755: 24 lanes rejected, vanishing point None)."""
+    vp, size, rules = (820.0, 400.0), (1640, 590), LaneRules()
+    frames = [[_straight(1, 420.0 + 10 * i, vp=vp, bottom=580.0, top=505.0),  # 70 px seen, bottom first
+               _straight(2, 1250.0 - 10 * i, vp=vp, bottom=580.0, top=505.0),
+               _straight(3, 1640.0, vp=vp, bottom=580.0, top=405.0)] for i in range(6)]
+    assert teacher_top(frames, rules) == pytest.approx(510.0)  # the median top row of the confident lanes
+    unsure = [[_lane(1, np.full(8, 500.0), np.arange(580.0, 100.0, -60.0), confidence=0.3)]]
+    assert teacher_top(frames + unsure * 20, rules) == pytest.approx(510.0) and teacher_top(unsure, rules) is None
+    whole_image = Camera(size=size, hood_y=np.full(1640, 590.0))  # as before: the road up to row 0
+    assert check_lane(frames[0][0], whole_image, rules).reason == "too short"
+    greys = [np.random.default_rng(i).integers(0, 255, (74, 205), dtype=np.uint8) for i in range(10)]  # moving
+    camera = estimate_camera(frames, greys, size, rules)
+    assert camera.teacher_top == pytest.approx(510.0)
+    assert camera.vp == pytest.approx(vp, abs=1.0)  # found from the short lanes' pairs
+    assert camera.road_top == pytest.approx(vp[1], abs=1.0)
+    assert all(c.ok for c in check_lanes(frames[0][:2], camera, rules))
 
 
 ROWS = np.arange(160.0, 720.0, 10.0)
@@ -436,6 +461,18 @@ def test_adapt_does_not_cost_a_drive_the_base_already_handles(adapted):
     assert a["settings"]["iterations"] == 12
     report = (root / "report" / "report.md").read_text()
     assert "Ground truth" in report and (root / "report" / "contact_sheet.png").stat().st_size > 0
+    # the rejected lanes the criteria counted reach the report (they were always "{}": merge_criteria dropped them)
+    rejected = summary["criteria_before"]["per_source"][0]["rejected_by_reason"]
+    assert a["criteria_before"]["rejected_by_reason"] == rejected
+    assert f"Rejected lanes by reason (before): {json.dumps(rejected)}" in report
+
+
+def test_merged_criteria_sum_the_rejections_of_every_source():
+    a = {"frames": 2, "lanes_per_frame": 1.0, "rejected_by_reason": {"too short": 2, "lanes cross": 1}}
+    b = {"frames": 6, "lanes_per_frame": 3.0, "rejected_by_reason": {"lanes cross": 4}}
+    merged = merge_criteria([a, b])
+    assert merged["lanes_per_frame"] == pytest.approx(2.5) and merged["frames"] == 8
+    assert list(merged["rejected_by_reason"].items()) == [("lanes cross", 5), ("too short", 2)]
 
 
 def test_adapted_weights_load_in_the_detector_and_adapt_again(adapted):

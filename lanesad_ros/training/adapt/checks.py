@@ -24,7 +24,12 @@ Camera facts estimated from the drive itself (no calibration needed):
   bottom of the picture" (which would cost it lanes on cameras without a hood).
 - **Vanishing point** (:func:`vanishing_point`): the median intersection of the near-field
   lines (``convergence.near_field_lines``) of confident left/right lane pairs over all frames.
-  Lane boundaries are parallel on the road, so their image lines meet there.
+  Lane boundaries are parallel on the road, so their image lines meet there. Until it is known
+  the road's height is measured up to the **teacher's lane top** (:func:`teacher_top`, the median
+  top row of its confident lanes), not to the image top: CULane's road ends at about row 400 of
+  590, and against the whole height the span rule asked for 46 % of the real road, so on the
+  first 30 frames of clip 06030819_0755 24 lanes were "too short", too few pairs were left to
+  find the vanishing point, and it stayed unknown for the whole drive.
 - **Lane top** (:func:`lane_top`): how far up the drive's lanes are seen when nothing hides
   them, the ``LANE_TOP_PERCENTILE`` of the accepted labels' top rows. TuSimple and CULane
   label a lane through the vehicles that hide it; the teacher stops where a car ahead begins
@@ -112,12 +117,19 @@ class LaneRules:
 class Camera:
     """What the drive says about the camera: ``size`` (W, H), ``hood_y`` (W,) first static row per
     column (H where there is none), ``vp`` (x, y) vanishing point or None, ``lane_top`` the row
-    up to which the drive's lanes are seen (:func:`lane_top`) or None."""
+    up to which the drive's lanes are seen (:func:`lane_top`) or None, ``teacher_top`` the median
+    top row of the teacher's confident lanes (:func:`teacher_top`) or None."""
 
     size: tuple[int, int]
     hood_y: np.ndarray
     vp: tuple[float, float] | None = None
     lane_top: float | None = None  # row up to which pseudo-labels are continued (None: not continued)
+    teacher_top: float | None = None  # median top row of the teacher's confident lanes (:func:`teacher_top`)
+
+    @property
+    def road_top(self) -> float | None:
+        """Row where the road ends: the vanishing point's, else the teacher's lane top, else None."""
+        return self.vp[1] if self.vp is not None else self.teacher_top
 
     @property
     def has_hood(self) -> bool:
@@ -325,7 +337,7 @@ def check_lane(lane: Lane, camera: Camera, rules: LaneRules, cut_hood: bool = Tr
     if len(pts) < rules.min_points:
         out.reason = "too few rows"
         return out
-    road_top = camera.vp[1] if camera.vp is not None else 0.0
+    road_top = camera.road_top if camera.road_top is not None else 0.0
     bottom = min(float(h), float(np.median(camera.hood_y)))
     span = float(pts[:, 1].max() - pts[:, 1].min())
     if span < rules.min_span * max(bottom - road_top, 1.0):
@@ -379,6 +391,16 @@ def _continue_up(label: np.ndarray, vp: tuple[float, float], top: float, height:
         return label
     xs = x0 + (vp[0] - x0) * (y0 - rows) / (y0 - vp[1])
     return np.concatenate([label, np.stack([xs, rows], axis=1)])
+
+
+def teacher_top(lanes_per_frame: list[list[Lane]], rules: LaneRules) -> float | None:
+    """Median top row of the teacher's lanes of at least ``rules.min_confidence`` over the drive
+    (image rows, down from the top): where its road ends before the vanishing point is known.
+    None without confident lanes."""
+    tops = [float(np.min(np.asarray(lane.image_points, np.float64).reshape(-1, 2)[:, 1]))
+            for lanes in lanes_per_frame for lane in lanes
+            if lane.confidence >= rules.min_confidence and len(lane.image_points)]
+    return float(np.median(tops)) if tops else None
 
 
 def lane_top(labels: list[np.ndarray], vp: tuple[float, float] | None, height: int) -> float | None:
@@ -462,7 +484,7 @@ def check_frame(checked: list[Checked], camera: Camera, rules: LaneRules) -> Non
 def _line_distance(a: Checked, b: Checked, camera: Camera) -> float:
     """Mean |dx| of two near-lines over the road rows between the vanishing point and the hood."""
     w, h = camera.size
-    top = camera.vp[1] if camera.vp is not None else 0.4 * h
+    top = camera.road_top if camera.road_top is not None else 0.4 * h
     bottom = float(min(h - 1, np.median(camera.hood_y)))
     rows = np.linspace(top + 0.3 * (bottom - top), bottom, 5)
     return float(np.mean(np.abs((a.line[0] + a.line[1] * rows) - (b.line[0] + b.line[1] * rows))))
@@ -501,7 +523,7 @@ def estimate_camera(lanes_per_frame: list[list[Lane]], greys: list[np.ndarray], 
                     rules: LaneRules) -> Camera:
     """Static bottom region from the frames, then the vanishing point from the lanes that pass
     the shape checks (which do not need it), then the lane top from the lanes that pass with it."""
-    camera = Camera(size=size, hood_y=static_bottom(greys, size))
+    camera = Camera(size=size, hood_y=static_bottom(greys, size), teacher_top=teacher_top(lanes_per_frame, rules))
     lines = [[c.line for c in check_lanes(lanes, camera, rules) if c.ok and c.line is not None
               and c.confidence >= 0.8] for lanes in lanes_per_frame]
     camera.vp = vanishing_point(lines, size)

@@ -95,11 +95,17 @@ def unlabelled_criteria(detections: list[list[Lane]], views: list[list[list[Lane
 
 
 def merge_criteria(per_source: list[dict]) -> dict:
-    """Frame-weighted mean of several sources' criteria (numbers only)."""
+    """Frame-weighted mean of several sources' criteria, and their ``rejected_by_reason`` counts
+    summed (most frequent first): the report's "rejected lanes by reason" read from here."""
     frames = sum(c["frames"] for c in per_source)
     out: dict = {"frames": frames}
     keys = {k for c in per_source for k, v in c.items() if isinstance(v, float)}
     for key in sorted(keys):
         parts = [(c[key], c["frames"]) for c in per_source if key in c]
         out[key] = sum(v * n for v, n in parts) / max(sum(n for _, n in parts), 1)
+    reasons: dict[str, int] = {}
+    for c in per_source:
+        for reason, count in c.get("rejected_by_reason", {}).items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    out["rejected_by_reason"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
     return out
