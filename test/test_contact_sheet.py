@@ -28,8 +28,14 @@ def test_images_are_shared_between_sources_and_spread_within_each(tmp_path):
     assert {k: len(v) for k, v in by_source.items()} == {"big": 5, "small": 5, "tiny": 2}
     assert by_source["big"] == ["000.jpg", "007.jpg", "014.jpg", "022.jpg", "029.jpg"]  # first to last, evenly
     assert len(select_images([small], 100)) == 8
+    (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images .* in: .*empty"):
         select_images([big, tmp_path / "empty"], 4)
+    # a path that is not there says so (it read "no images in" the missing folder)
+    with pytest.raises(ValueError, match=f"^no such file or folder: {tmp_path / 'nowhere'}$"):
+        select_images([big, tmp_path / "nowhere"], 4)
+    with pytest.raises(ValueError, match=r"no images .* in: .*big/\*\.txt$"):  # a glob matching no image
+        select_images([str(tmp_path / "big" / "*.txt")], 4)
 
 
 def test_sheet_grid_and_summary(tmp_path):

@@ -86,6 +86,10 @@ def test_contact_sheet_command(random_weights, tmp_path, capsys):
     assert "3 images" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         main(["contact-sheet", str(tmp_path / "nothing_here"), "--out", str(out)])
+    assert exc.value.code == 2 and "no such file or folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["contact-sheet", str(tmp_path / "empty"), "--out", str(out)])
     assert exc.value.code == 2 and "no images" in capsys.readouterr().err
 
 

@@ -44,10 +44,14 @@ def select_images(sources: Sequence[str | Path], count: int) -> list[Path]:
     """Up to ``count`` images, shared as evenly as possible between ``sources`` (each a file,
     folder or glob) and evenly spaced within each, so every source and camera is seen.
 
-    Raises ValueError naming the sources that hold no image.
+    Raises ValueError naming the sources that do not exist (neither a file, a folder nor a glob
+    that matches anything) and those that hold no image.
     """
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
+    missing = [str(s) for s in sources if not Path(s).exists() and not glob.glob(str(s))]
+    if missing:
+        raise ValueError(f"no such file or folder: {', '.join(missing)}")
     lists = [images_in(s) for s in sources]
     empty = [str(s) for s, found in zip(sources, lists, strict=True) if not found]
     if empty:
