@@ -122,6 +122,16 @@ def test_from_video(tmp_path, scenes):
     assert frames[1].stamp_ns - frames[0].stamp_ns == 200_000_000  # the video's 5 fps
 
 
+def test_from_video_names_a_missing_file_and_an_undecodable_one(tmp_path, capsys):
+    assert bag_main(["from-video", str(tmp_path / "none.mp4"), str(tmp_path / "a")]) == 2
+    assert f"no such video file: {tmp_path / 'none.mp4'}" in capsys.readouterr().err
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    assert bag_main(["from-video", str(text), str(tmp_path / "b")]) == 2
+    assert "not a video OpenCV can decode" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_from_tusimple_real_frames(tmp_path):
     labels = shared_path("tusimple", "labels.json")
     out = tmp_path / "tus"

@@ -20,9 +20,11 @@ def from_video(video: str | Path, out: str | Path, rate_hz: float | None = None,
     a nominal rate (``rate_hz``, default 10 Hz), as is any video when ``rate_hz`` is given. The bag's
     ``lanesad_ros.timing`` says which.
     """
+    if "%" not in Path(str(video)).name and not Path(video).is_file():  # an image sequence's pattern names no file
+        raise BagError(f"no such video file: {video}")
     cap = cv2.VideoCapture(str(video))
     if not cap.isOpened():
-        raise BagError(f"cannot open video {video}")
+        raise BagError(f"cannot open video {video} (not a video OpenCV can decode)")
     fps = cap.get(cv2.CAP_PROP_FPS)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     total = total if total > 0 else None
