@@ -140,7 +140,9 @@ class Camera:
         return {"size": [w, h], "vanishing_point": None if self.vp is None else [round(self.vp[0], 1),
                                                                                  round(self.vp[1], 1)],
                 "lane_top_row": None if self.lane_top is None else round(self.lane_top, 1),
-                "hood_top_row": {"min": float(self.hood_y.min()), "median": float(np.median(self.hood_y))}
+                "teacher_top_row": None if self.teacher_top is None else round(self.teacher_top, 1),
+                "hood_top_row": {"min": round(float(self.hood_y.min()), 1),
+                                 "median": round(float(np.median(self.hood_y)), 1)}
                 if self.has_hood else None}
 
 

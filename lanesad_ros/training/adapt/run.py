@@ -331,9 +331,9 @@ class Adapter:
                         # later states only need to beat the best.
                         improved = (value >= best_value + s.min_gain - 1e-9 if best_state is None
                                     else value > best_value + 1e-9)
-                        tqdm.write(f"it {it}: {CRITERION} {value:.3f} (best {best_value:.3f}) loss "
-                                   f"{parts['loss']:.3f} seg {parts['seg']:.3f} l2sp {parts['l2sp']:.4f}",
-                                   file=sys.stderr)
+                        verdict = "new best" if improved else f"best so far {best_value:.3f}"
+                        self.log(f"it {it}: {CRITERION} {value:.3f} ({verdict}) loss "
+                                 f"{parts['loss']:.3f} seg {parts['seg']:.3f} l2sp {parts['l2sp']:.4f}")
                         if improved:
                             best_value, best_it = value, it
                             best_state = copy.deepcopy(self.model.state_dict())
