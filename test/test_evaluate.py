@@ -114,12 +114,14 @@ def test_offline_report_with_real_detector(drive, random_weights, tmp_path):
     assert video_frames(out / "worst_frames.mp4") == (n, (H, W, 3))
 
 
-def test_oracle_scores_perfect_through_the_bag(drive, fake_detectors, tmp_path):
+def test_oracle_scores_perfect_through_the_bag(drive, fake_detectors, tmp_path, capsys):
     out = tmp_path / "oracle"
     assert main(["offline", str(drive), "--weights", "oracle", "--out", str(out), "--video", "none"]) == 0
     m = load(out)
     assert m["tusimple"] == {"accuracy": 1.0, "fp": 0.0, "fn": 0.0, "frames": N}
     assert m["culane"]["f1"] == 1.0
+    # the summary line names both benchmarks' figures (CULane F1 was in report.md only)
+    assert "TuSimple accuracy 1.0000 FP 0.0000 FN 0.0000, CULane F1 1.0000" in capsys.readouterr().out
     assert not (out / "worst_frames.mp4").exists()
 
 

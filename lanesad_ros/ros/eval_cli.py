@@ -185,6 +185,9 @@ def _scores_main(args: argparse.Namespace) -> int:
     if "tusimple" in metrics:
         t = metrics["tusimple"]
         summary += f", TuSimple accuracy {t['accuracy']:.4f} FP {t['fp']:.4f} FN {t['fn']:.4f}"
+    if "culane" in metrics:  # F1 is undefined (None) without predicted or labelled lanes, as the official tool's nan
+        f1 = metrics["culane"]["f1"]
+        summary += f", CULane F1 {'undefined' if f1 is None else f'{f1:.4f}'}"
     lat = metrics.get("latency_ms", {})
     if lat.get("count"):
         summary += f", {lat['kind']} latency median {lat['median']:.1f} ms"
