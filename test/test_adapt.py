@@ -226,14 +226,19 @@ def test_road_height_before_the_vanishing_point_is_the_teachers_not_the_image():
     frames = [[_straight(1, 420.0 + 10 * i, vp=vp, bottom=580.0, top=505.0),  # 70 px seen, bottom first
                _straight(2, 1250.0 - 10 * i, vp=vp, bottom=580.0, top=505.0),
                _straight(3, 1640.0, vp=vp, bottom=580.0, top=405.0)] for i in range(6)]
-    assert teacher_top(frames, rules) == pytest.approx(510.0)  # the median top row of the confident lanes
+    # the 25th percentile of the confident lanes' top rows (tops 510, 510, 410 in every frame): the higher lanes
+    assert teacher_top(frames, 590, rules) == pytest.approx(410.0)
     unsure = [[_lane(1, np.full(8, 500.0), np.arange(580.0, 100.0, -60.0), confidence=0.3)]]
-    assert teacher_top(frames + unsure * 20, rules) == pytest.approx(510.0) and teacher_top(unsure, rules) is None
+    fragments = [[_straight(s, 600.0 + 100 * s, vp=vp, bottom=580.0, top=540.0) for s in range(3)]] * 6  # 4 rows each
+    assert teacher_top(frames + unsure * 20 + fragments, 590, rules) == pytest.approx(410.0)
+    assert teacher_top(unsure, 590, rules) is None and teacher_top(fragments, 590, rules) is None
+    low = [[_straight(1, 420.0, vp=vp, bottom=580.0, top=515.0)]]  # 7 rows, top 520: clamped to 0.8 of the height
+    assert teacher_top(low, 590, rules) == pytest.approx(0.8 * 590)
     whole_image = Camera(size=size, hood_y=np.full(1640, 590.0))  # as before: the road up to row 0
     assert check_lane(frames[0][0], whole_image, rules).reason == "too short"
     greys = [np.random.default_rng(i).integers(0, 255, (74, 205), dtype=np.uint8) for i in range(10)]  # moving
     camera = estimate_camera(frames, greys, size, rules)
-    assert camera.teacher_top == pytest.approx(510.0)
+    assert camera.teacher_top == pytest.approx(410.0)
     assert camera.vp == pytest.approx(vp, abs=1.0)  # found from the short lanes' pairs
     assert camera.road_top == pytest.approx(vp[1], abs=1.0)
     assert all(c.ok for c in check_lanes(frames[0][:2], camera, rules))

@@ -104,6 +104,11 @@ def test_cli_synthetic_and_info(tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     assert bag_main(["synthetic", str(out), "--frames", "1", "--overwrite"]) == 2
     assert "holds more than a bag (notes.txt)" in capsys.readouterr().err
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert bag_main(["synthetic", str(afile), "--frames", "1", "--overwrite"]) == 2  # one line, no traceback
+    err = capsys.readouterr().err.strip()
+    assert err == f"lanesad-bag: error: {afile} exists and is not a bag folder; not overwriting it"
     assert (out / "notes.txt").exists()
 
 

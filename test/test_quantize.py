@@ -230,7 +230,7 @@ def test_requirements_install_what_the_readme_commands_need():
     names, workspace = _requirements("requirements.txt"), _requirements("requirements-workspace.txt")
     pins = {line.split("==")[0] for line in (REPO_ROOT / "constraints.txt").read_text().splitlines() if "==" in line}
     assert {"nncf", "openvino"} <= names and {"nncf", "openvino"} <= pins
-    assert {"nncf", "openvino", "onnxruntime", "safetensors", "rosbags"} <= workspace <= names
+    assert {"openvino", "onnxruntime", "safetensors", "rosbags"} <= workspace <= names
     assert not {name for name in workspace if name.startswith("ros-")}
 
 

@@ -287,6 +287,13 @@ def test_unreadable_data_fails_before_the_run_folder_is_written(tmp_path):
     with pytest.raises(DataError, match="label file not found: .*nowhere"):
         Trainer(cfg).run()
     assert (tmp_path / "run" / "config.yaml").read_text() == "name: earlier run\n"
+    cfg = tiny_config(tmp_path / "v")  # the validation data too, before a step is trained
+    cfg["data"]["val"] = [validate({"data": {"val": [
+        {"type": "tusimple", "root": str(tmp_path / "no_val"), "labels": "test_label.json"}]}})["data"]["val"][0]]
+    trainer = Trainer(cfg)
+    with pytest.raises(DataError, match="label file not found: .*no_val"):
+        trainer.run()
+    assert trainer.iteration == 0 and not (tmp_path / "v" / "run").exists()
 
 
 def test_real_training_split_never_shares_a_clip():

@@ -142,6 +142,15 @@ def test_override_list_index_errors(bad, why):
         apply_overrides({"data": {"train": [{"root": "a"}, {"root": "b"}]}}, [bad])
 
 
+def test_override_index_without_a_list_names_it():
+    with pytest.raises(ConfigError, match=r"data.train is a list of 0; '0' is not an index in it \(it is empty\)"):
+        apply_overrides({"data": {"train": []}}, ["data.train.0.root=x"])
+    with pytest.raises(ConfigError, match="data has no list here to index with '0'"):  # data.train missing
+        apply_overrides({"data": {}}, ["data.0.root=x"])
+    with pytest.raises(ConfigError, match="'²' is not an index"):
+        apply_overrides({"data": {"train": [{}]}}, ["data.train.²=x"])
+
+
 def test_shipped_configs_validate():
     files = sorted((REPO / "config" / "train").glob("*.yaml"))
     names = {f.name for f in files}

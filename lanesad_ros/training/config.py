@@ -231,12 +231,17 @@ def apply_overrides(config: dict[str, Any], overrides: list[str] | tuple[str, ..
         node: Any = out
         for depth, part in enumerate(parts):
             where = ".".join(parts[:depth])
+            index = re.fullmatch(r"[0-9]+", part) is not None
             if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
+                if not index or int(part) >= len(node):
+                    valid = f"0-{len(node) - 1}" if node else "it is empty"
                     raise ConfigError(f"override {text!r}: {where} is a list of {len(node)}; {part!r} is not an index "
-                                      f"in it (0-{len(node) - 1})")
+                                      f"in it ({valid})")
                 key: Any = int(part)
             elif isinstance(node, dict):
+                if index and part not in node:
+                    raise ConfigError(f"override {text!r}: {where or 'the config'} has no list here to index with "
+                                      f"{part!r}")
                 key = part
             else:
                 raise ConfigError(f"override {text!r}: {where} is not a section")

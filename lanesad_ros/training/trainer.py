@@ -267,9 +267,12 @@ class Trainer:
         """Train up to ``train.iterations`` (or ``stop_at``, e.g. to simulate a kill in tests)."""
         t = self.cfg["train"]
         end = t["iterations"] if stop_at is None else min(stop_at, t["iterations"])
-        # The data first: a config whose data cannot be read fails before it writes anything, so it
-        # neither leaves an empty run folder nor replaces the config.yaml of a run already there.
+        # The data first, training and validation: a config whose data cannot be read fails before it
+        # writes anything (no empty run folder, no config.yaml of a run already there replaced) and
+        # before it trains (a wrong validation root used to fail at the first evaluation).
         loader = self.data_loader(self.iteration, end)
+        if self.cfg["eval"]["interval"] > 0 or end == t["iterations"]:
+            self.val_sets()
         if self.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             dump(self.cfg, self.output_dir / "config.yaml")

@@ -72,10 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out = Path(args.out) if args.command != "info" else None
-    existed = out is not None and out.exists() and not args.overwrite
+    existed = out is not None and out.exists()  # not ours to describe if a conversion fails
     try:
         if getattr(args, "overwrite", False):
             remove_bag(Path(args.out))
+            existed = False
         if args.command == "info":
             info = bag_info(args.bag)
             if args.json:
@@ -109,8 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     except (BagError, DataError) as exc:
         kept = ""
         if out is not None and not existed and out.exists():  # stopped part-way: what was written stays readable
-            frames = max((t["count"] for t in bag_info(out)["topics"].values()), default=0)
-            kept = (f" (the bag {out} keeps the {frames} frame{'' if frames == 1 else 's'} written before it; "
-                    "--overwrite replaces it)")
+            try:
+                frames = max((t["count"] for t in bag_info(out)["topics"].values()), default=0)
+                kept = (f" (the bag {out} keeps the {frames} frame{'' if frames == 1 else 's'} written before it; "
+                        "--overwrite replaces it)")
+            except BagError:  # not a readable bag after all: the error alone
+                pass
         print(f"lanesad-bag: error: {exc}{kept}", file=sys.stderr)
         return 2

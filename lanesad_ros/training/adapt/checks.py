@@ -25,11 +25,12 @@ Camera facts estimated from the drive itself (no calibration needed):
 - **Vanishing point** (:func:`vanishing_point`): the median intersection of the near-field
   lines (``convergence.near_field_lines``) of confident left/right lane pairs over all frames.
   Lane boundaries are parallel on the road, so their image lines meet there. Until it is known
-  the road's height is measured up to the **teacher's lane top** (:func:`teacher_top`, the median
-  top row of its confident lanes), not to the image top: CULane's road ends at about row 400 of
-  590, and against the whole height the span rule asked for 46 % of the real road, so on the
-  first 30 frames of clip 06030819_0755 24 lanes were "too short", too few pairs were left to
-  find the vanishing point, and it stayed unknown for the whole drive.
+  the road's height is measured up to the **teacher's lane top** (:func:`teacher_top`, the 25th
+  percentile of the top rows of its confident lanes: the higher ones), not to the image top:
+  CULane's road ends at about row 400 of 590, and against the whole height the span rule asked
+  for 46 % of the real road, so on the first 30 frames of clip 06030819_0755 24 lanes were "too
+  short", too few pairs were left to find the vanishing point, and it stayed unknown for the
+  whole drive.
 - **Lane top** (:func:`lane_top`): how far up the drive's lanes are seen when nothing hides
   them, the ``LANE_TOP_PERCENTILE`` of the accepted labels' top rows. TuSimple and CULane
   label a lane through the vehicles that hide it; the teacher stops where a car ahead begins
@@ -87,6 +88,8 @@ STATIC_MAD = 4.0  # grey levels: median absolute deviation over time below which
 MOVING_DIFF = 3.0  # grey levels: mean |difference| from the last frame kept for a frame to count as moved
 MAX_HOOD = 1.0 / 3.0  # of the height: highest a hood reaches (CULane's camera about 0.1, ours 0.15-0.3)
 LANE_TOP_PERCENTILE = 10  # of the accepted labels' top rows: where the drive's unhidden lanes end
+TEACHER_TOP_PERCENTILE = 25  # of the teacher's confident lanes' top rows: the road's end until the VP is known
+MAX_TEACHER_TOP = 0.8  # of the height: the lowest that road end may be
 MAX_HOOD_RISE = 0.05  # of the height: how far a hood column may reach above the crest of the middle half
 _HOOD_SEARCH = 0.15  # of the height: how far above the static region the hood contour is looked for
 SEQUENCE_MARGIN = 0.1  # correlation margin of consecutive over distant frames (looks_like_sequence)
@@ -117,14 +120,14 @@ class LaneRules:
 class Camera:
     """What the drive says about the camera: ``size`` (W, H), ``hood_y`` (W,) first static row per
     column (H where there is none), ``vp`` (x, y) vanishing point or None, ``lane_top`` the row
-    up to which the drive's lanes are seen (:func:`lane_top`) or None, ``teacher_top`` the median
-    top row of the teacher's confident lanes (:func:`teacher_top`) or None."""
+    up to which the drive's lanes are seen (:func:`lane_top`) or None, ``teacher_top`` where the
+    teacher's confident lanes end (:func:`teacher_top`) or None."""
 
     size: tuple[int, int]
     hood_y: np.ndarray
     vp: tuple[float, float] | None = None
     lane_top: float | None = None  # row up to which pseudo-labels are continued (None: not continued)
-    teacher_top: float | None = None  # median top row of the teacher's confident lanes (:func:`teacher_top`)
+    teacher_top: float | None = None  # where the teacher's confident lanes end (:func:`teacher_top`)
 
     @property
     def road_top(self) -> float | None:
@@ -395,14 +398,21 @@ def _continue_up(label: np.ndarray, vp: tuple[float, float], top: float, height:
     return np.concatenate([label, np.stack([xs, rows], axis=1)])
 
 
-def teacher_top(lanes_per_frame: list[list[Lane]], rules: LaneRules) -> float | None:
-    """Median top row of the teacher's lanes of at least ``rules.min_confidence`` over the drive
-    (image rows, down from the top): where its road ends before the vanishing point is known.
-    None without confident lanes."""
-    tops = [float(np.min(np.asarray(lane.image_points, np.float64).reshape(-1, 2)[:, 1]))
-            for lanes in lanes_per_frame for lane in lanes
-            if lane.confidence >= rules.min_confidence and len(lane.image_points)]
-    return float(np.median(tops)) if tops else None
+def teacher_top(lanes_per_frame: list[list[Lane]], height: int, rules: LaneRules) -> float | None:
+    """Where the drive's road ends before the vanishing point is known (image row, down from the
+    top): the ``TEACHER_TOP_PERCENTILE`` of the top rows of the teacher's lanes of at least
+    ``rules.min_confidence`` and ``rules.min_points`` rows (the higher lanes: short fragments near
+    the bottom do not pull it down), at most ``MAX_TEACHER_TOP`` of ``height`` (the span rule keeps
+    a road of at least the rest). None without such lanes."""
+    tops = []
+    for lanes in lanes_per_frame:
+        for lane in lanes:
+            pts = np.asarray(lane.image_points, np.float64).reshape(-1, 2)
+            if lane.confidence >= rules.min_confidence and len(pts) >= rules.min_points:
+                tops.append(float(pts[:, 1].min()))
+    if not tops:
+        return None
+    return float(min(np.percentile(tops, TEACHER_TOP_PERCENTILE), MAX_TEACHER_TOP * height))
 
 
 def lane_top(labels: list[np.ndarray], vp: tuple[float, float] | None, height: int) -> float | None:
@@ -525,7 +535,8 @@ def estimate_camera(lanes_per_frame: list[list[Lane]], greys: list[np.ndarray], 
                     rules: LaneRules) -> Camera:
     """Static bottom region from the frames, then the vanishing point from the lanes that pass
     the shape checks (which do not need it), then the lane top from the lanes that pass with it."""
-    camera = Camera(size=size, hood_y=static_bottom(greys, size), teacher_top=teacher_top(lanes_per_frame, rules))
+    camera = Camera(size=size, hood_y=static_bottom(greys, size),
+                    teacher_top=teacher_top(lanes_per_frame, size[1], rules))
     lines = [[c.line for c in check_lanes(lanes, camera, rules) if c.ok and c.line is not None
               and c.confidence >= 0.8] for lanes in lanes_per_frame]
     camera.vp = vanishing_point(lines, size)
