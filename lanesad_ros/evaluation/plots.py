@@ -29,11 +29,15 @@ def plot_accuracy(runs: list[ModelRun], path: Path) -> None:
         dropped = [r for r in run.results if r.lanes is None]
         if dropped:
             ax.plot([(r.time_ns - t0) / 1e9 for r in dropped], [0] * len(dropped), "rx", label=f"{run.name} dropped")
+    scored = any(r.tusimple for r in runs[0].results)
     ax.set_xlabel("time in bag (s)")
-    ax.set_ylabel("TuSimple accuracy" if any(r.tusimple for r in runs[0].results) else "lanes")
-    ax.set_title("per-frame accuracy")
+    ax.set_ylabel("TuSimple accuracy" if scored else "lanes")
+    if not scored:  # whole lanes, counted from none
+        ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.set_ylim(-0.2, ax.get_ylim()[1] + 0.3)
+    ax.set_title("per-frame TuSimple accuracy" if scored else "lanes found per frame (no ground truth in the bag)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)  # not over the points: lanes found sit at the bottom right
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
