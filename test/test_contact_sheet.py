@@ -53,6 +53,10 @@ def test_sheet_grid_and_summary(tmp_path):
     listed = json.loads((tmp_path / "sheet.json").read_text())
     assert listed == summary and len(listed) == 9
     assert listed[0]["lanes"] == [{"slot": "LEFT", "confidence": 0.83, "points": 2}] and listed[-1]["lanes"] == []
+    # no height given: tiles take the images' median aspect (a CULane-shaped camera is not letterboxed into 16:9)
+    wide = select_images([tmp_path / "wide"], 2)
+    write_contact_sheet(detect, wide, tmp_path / "wide.png", columns=2, tile_size=(328, None))
+    assert cv2.imread(str(tmp_path / "wide.png")).shape == (118, 2 * 328, 3)  # 328 * 59 / 164
     with pytest.raises(ValueError, match="must end in .jpg"):
         write_contact_sheet(detect, paths, tmp_path / "sheet.gif")
     (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")

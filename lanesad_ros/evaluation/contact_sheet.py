@@ -115,9 +115,12 @@ def build_sheet(entries: Sequence[SheetEntry], images: Sequence[np.ndarray], col
 
 
 def write_contact_sheet(detect: Callable[[np.ndarray], LaneDetections], paths: Sequence[Path], out: str | Path,
-                        columns: int = 6, tile_size: tuple[int, int] = (480, 270), quality: int = 90) -> list[dict]:
+                        columns: int = 6, tile_size: tuple[int, int | None] = (480, None), quality: int = 90
+                        ) -> list[dict]:
     """Run ``detect`` on each image, write the grid to ``out`` (.jpg or .png) and a ``.json``
     beside it listing per image the lanes (slot, existence probability, point count).
+    ``tile_size`` (width, height) in pixels; height None: the images' median aspect ratio (a
+    1640x590 camera is not letterboxed into 16:9 tiles), images of another aspect letterboxed.
 
     Raises ValueError for an unreadable image (naming it) or an unknown output suffix.
     """
@@ -136,6 +139,9 @@ def write_contact_sheet(detect: Callable[[np.ndarray], LaneDetections], paths: S
                         "latency_ms": round(det.latency_ms, 2),
                         "lanes": [{"slot": lane.slot.name, "confidence": round(float(lane.confidence), 4),
                                    "points": len(lane.image_points)} for lane in det.lanes]})
+    if tile_size[1] is None and images:
+        aspect = float(np.median([image.shape[0] / image.shape[1] for image in images]))
+        tile_size = (tile_size[0], max(1, round(tile_size[0] * aspect)))
     sheet = build_sheet(entries, images, columns, tile_size)
     params = [cv2.IMWRITE_JPEG_QUALITY, quality] if out.suffix.lower() in (".jpg", ".jpeg") else []
     ok, encoded = cv2.imencode(out.suffix.lower(), sheet, params)

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file (default: the shipped weights)")
     p.add_argument("--count", type=int, default=24, help="images on the sheet (default 24)")
     p.add_argument("--columns", type=int, default=6)
-    p.add_argument("--tile-width", type=int, default=480, help="tile width in pixels (16:9 tiles)")
+    p.add_argument("--tile-width", type=int, default=480,
+                   help="tile width in pixels (height: the images' median aspect)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--backend", default="auto", help="detector backend (auto, torch, onnxruntime, ...)")
     p = sub.add_parser("calibrate-existence",
@@ -99,8 +100,8 @@ def contact_sheet_main(args: argparse.Namespace, parser: argparse.ArgumentParser
     try:
         paths = select_images(args.images, args.count)
         detector = Detector.from_weights(args.weights, device=args.device, backend=args.backend)
-        tile = (args.tile_width, round(args.tile_width * 9 / 16))
-        summary = write_contact_sheet(detector.detect, paths, args.out, columns=args.columns, tile_size=tile)
+        summary = write_contact_sheet(detector.detect, paths, args.out, columns=args.columns,
+                                      tile_size=(args.tile_width, None))
     except (ValueError, OSError) as exc:  # DetectorError is a ValueError
         parser.error(str(exc))
     lanes = sum(len(s["lanes"]) for s in summary)
