@@ -3,7 +3,6 @@ namespace, failures with clear messages, signals at any moment of start-up, the 
 """
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import signal
@@ -486,32 +485,3 @@ def test_launch_environment_adds_the_profile_only_for_localhost_discovery():
             f"{config}/fastdds_localhost_frames.xml"
     mine = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "FASTDDS_DEFAULT_PROFILES_FILE": "/my/profile.xml"}
     assert "FASTDDS_DEFAULT_PROFILES_FILE" not in node_environment(mine, config), "the user's own file stays"
-
-
-def test_a_signal_during_a_held_import_is_handled_after_it(tmp_path, monkeypatch):
-    """A signal that lands inside torch's import ran the handler within a pybind11 call, and its SystemExit
-    aborted the process (exit -6). ``import_holding_signals`` holds SIGINT/SIGTERM back until the import is
-    done: here a module that signals itself halfway is imported whole, and the handler runs afterwards."""
-    from lanesad_ros.ros.entry import import_holding_signals
-
-    class Interrupted(Exception):
-        pass
-
-    def handler(signum, frame):
-        raise Interrupted
-
-    body = "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\nreached = True\n"
-    (tmp_path / "signals_itself.py").write_text(body)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        with pytest.raises(Interrupted):
-            import_holding_signals("signals_itself")
-        assert sys.modules["signals_itself"].reached  # the module ran to its end before the handler
-        del sys.modules["signals_itself"]
-        with pytest.raises(Interrupted):  # without holding, the handler interrupts the module's body
-            importlib.import_module("signals_itself")
-        assert "signals_itself" not in sys.modules
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        sys.modules.pop("signals_itself", None)

@@ -78,20 +78,6 @@ def begin_stopping() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def import_holding_signals(name: str) -> Any:
-    """Import module ``name`` with SIGINT/SIGTERM held back in this thread (``pthread_sigmask``); a
-    signal that arrives meanwhile is delivered, and handled, right after the import. torch's import
-    runs Python code inside pybind11 calls: the starting phase's SystemExit raised there cannot cross
-    the C++ frames and aborted the process (exit -6, "terminate called after throwing an instance of
-    'pybind11::error_already_set'"; seen once in test_signal_at_any_moment_of_start_up_ends_quietly)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        return importlib.import_module(name)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def arm_teardown_watchdog() -> None:
     """Called as a built node's teardown begins: a teardown still running ``TEARDOWN_TIMEOUT_S`` later
     writes every thread's stack to stderr and exits with status 1 (module docstring). Without a

@@ -62,7 +62,6 @@ from lanesad_ros.ros.diagnostics import FrameStats, build_status, stamp_latency_
 from lanesad_ros.ros.entry import (
     arm_teardown_watchdog,
     begin_stopping,
-    import_holding_signals,
     install_quiet_signal_handlers,
     mark_running,
     ros_log_folder_problem,
@@ -158,7 +157,6 @@ class LaneDetectorCore:
         options = dict(backend=self.params["backend"], background=True, on_backend_chosen=self._on_backend_chosen,
                        **{name: self.params[name] for name in DECODER_SETTINGS if self.params[name] >= 0.0})
         self.device_note = ""
-        import_holding_signals("torch")  # the detector imports it: a signal inside that import aborted the process
         try:
             detector = Detector.from_weights(path, device=self.params["device"], **options)
         except DetectorError as cuda_exc:
