@@ -194,12 +194,13 @@ def _scores_main(args: argparse.Namespace) -> int:
         summary += f", {lat['kind']} latency median {lat['median']:.1f} ms"
     if args.mode == "live" and runs:
         summary += f", dropped {metrics.get('dropped', 0)}"
-    if fatal is None or metrics["frames"]:  # nothing scored: no summary, the problems and the error alone
+    nothing_scored = fatal is not None and not metrics["frames"]  # no summary: the problems and the error alone
+    if not nothing_scored:
         print(f"lanesad-eval {args.mode}: {summary}; report in {out}")
     for p in metrics["errors"]:
         if p != fatal:
             print(f"lanesad-eval: problem: {p}", file=sys.stderr)
-    if fatal is not None and not metrics["frames"]:
+    if nothing_scored:
         print(f"lanesad-eval: error: {fatal} (report in {out})", file=sys.stderr)
         return 2
     if fatal is not None:

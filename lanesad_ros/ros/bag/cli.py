@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     existed = out is not None and out.exists()  # not ours to describe if a conversion fails
     try:
         if getattr(args, "overwrite", False):
-            remove_bag(Path(args.out))
+            remove_bag(out)
             existed = False
         if args.command == "info":
             info = bag_info(args.bag)
