@@ -226,17 +226,12 @@ class RosClient:
         with self.cond:
             return self.cond.wait_for(predicate, timeout)
 
-    def wait_ready(self, node: NodeProcess, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Until the node's image subscription and /lanes publisher are matched with ours."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            lanes = self.node.count_publishers(f"{self.namespace}/lanes")
-            if self.publisher.get_subscription_count() > 0 and lanes > 0:
-                return
-            if not node.alive():
-                raise AssertionError(f"node exited with {node.proc.returncode}:\n{node.log()[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError(f"node not ready after {timeout} s:\n{node.log()[-3000:]}")
+    def wait_ready(self, node: NodeProcess, timeout: float = STARTUP_TIMEOUT, restarts: int = 1) -> None:
+        """Until the node's image subscription and /lanes publisher are matched with ours
+        (``NodeProcess.wait_discovered``: ``restarts=0`` for a node whose state a restart would lose,
+        e.g. a lifecycle node already activated)."""
+        node.wait_discovered(lambda: self.publisher.get_subscription_count() > 0
+                             and self.node.count_publishers(f"{self.namespace}/lanes") > 0, timeout, restarts)
 
     def stamp(self):
         return self.node.get_clock().now().to_msg()

@@ -72,7 +72,7 @@ def test_new_weights_between_cleanup_and_configure(managed, random_weights, tmp_
         assert taken.successful, taken.reason
         assert transition(client, change, Transition.TRANSITION_CONFIGURE)
         assert transition(client, change, Transition.TRANSITION_ACTIVATE)
-        client.wait_ready(node)
+        client.wait_ready(node, restarts=0)
         assert client.request(image_message(frame)).weights_name == second.name
     finally:
         for step in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
@@ -97,7 +97,7 @@ def test_transitions_load_run_pause_and_release(managed):
     for _ in range(2):  # activate, work, deactivate: twice on one loaded model
         assert transition(client, change, Transition.TRANSITION_ACTIVATE)
         assert state(client, get) == State.PRIMARY_STATE_ACTIVE
-        client.wait_ready(node)
+        client.wait_ready(node, restarts=0)
         assert client.request(image_message(frame)).image_width == 640
         assert transition(client, change, Transition.TRANSITION_DEACTIVATE)
         assert state(client, get) == State.PRIMARY_STATE_INACTIVE
@@ -112,7 +112,7 @@ def test_transitions_load_run_pause_and_release(managed):
     assert "cleaned up: model released" in node.log()
     assert transition(client, change, Transition.TRANSITION_CONFIGURE)  # and loads again
     assert transition(client, change, Transition.TRANSITION_ACTIVATE)
-    client.wait_ready(node)
+    client.wait_ready(node, restarts=0)
     assert client.request(image_message(frame)).image_width == 640
     assert node.alive() and "Traceback" not in node.log()
     assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]

@@ -67,10 +67,7 @@ def test_edited_params_file_applies_under_a_namespace(domain_id, random_weights,
                                                ("markers", "/markers", MarkerArray), ("points", "/points",
                                                                                        PointCloud2))}
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while client.publisher.get_subscription_count() == 0:
-            assert node.alive() and time.monotonic() < deadline, node.log()[-3000:]
-            time.sleep(0.2)
+        node.wait_discovered(lambda: client.publisher.get_subscription_count() > 0)
         node.wait_for_log("start-up: ready")  # topics open before the detector loads (seconds on a busy machine)
         values = client.diagnostics_after(0.0)
         assert values["input_topic"] == "/edited_camera/image_raw" and values["weights"] == str(random_weights)
