@@ -6,7 +6,10 @@ Ctrl-C, ``ros2 launch``'s shutdown or ``kill`` end the process quietly with stat
 phases (:func:`lanesad_ros.ros.node.run` moves through them; rclpy installs no handlers of its own):
 
 - starting (imports, rclpy.init, building the node, seconds of weight loading): the first
-  SIGINT/SIGTERM raises SystemExit(0), abandoning the load in progress;
+  SIGINT/SIGTERM raises SystemExit(0), abandoning the step in progress -- except inside
+  :func:`stop_deferred` (the detector's load: torch's import runs Python code inside C++ calls,
+  where the SystemExit cannot pass and the process aborted, exit -6), which ends the process with
+  the same SystemExit(0) as soon as the load returns;
 - running (spinning): the first signal only requests the stop; the spin loop ends after the
   callback in progress (no exception is thrown into rclpy, a callback or a ``__del__``);
 - stopping (from the first signal on, through the node's teardown and the interpreter's exit):
@@ -34,6 +37,8 @@ import faulthandler
 import importlib
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 TEARDOWN_TIMEOUT_S = 10.0  # launch's own escalation (SIGTERM) comes after its sigterm_timeout, 5 s by default
@@ -43,11 +48,30 @@ EXECUTABLES = {"lane_detector": "lanesad_ros.ros.node", "lane_detector_lifecycle
 class _Phase:
     running = False  # the node spins: a signal only requests the stop
     stopping = False  # a stop was requested or the teardown began
+    deferred = 0  # inside stop_deferred (nesting depth): a starting-phase signal only requests the stop
 
 
 def _on_signal(signum: int, frame: Any) -> None:
     begin_stopping()
-    if not _Phase.running:
+    if not _Phase.running and not _Phase.deferred:
+        raise SystemExit(0)
+
+
+@contextmanager
+def stop_deferred() -> Iterator[None]:
+    """A block that a starting-phase signal must not interrupt: the signal only requests the stop,
+    and SystemExit(0) is raised when the block ends normally (an exception leaving the block goes on
+    as it is; :func:`stop_requested` tells the caller it came with a stop). For code that runs Python
+    inside C/C++ calls (torch's import): an exception raised there by a signal handler cannot cross
+    the C++ frames ("terminate called after throwing an instance of 'pybind11::error_already_set'",
+    exit -6). Holding the signal itself (``pthread_sigmask``) does not do it: by then DDS threads exist
+    to take a process-directed signal, and Python runs the handler in the main thread regardless."""
+    _Phase.deferred += 1
+    try:
+        yield
+    finally:
+        _Phase.deferred -= 1
+    if _Phase.stopping and not _Phase.running and not _Phase.deferred:
         raise SystemExit(0)
 
 

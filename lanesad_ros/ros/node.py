@@ -65,6 +65,7 @@ from lanesad_ros.ros.entry import (
     install_quiet_signal_handlers,
     mark_running,
     ros_log_folder_problem,
+    stop_deferred,
     stop_requested,
 )
 from lanesad_ros.ros.ground import GroundModels
@@ -141,7 +142,8 @@ class LaneDetectorCore:
         log.info(f"start-up: process start to node {process_age_ms():.0f} ms (interpreter, imports); "
                  f"loading the detector (backend {self.params['backend']}, device {self.params['device']})")
         start = time.perf_counter()
-        self.detector = self._load_detector()
+        with stop_deferred():  # torch's import runs Python inside C++ calls: a signal must not raise there
+            self.detector = self._load_detector()
         phases = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.detector.startup_phases_ms.items())
         log.info(f"start-up: detector {(time.perf_counter() - start) * 1e3:.0f} ms ({phases}); "
                  f"backend {self.detector.backend_name}: {self.detector.backend_reason}")
