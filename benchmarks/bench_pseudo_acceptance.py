@@ -35,6 +35,7 @@ from lanesad_ros.fileio import write_text_atomic
 from lanesad_ros.metrics.culane import CULaneScorer
 from lanesad_ros.model.weights import load_weights
 from lanesad_ros.training.adapt import checks as current_checks
+from lanesad_ros.training.adapt.frames import looks_like_sequence, small_grey
 from lanesad_ros.training.adapt.sources import open_source
 from lanesad_ros.training.adapt.student import teacher_pass
 from lanesad_ros.weights import default_weights_path
@@ -63,7 +64,7 @@ def model_outputs(source, model, meta, detector) -> dict:
         lanes, exist, _ = teacher_pass(model, meta, [image], torch.device("cpu"))[0]
         out["teacher"].append(lanes)
         out["exist"].append(exist)
-        out["greys"].append(current_checks.small_grey(image))
+        out["greys"].append(small_grey(image))
         out["deployed"].append(detector.detect(image).lanes)
     return out
 
@@ -72,7 +73,7 @@ def acceptance(checks, source, outputs) -> dict:
     """The pseudo-label and criteria counts of one source under one checks module."""
     rules = checks.LaneRules()
     camera = checks.estimate_camera(outputs["teacher"], outputs["greys"], source.size, rules)
-    sequence = source.sequence and checks.looks_like_sequence(outputs["greys"])
+    sequence = source.sequence and looks_like_sequence(outputs["greys"])
     labels = checks.pseudo_labels(outputs["teacher"], outputs["exist"], camera, rules, sequence)
     rejected: dict[str, int] = {}
     for frame in labels:

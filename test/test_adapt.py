@@ -34,11 +34,11 @@ from lanesad_ros.training.adapt.checks import (
     check_lanes,
     estimate_camera,
     lane_top,
-    static_bottom,
     teacher_top,
     vanishing_point,
 )
 from lanesad_ros.training.adapt.criteria import merge_criteria
+from lanesad_ros.training.adapt.frames import looks_like_sequence, small_grey, static_bottom
 from lanesad_ros.training.adapt.run import Adapter, blend_states
 from lanesad_ros.training.adapt.sources import SourceError, open_source, open_sources
 from lanesad_ros.training.cli import main as train_main
@@ -391,6 +391,37 @@ def test_hood_of_a_drive_that_stands_still():
     # a static region up to 60 % of the height (a standing scene below a moving sky) is no hood
     tall = [frame(hood_rows=54) for _ in range(10)]
     assert np.all(static_bottom(tall, (1280, 720)) == 720)
+
+
+
+def _layout_frame(texture: np.ndarray) -> np.ndarray:
+    """A small grey frame: bright sky over dark road (the layout every frame of a camera shares)
+    plus ``texture`` (the scene)."""
+    layout = np.where(np.arange(90)[:, None] < 40, 180.0, 60.0) * np.ones((1, 160))
+    return np.clip(layout + texture, 0, 255).astype(np.uint8)
+
+
+def test_unrelated_stills_are_no_sequence_whatever_their_order():
+    """Unrelated stills that share one camera's layout: at most 2 of 100 sets of nine pass (a test at
+    p < 0.01 lets about one through by chance); a drive (the view moving 2 px a frame) passes, also
+    sampled every 4th frame. The culane-urban stills themselves: the test below (they passed before)."""
+    rng = np.random.default_rng(3)
+    passed = sum(looks_like_sequence([_layout_frame(cv2.GaussianBlur(rng.normal(0, 40, (90, 160)), (0, 0), 3))
+                                      for _ in range(9)]) for _ in range(100))
+    assert passed <= 2
+    scene = cv2.GaussianBlur(rng.normal(0, 40, (90, 400)), (0, 0), 3)
+    drive = [_layout_frame(scene[:, 2 * k: 2 * k + 160]) for k in range(60)]  # 2 px a frame
+    assert looks_like_sequence(drive) and looks_like_sequence(drive[::4])
+    assert not looks_like_sequence(drive[:3]), "fewer than 4 frames are no sequence"
+
+
+@pytest.mark.parametrize(("source", "sequence"), [("culane-urban", False), ("culane-night-clip", True),
+                                                  ("tusimple-clip", True)])
+def test_real_sources_are_judged_sequences_or_stills(source, sequence):
+    """The unlabelled sources of ../shared/data as adapt opens them: the nine culane-urban stills are
+    unrelated frames (the temporal check would reject their lanes as flickering), the clips are drives."""
+    src = open_source(str(shared_path("unlabeled", source)))
+    assert looks_like_sequence([small_grey(frame.image()) for frame in src.frames]) is sequence
 
 
 # --------------------------------------------------------------------------- adaptation

@@ -1,7 +1,8 @@
 """``lanesad-train adapt``: adapt weights to a user's own camera from unlabelled drives.
 
-Modules: ``sources`` (bags, videos, image folders), ``checks`` (camera facts from the drive
-and the geometric checks a pseudo-label must pass), ``criteria`` (unlabelled criteria and the
+Modules: ``sources`` (bags, videos, image folders), ``frames`` (hood and time order from the
+frames alone), ``checks`` (camera facts from the teacher's lanes and the geometric checks a
+pseudo-label must pass), ``criteria`` (unlabelled criteria and the
 early-stopping score), ``student`` (teacher pass, label masks, loss), ``run`` (the
 self-training loop, the weights metadata and the command line), ``report`` (``--report DIR``).
 The method is described in ``run``'s docstring and in docs/adapting.md.

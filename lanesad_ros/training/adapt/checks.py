@@ -6,18 +6,8 @@ loss (neither lane nor background), so a doubtful lane is never taught either wa
 
 Camera facts estimated from the drive itself (no calibration needed):
 
-- **Static bottom region** (:func:`static_bottom`): the car's hood and burnt-in overlays
-  do not change from frame to frame. Per pixel, the median absolute deviation over time
-  of a small grey copy of the frames is below ``STATIC_MAD`` grey levels; the part of that
-  region connected to the image bottom is the hood. Only frames that differ from the last
-  one kept count (:func:`moving_frames`): a car waiting at a light repeats one view, and a
-  city drive sampled every 3 s (CULane) stood still for 20 of its 60 frames, which made the
-  whole scene "static". A static region reaching above ``MAX_HOOD`` of the height is a
-  standing scene, not a hood; nor is one that rises more than ``MAX_HOOD_RISE`` above the
-  hood's crest in the middle half of the image: a hood is highest near the middle, while
-  plain asphalt or a verge beside the car can stay nearly unchanged over a drive (on the
-  first 30 frames of CULane clip 06030822_0756 the right verge made a "hood" up to row 417
-  of 590, the real one starts near row 560). The teacher's points there are not
+- **Static bottom region**: the car's hood and burnt-in overlays, from the frames alone
+  (:func:`lanesad_ros.training.adapt.frames.static_bottom`). The teacher's points there are not
   trusted (the base model draws snakes over a hood it never saw); a lane that reaches the
   hood is continued straight (its near line) to the image bottom, as TuSimple and CULane
   label lanes, so the student learns neither snakes on the hood nor "no lanes at the
@@ -75,25 +65,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
-from scipy.ndimage import median_filter
 
 from lanesad_ros.convergence import converging, near_field_lines, supports, trim_across
 from lanesad_ros.lanefit import fit_lanes, horizon_grid, make_tables
 from lanesad_ros.lanes import Lane, LaneSlot
 from lanesad_ros.slots import LEFT_LEFT_SPACING, RIGHT_RIGHT_SPACING, plausible_spacing, spacing_ratio, x_at_row
+from lanesad_ros.training.adapt.frames import static_bottom
 
-STATIC_MAD = 4.0  # grey levels: median absolute deviation over time below which a pixel is static
-MOVING_DIFF = 3.0  # grey levels: mean |difference| from the last frame kept for a frame to count as moved
-MAX_HOOD = 1.0 / 3.0  # of the height: highest a hood reaches (CULane's camera about 0.1, ours 0.15-0.3)
 LANE_TOP_PERCENTILE = 10  # of the accepted labels' top rows: where the drive's unhidden lanes end
 TEACHER_TOP_PERCENTILE = 25  # of the teacher's confident lanes' top rows: the road's end until the VP is known
 MAX_TEACHER_TOP = 0.8  # of the height: the lowest that road end may be
-MAX_HOOD_RISE = 0.05  # of the height: how far a hood column may reach above the crest of the middle half
-_HOOD_SEARCH = 0.15  # of the height: how far above the static region the hood contour is looked for
-SEQUENCE_MARGIN = 0.1  # correlation margin of consecutive over distant frames (looks_like_sequence)
-_SMALL_WIDTH = 160  # width of the grey copies used for the static region
 _GRID_ROWS = 91  # rows over the image height on which a frame's labels are compared (about their point spacing)
 
 
@@ -181,101 +163,6 @@ class FrameLabels:
     @property
     def rejected(self) -> list[Checked]:
         return [c for c in self.lanes if not c.ok]
-
-
-def small_grey(image: np.ndarray) -> np.ndarray:
-    """A small grey copy (width ``_SMALL_WIDTH``) for the static-region estimate."""
-    h, w = image.shape[:2]
-    size = (_SMALL_WIDTH, max(8, int(round(h * _SMALL_WIDTH / w))))
-    return cv2.resize(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), size, interpolation=cv2.INTER_AREA)
-
-
-def moving_frames(greys: list[np.ndarray], min_diff: float = MOVING_DIFF) -> list[np.ndarray]:
-    """The frames (small grey copies, in time order) that differ from the last one kept by a mean
-    absolute difference of ``min_diff`` grey levels or more: a standing car's repeats dropped.
-    Two views of a drive 3 s apart differ by 11-65 levels, repeats at a red light by 0.8-1.5
-    (CULane driver_161_90frame); video frames are kept as the view drifts."""
-    kept: list[np.ndarray] = []
-    for grey in greys:
-        if not kept or float(np.mean(np.abs(grey.astype(np.float32) - kept[-1]))) >= min_diff:
-            kept.append(grey.astype(np.float32))
-    return kept
-
-
-def static_bottom(greys: list[np.ndarray], size: tuple[int, int], min_frames: int = 8) -> np.ndarray:
-    """First static row per source column (hood, overlays touching the bottom); H where none.
-
-    ``greys``: small grey copies (:func:`small_grey`) of frames of one camera in time order;
-    needs ``min_frames`` of them that moved (:func:`moving_frames`; else no hood is assumed).
-    A column whose static region reaches above ``MAX_HOOD`` of the height has none; a column
-    reaching more than ``MAX_HOOD_RISE`` above the median top of the middle half of the
-    columns (the hood's crest) gets the crest. Two cues:
-
-    1. the bottom-connected region whose median absolute deviation over time is below
-       ``STATIC_MAD`` grey levels (closed vertically over reflections); a run under 2 % of the
-       height is no hood (JPEG blocks at a dark bottom edge);
-    2. a glossy hood mirrors the moving scene near its edge, so cue 1 stops short of it; the
-       hood's contour is then found as the strongest *persistent* horizontal edge (median over
-       time of the vertical gradient) up to ``_HOOD_SEARCH`` of the height above cue 1, taken
-       when it is clearly stronger (x3) than the column's typical persistent edge.
-    """
-    w, h = size
-    greys = moving_frames(greys)
-    if len(greys) < min_frames:
-        return np.full(w, float(h))
-    stack = np.stack(greys)
-    mad = np.median(np.abs(stack - np.median(stack, axis=0)), axis=0)
-    static = cv2.morphologyEx((mad < STATIC_MAD).astype(np.uint8), cv2.MORPH_CLOSE, np.ones((7, 1), np.uint8)) > 0
-    edges = np.median(np.stack([np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)) for g in stack]), axis=0)
-    edges[-1] = 0.0  # the Sobel border row is not an edge
-    sh, sw = static.shape
-    top = np.full(sw, float(sh))
-    search = max(2, int(round(_HOOD_SEARCH * sh)))
-    for col in range(sw):
-        column = static[:, col]
-        if not column[-1]:
-            continue
-        moving = np.flatnonzero(~column)
-        start = (moving[-1] + 1) if moving.size else 0
-        if sh - start < 0.02 * sh:
-            continue
-        lo = max(0, start - search)
-        window = edges[lo:start + 1, col]
-        best = int(np.argmax(window))
-        top[col] = lo + best if window[best] > 3.0 * max(float(np.median(edges[:, col])), 1.0) else start
-    top[top < (1.0 - MAX_HOOD) * sh] = sh  # static that high up is a standing scene, not a hood
-    top = median_filter(top, size=9, mode="nearest")
-    crest = float(np.median(top[sw // 4: sw - sw // 4]))
-    top[top < crest - MAX_HOOD_RISE * sh] = crest  # static verge or asphalt beside the car, not hood
-    rows = top * (h / sh)
-    return np.interp((np.arange(w) + 0.5) * (sw / w) - 0.5, np.arange(sw), rows)
-
-
-def looks_like_sequence(greys: list[np.ndarray], margin: float = SEQUENCE_MARGIN) -> bool:
-    """True when consecutive frames are clearly more alike than frames half the set apart.
-
-    Correlation of the small grey copies over the pixels that change (a static hood or
-    overlay would make any frames look alike): the median over consecutive pairs must exceed
-    the median over pairs n/2 apart by ``margin``. A drive sampled at 1 Hz passes
-    (culane-night-clip: 0.77 vs 0.58 on all pixels), independent frames do not (170 TuSimple
-    frames of different clips: 0.39 vs 0.33), so the temporal check is only applied where
-    time order means something.
-    """
-    n = len(greys)
-    if n < 4:
-        return False
-    stack = np.stack(greys).astype(np.float32)
-    moving = np.median(np.abs(stack - np.median(stack, axis=0)), axis=0) >= STATIC_MAD
-    if moving.sum() < 16:
-        return False
-    vectors = []
-    for g in stack:
-        v = g[moving]
-        v = v - v.mean()
-        vectors.append(v / (np.linalg.norm(v) + 1e-6))
-    near = float(np.median([vectors[i] @ vectors[i + 1] for i in range(n - 1)]))
-    far = float(np.median([vectors[i] @ vectors[(i + n // 2) % n] for i in range(n)]))
-    return near > far + margin
 
 
 def _on_rows(points: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -66,11 +66,10 @@ from lanesad_ros.training.adapt.checks import (
     FrameLabels,
     LaneRules,
     estimate_camera,
-    looks_like_sequence,
     pseudo_labels,
-    small_grey,
 )
 from lanesad_ros.training.adapt.criteria import CRITERION, merge_criteria, perturbed_views, unlabelled_criteria
+from lanesad_ros.training.adapt.frames import looks_like_sequence, small_grey
 from lanesad_ros.training.adapt.report import GroundTruthScores, write_report
 from lanesad_ros.training.adapt.sources import DEFAULT_MAX_FRAMES, Source, SourceError, open_sources
 from lanesad_ros.training.adapt.student import adapt_loss, l2sp_penalty, label_mask, teacher_pass
@@ -106,7 +105,7 @@ class AdaptSettings:
     # student's batches are 8 strongly augmented frames, and their running statistics do not describe
     # clean frames. On the first 30 frames of the CULane validation drive (06030822_0756), 80 iterations,
     # CULane F1 on its last 30 (held out), round-3 base: updated statistics 0.701 -> 0.627 (0.585 after
-    # 10 iterations), kept statistics 0.701 -> 0.784 (before the hood rule of checks.MAX_HOOD_RISE).
+    # 10 iterations), kept statistics 0.701 -> 0.784 (before the hood rule of frames.MAX_HOOD_RISE).
     norm_eval: bool = True
     # Stable sane lanes per frame a state must add to the base's before it replaces the base: one lane
     # in ten frames. On a 16-frame synthetic dusk drive the round-4 weights already handle (CULane F1
