@@ -110,8 +110,10 @@ class Detector:
     ``remeasure``: with ``backend="auto"``, measure the candidates again instead of running the
     remembered choice (also ``LANESAD_REMEASURE_BACKEND=1``).
     ``background``: with ``backend="auto"`` and no remembered choice, answer at once on the torch
-    backend while a thread (``backend_choice_thread``) exports, compiles and measures the
-    candidates, then switches to the chosen one and calls ``on_backend_chosen(detector)``.
+    backend while a thread (``backend_choice_thread``, started by :meth:`start_backend_choice`:
+    the caller decides when, e.g. once its own start-up can no longer be abandoned) exports,
+    compiles and measures the candidates, then switches to the chosen one and calls
+    ``on_backend_chosen(detector)``.
     ``startup_phases_ms``: phases already spent before construction (loading), listed first.
     """
 
@@ -171,8 +173,6 @@ class Detector:
         self._backend = self._build_backend(backend, remeasure, background)
         self.backend_name = self._backend.name
         self.startup_phases_ms["backend"] = (time.perf_counter() - start) * 1e3
-        if self.backend_choice_thread is not None:
-            self.backend_choice_thread.start()
 
     # ----- construction -----------------------------------------------------------------
     @classmethod
@@ -390,13 +390,22 @@ class Detector:
                 self.backend_choice_thread = threading.Thread(
                     target=self._measure_in_background, args=(candidates, fields, store, why, previous, remeasure),
                     name="lanesad_backend_choice", daemon=True)
-                return built  # the thread starts once __init__ has installed ``built``
+                return built  # start_backend_choice() starts the thread once ``built`` is installed
             choice = measure_and_remember(candidates, self._probe(), fields, store, why, previous, remeasure)
         except (BackendUnavailable, ValueError) as exc:
             raise DetectorError(str(exc)) from None
         self.backend_timings_ms = choice.timings_ms
         self.backend_reason = choice.reason
         return choice.backend
+
+    def start_backend_choice(self) -> None:
+        """Start the background measurement of a ``background=True`` detector (no-op without one,
+        or when it was started already). A process that may still exit during its start-up starts
+        it afterwards: a daemon thread inside an ONNX export or an OpenVINO compile when the
+        interpreter exits can take the process down with it."""
+        thread = self.backend_choice_thread
+        if thread is not None and thread.ident is None:
+            thread.start()
 
     def _probe(self) -> np.ndarray:
         return np.random.default_rng(0).standard_normal(self._input.shape).astype(np.float32)

@@ -158,6 +158,9 @@ def test_background_choice_answers_on_torch_then_switches(random_weights, tmp_pa
                                      on_backend_chosen=chosen.append, **OPEN)
     assert detector.backend_name == "torch-cpu"
     assert "answers while the candidates are measured" in detector.backend_reason
+    assert not detector.backend_choice_thread.is_alive(), "the caller starts the measurement"
+    detector.start_backend_choice()
+    detector.start_backend_choice()  # once only
     image = road_image(1280, 720, seed=3)
     early = detector.detect(image)  # while the thread measures
     detector.backend_choice_thread.join(timeout=120)

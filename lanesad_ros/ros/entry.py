@@ -9,7 +9,8 @@ phases (:func:`lanesad_ros.ros.node.run` moves through them; rclpy installs no h
   SIGINT/SIGTERM raises SystemExit(0), abandoning the step in progress -- except inside
   :func:`stop_deferred` (the detector's load: torch's import runs Python code inside C++ calls,
   where the SystemExit cannot pass and the process aborted, exit -6), which ends the process with
-  the same SystemExit(0) as soon as the load returns;
+  the same SystemExit(0) as soon as the load returns (seconds at most; meanwhile the stopping
+  dispositions below already hold: a second SIGTERM ends the process at once);
 - running (spinning): the first signal only requests the stop; the spin loop ends after the
   callback in progress (no exception is thrown into rclpy, a callback or a ``__del__``);
 - stopping (from the first signal on, through the node's teardown and the interpreter's exit):
@@ -61,11 +62,15 @@ def _on_signal(signum: int, frame: Any) -> None:
 def stop_deferred() -> Iterator[None]:
     """A block that a starting-phase signal must not interrupt: the signal only requests the stop,
     and SystemExit(0) is raised when the block ends normally (an exception leaving the block goes on
-    as it is; :func:`stop_requested` tells the caller it came with a stop). For code that runs Python
+    as it is; :func:`stop_requested` tells the caller it came with a stop); entered after a stop was
+    requested, the block does not run (SystemExit(0) at once). Nested, only the outermost block ends
+    the process; in the running phase nothing is raised (a signal only requests the stop). For code that runs Python
     inside C/C++ calls (torch's import): an exception raised there by a signal handler cannot cross
     the C++ frames ("terminate called after throwing an instance of 'pybind11::error_already_set'",
     exit -6). Holding the signal itself (``pthread_sigmask``) does not do it: by then DDS threads exist
     to take a process-directed signal, and Python runs the handler in the main thread regardless."""
+    if _Phase.stopping and not _Phase.running:  # stopped already: do not start the block
+        raise SystemExit(0)
     _Phase.deferred += 1
     try:
         yield

@@ -144,6 +144,7 @@ class LaneDetectorCore:
         start = time.perf_counter()
         with stop_deferred():  # torch's import runs Python inside C++ calls: a signal must not raise there
             self.detector = self._load_detector()
+        self.detector.start_backend_choice()  # only once start-up can no longer be abandoned
         phases = ", ".join(f"{name} {ms:.0f} ms" for name, ms in self.detector.startup_phases_ms.items())
         log.info(f"start-up: detector {(time.perf_counter() - start) * 1e3:.0f} ms ({phases}); "
                  f"backend {self.detector.backend_name}: {self.detector.backend_reason}")
