@@ -14,7 +14,8 @@ teacher's lanes and of the accepted pseudo-labels (``labels vs truth``): how rig
 adaptation learns from are, and how much of the road they cover. ``--compare`` runs another
 version of checks.py (e.g. the previous one, copied out of git with
 ``git show REV:lanesad_ros/training/adapt/checks.py > /tmp/checks_old.py``) on the same teacher
-and detector outputs, so the two columns differ only by the checks.
+and detector outputs, so the two columns differ only by the checks (and, for a checks.py from
+before ``adapt/frames.py``, by its own judgement of which sources are sequences).
 
 Default sources: the real clips of ../shared/data/unlabeled (culane-night-clip, tusimple-clip,
 culane-urban). CPU, one torch thread: about 3 s per frame on a quiet 2-core machine.
@@ -73,7 +74,9 @@ def acceptance(checks, source, outputs) -> dict:
     """The pseudo-label and criteria counts of one source under one checks module."""
     rules = checks.LaneRules()
     camera = checks.estimate_camera(outputs["teacher"], outputs["greys"], source.size, rules)
-    sequence = source.sequence and looks_like_sequence(outputs["greys"])
+    # a checks.py from before adapt/frames.py judges sequences itself
+    judge = getattr(checks, "looks_like_sequence", looks_like_sequence)
+    sequence = source.sequence and judge(outputs["greys"])
     labels = checks.pseudo_labels(outputs["teacher"], outputs["exist"], camera, rules, sequence)
     rejected: dict[str, int] = {}
     for frame in labels:
