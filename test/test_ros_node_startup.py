@@ -368,6 +368,23 @@ def test_no_usable_ros_log_folder_is_one_line(random_weights, tmp_path, case):
     assert len(lines) == 1 and "cannot start: ROS cannot set up its log folder" in lines[0], log[-2000:]
 
 
+
+@pytest.mark.parametrize(("ros_args", "problem"), [
+    (("--params-file", "config/lane_detectr.yaml"),
+     "Couldn't parse params file: '--params-file config/lane_detectr.yaml'. Error: Error opening YAML file"),
+    (("-p", "image_topic"), "Couldn't parse parameter override rule: '-p image_topic'"),
+    (("-r",), "Couldn't parse trailing -r flag"),
+])
+def test_ros_args_rcl_cannot_parse_are_one_line(tmp_path, ros_args, problem):
+    """A typo in the README's own command (a params file that is not there) ended in a 25-line
+    traceback of rclpy.init; one line says what rcl could not parse (exit status 2, a usage error)."""
+    proc = NodeProcess(ros_env(), tmp_path / "node.log", params_file=None, ros_args=ros_args)
+    code = proc.wait(STARTUP_TIMEOUT)
+    log = proc.log()
+    assert code == 2 and "Traceback" not in log, log[-3000:]
+    (line,) = [line for line in log.splitlines() if "cannot start" in line]
+    assert line.startswith(f"lane_detector: cannot start: bad --ros-args: {problem}") and ", at /" not in line
+
 # ----- launch file (runs only where launch_ros exists; its contents are checked everywhere) ----
 
 LAUNCH_FILE = REPO_ROOT / "launch" / "lane_detector.launch.py"

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
+import re
 import signal
 import sys
 from collections.abc import Iterator
@@ -117,15 +118,18 @@ def arm_teardown_watchdog() -> None:
         pass
 
 
-def ros_log_folder_problem(exc: BaseException) -> str | None:
-    """One line for an ``rclpy.init`` that failed to set up ROS's log folder (unwritable, or HOME
-    unset so ~/.ros/log cannot be named); None for any other failure."""
-    text = str(exc)
-    if "failed to initialize logging" not in text:
-        return None
-    cause = text.split(", at ", 1)[0]  # drop rcl's source locations
-    return (f"ROS cannot set up its log folder ({cause}): set ROS_LOG_DIR to a writable folder "
-            f"(or add --ros-args --disable-external-lib-logs)")
+def ros_init_problem(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit status for an ``rclpy.init`` that failed (rcl's ``RCLError``): no usable
+    ROS log folder (1: unwritable, or HOME unset so ~/.ros/log cannot be named), ``--ros-args`` rcl
+    cannot parse (2: a params file that does not exist or is no YAML, ``-p`` without ``:=``, a
+    trailing ``-r``), anything else (1). rcl's source locations (", at .../arguments.c:415") are dropped."""
+    text = re.sub(r", at \S+:\d+", "", str(exc)).removeprefix("failed to initialize rcl: ")
+    if "failed to initialize logging" in text:
+        return (f"ROS cannot set up its log folder ({text}): set ROS_LOG_DIR to a writable folder "
+                f"(or add --ros-args --disable-external-lib-logs)"), 1
+    if text.startswith("Couldn't parse"):
+        return f"bad --ros-args: {text}", 2
+    return f"ROS could not initialise: {text}", 1
 
 
 def _run(executable: str, argv: list[str] | None) -> int:

@@ -64,7 +64,7 @@ from lanesad_ros.ros.entry import (
     begin_stopping,
     install_quiet_signal_handlers,
     mark_running,
-    ros_log_folder_problem,
+    ros_init_problem,
     stop_deferred,
     stop_requested,
 )
@@ -430,7 +430,8 @@ def run(build: Callable[[], Node], argv: list[str] | None, logger_name: str = NO
 
     0 after Ctrl-C / SIGTERM at any moment (also while the node is being built, and for a second
     Ctrl-C during the teardown: see :mod:`lanesad_ros.ros.entry` for the signal phases), 2 for an
-    invalid parameter, 1 when the node cannot start (weights, device, backend, camera).
+    invalid parameter or ``--ros-args`` rcl cannot parse, 1 when the node cannot start (weights,
+    device, backend, camera, ROS's log folder).
     """
     install_quiet_signal_handlers()
     if stop_requested():  # a signal's SystemExit was swallowed on the way here (raised inside a __del__)
@@ -440,11 +441,9 @@ def run(build: Callable[[], Node], argv: list[str] | None, logger_name: str = NO
     try:
         rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
     except RuntimeError as exc:  # rclpy's RCLError; ROS logging is not up, so say it on stderr
-        problem = ros_log_folder_problem(exc)
-        if problem is None:
-            raise
+        problem, code = ros_init_problem(exc)
         print(f"{logger_name}: cannot start: {problem}", file=sys.stderr)
-        return 1
+        return code
     logger = rclpy.logging.get_logger(logger_name)
     node = None
     try:
