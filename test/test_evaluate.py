@@ -145,9 +145,12 @@ def test_culane_categories_reach_the_report(scenes):
     assert cats["curve"]["recall"] == 0.0
 
 
-def test_compare_two_weights_side_by_side(drive, fake_detectors, tmp_path):
+def test_compare_two_weights_side_by_side(drive, fake_detectors, tmp_path, capsys):
+    """... and the console line names every model with its figures (it printed the first model's only)."""
     out = tmp_path / "cmp"
     assert main(["offline", str(drive), "--compare", "oracle", "blind", "--out", str(out), "--worst", "2"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "; oracle: TuSimple accuracy 1.0000" in line and "; blind: TuSimple accuracy 0.0000" in line, line
     m = load(out)
     assert m["compare"]["oracle"]["tusimple"]["accuracy"] == 1.0
     assert m["compare"]["blind"]["tusimple"]["accuracy"] == 0.0

@@ -143,6 +143,21 @@ def calibrate_existence_main(args: argparse.Namespace, parser: argparse.Argument
     return 0
 
 
+def _figures(metrics: dict) -> str:
+    """TuSimple accuracy / FP / FN, CULane F1 and median latency of one model's (or the run's) metrics."""
+    parts = []
+    if "tusimple" in metrics:
+        t = metrics["tusimple"]
+        parts.append(f"TuSimple accuracy {t['accuracy']:.4f} FP {t['fp']:.4f} FN {t['fn']:.4f}")
+    if "culane" in metrics:  # F1 is undefined (None) without predicted or labelled lanes, as the official tool's nan
+        f1 = metrics["culane"]["f1"]
+        parts.append(f"CULane F1 {'undefined' if f1 is None else f'{f1:.4f}'}")
+    lat = metrics.get("latency_ms", {})
+    if lat.get("count"):
+        parts.append(f"{lat['kind']} latency median {lat['median']:.1f} ms")
+    return ", ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -182,16 +197,11 @@ def _scores_main(args: argparse.Namespace) -> int:
         fps = max(1.0, min(60.0, (len(runs[0].results) - 1) / span)) if span > 0 else 10.0
     factory = (lambda: open_reader(args, labels)) if runs else None
     metrics = write_report(out, metrics, runs, factory, args.video, args.worst, fps)
-    summary = f"{metrics['frames']} frames"
-    if "tusimple" in metrics:
-        t = metrics["tusimple"]
-        summary += f", TuSimple accuracy {t['accuracy']:.4f} FP {t['fp']:.4f} FN {t['fn']:.4f}"
-    if "culane" in metrics:  # F1 is undefined (None) without predicted or labelled lanes, as the official tool's nan
-        f1 = metrics["culane"]["f1"]
-        summary += f", CULane F1 {'undefined' if f1 is None else f'{f1:.4f}'}"
-    lat = metrics.get("latency_ms", {})
-    if lat.get("count"):
-        summary += f", {lat['kind']} latency median {lat['median']:.1f} ms"
+    models = metrics.get("models") or []
+    if len(models) > 1:  # --compare: every model's figures, named
+        summary = f"{metrics['frames']} frames; " + "; ".join(f"{m['name']}: {_figures(m)}" for m in models)
+    else:
+        summary = ", ".join([f"{metrics['frames']} frames", _figures(metrics)]).rstrip(", ")
     if args.mode == "live" and runs:
         summary += f", dropped {metrics.get('dropped', 0)}"
     nothing_scored = fatal is not None and not metrics["frames"]  # no summary: the problems and the error alone
