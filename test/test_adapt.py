@@ -37,7 +37,7 @@ from lanesad_ros.training.adapt.checks import (
     teacher_top,
     vanishing_point,
 )
-from lanesad_ros.training.adapt.criteria import merge_criteria
+from lanesad_ros.training.adapt.criteria import PER_FRAME, gain_holds, merge_criteria
 from lanesad_ros.training.adapt.frames import looks_like_sequence, small_grey, static_bottom
 from lanesad_ros.training.adapt.run import Adapter, blend_states
 from lanesad_ros.training.adapt.sources import SourceError, open_source, open_sources
@@ -495,16 +495,19 @@ def test_adapt_does_not_cost_a_drive_the_base_already_handles(adapted):
     meta = json.loads(out.with_suffix(".json").read_text())
     a = meta["adaptation"]
     assert a["frames"] == 16 and a["sources"][0]["kind"] == "folder" and a["base_sha256"]
-    gains = [e["stable_sane_lanes_per_frame"] - a["criteria_before"]["stable_sane_lanes_per_frame"]
+    clear = [e["stable_sane_lanes_per_frame"] - a["criteria_before"]["stable_sane_lanes_per_frame"]
+             >= a["settings"]["min_gain"] and e["gain_holds"] >= a["settings"]["gain_confidence"]
              for e in a["evaluations"]]
-    assert a["kept_base"] == (max(gains) < a["settings"]["min_gain"])
+    assert a["kept_base"] == (not any(clear))
     assert a["settings"]["iterations"] == 12
     report = (root / "report" / "report.md").read_text()
     assert "Ground truth" in report and (root / "report" / "contact_sheet.png").stat().st_size > 0
     # the rejected lanes the criteria counted reach the report (they were always "{}": merge_criteria dropped them)
     rejected = summary["criteria_before"]["per_source"][0]["rejected_by_reason"]
     assert a["criteria_before"]["rejected_by_reason"] == rejected
-    assert f"Rejected lanes by reason (before): {json.dumps(rejected)}" in report
+    assert f"Detected lanes failing the checks, by reason (before): {json.dumps(rejected)}" in report
+    assert "640x360, vanishing point (" in report and "not a sequence (no temporal check)" in report  # scenes
+    assert ("the base weights were kept" in report) == a["kept_base"]
 
 
 def test_merged_criteria_sum_the_rejections_of_every_source():
@@ -513,6 +516,20 @@ def test_merged_criteria_sum_the_rejections_of_every_source():
     merged = merge_criteria([a, b])
     assert merged["lanes_per_frame"] == pytest.approx(2.5) and merged["frames"] == 8
     assert list(merged["rejected_by_reason"].items()) == [("lanes cross", 5), ("too short", 2)]
+
+
+def test_a_gain_holds_only_when_it_is_spread_over_the_frames():
+    """The helper's case: on the nine culane-urban stills one more lane on one frame (+0.11 lanes per
+    frame) replaced round 5 and cost CULane F1 0.078 on a held-out clip; in about 65 % of resamples
+    of nine frames that frame is drawn. The same gain on every frame holds in all of them; a loss never."""
+    base = [1, 2, 1, 0, 1, 1, 2, 1, 1]
+    one = base.copy()
+    one[4] += 1
+    assert gain_holds(one, base) == pytest.approx(1 - (8 / 9) ** 9, abs=0.03)
+    assert gain_holds([b + 1 for b in base], base) == 1.0
+    assert gain_holds([b - 1 for b in base], base) == 0.0 and gain_holds([], []) == 0.0
+    merged = merge_criteria([{"frames": 2, PER_FRAME: [1, 2]}, {"frames": 1, PER_FRAME: [3]}])
+    assert merged[PER_FRAME] == [1, 2, 3]
 
 
 def test_adapted_weights_load_in_the_detector_and_adapt_again(adapted):
@@ -549,17 +566,20 @@ def _norm_stats(state: dict) -> dict:
     return {k: v for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
 
 
-@pytest.mark.parametrize("values,kept,best_iteration,iterations_run,refresh_from_base", [
-    ([2.06, 2.09, 2.05, 2.04], True, 0, 8, [True]),       # below the bar, still climbing, then stale: base kept
-    ([2.06, 2.10, 2.30, 2.20, 2.25], False, 5, 8, [False]),  # +0.10 leaves the base; a later best replaces it
-    ([1.90, 2.05, 2.12, 2.11], False, 6, 8, [True]),      # none accepted in round 1: the base relabels
+@pytest.mark.parametrize("values,on_one_frame,kept,best_iteration,iterations_run,refresh_from_base", [
+    ([2.06, 2.09, 2.05, 2.04], False, True, 0, 8, [True]),    # below the bar, still climbing, then stale: base kept
+    ([2.06, 2.10, 2.30, 2.20, 2.25], False, False, 5, 8, [False]),  # +0.10 leaves the base; a later best replaces it
+    ([1.90, 2.05, 2.12, 2.11], False, False, 6, 8, [True]),   # none accepted in round 1: the base relabels
+    ([2.12, 2.12, 2.12, 2.12], True, True, 0, 6, [True]),      # +0.12, all of it on one frame: does not hold
 ])
-def test_clear_gain_rule_and_patience_on_scripted_criteria(adapted, monkeypatch, values, kept, best_iteration,
-                                                           iterations_run, refresh_from_base):
-    """Base criterion 2.0, min_gain 0.1, an evaluation every 2 iterations and at each round's end,
-    patience 2, 2 rounds (of 4 or 5 iterations): the base is left only for a state at least 0.1
-    ahead; patience counts evaluations without a new best value, accepted or not; a teacher refresh
-    starts from the best accepted state, or from the base while none is accepted."""
+def test_clear_gain_rule_and_patience_on_scripted_criteria(adapted, monkeypatch, values, on_one_frame, kept,
+                                                           best_iteration, iterations_run, refresh_from_base):
+    """Base criterion 2.0 on 100 frames, min_gain 0.1, an evaluation every 2 iterations and at each
+    round's end, patience 2, 2 rounds (of 4 or 5 iterations): the base is left only for a state at
+    least 0.1 ahead whose gain holds over the frames (a gain of one lane on each of several frames
+    does; twelve lanes on one frame do not: 63 % of resamples); patience counts evaluations without
+    a new best value, accepted or not; a teacher refresh starts from the best accepted state, or from
+    the base while none is accepted."""
     _, _, root = adapted
     settings = AdaptSettings(iterations=8 if len(values) == 4 else 10, rounds=2, eval_every=2, patience=2,
                              batch_size=4, min_gain=0.1, blend=1.0)
@@ -583,7 +603,15 @@ def test_clear_gain_rule_and_patience_on_scripted_criteria(adapted, monkeypatch,
     def criteria(keep_lanes=False):  # with keep_lanes: before (the base, 2.0) and after the run
         value = (0.0 if started else 2.0) if keep_lanes else next(scripted)
         started.append(True)
-        return {"stable_sane_lanes_per_frame": value, "per_source": []}, [None]
+        extra = round((value - 2.0) * 100)
+        per_frame = [2] * 100
+        if extra > 0 and on_one_frame:
+            per_frame[0] += extra
+        elif extra > 0:
+            per_frame[:extra] = [3] * extra
+        elif extra < 0:
+            per_frame[:-extra] = [1] * -extra
+        return {"stable_sane_lanes_per_frame": value, PER_FRAME: per_frame, "per_source": []}, [None]
 
     started = []
     monkeypatch.setattr(adapter, "label", label)

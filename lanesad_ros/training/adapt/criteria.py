@@ -13,7 +13,8 @@ settings), on the clean frames and on two fixed photometric perturbations of the
   compression is not seen, it is guessed;
 - ``temporal_stability`` (sequences only): share of sane lanes with a same-slot sane lane
   within ``temporal_tol`` of the width in a neighbouring frame;
-- ``stable_sane_lanes_per_frame``: lanes per frame that are sane *and* agree across views.
+- ``stable_sane_lanes_per_frame``: lanes per frame that are sane *and* agree across views
+  (and, frame by frame, ``stable_sane_lanes_of_each_frame``).
 
 The last one is what adaptation's early stopping maximises. It rewards more lanes only when
 they are geometrically plausible and do not change with the lighting, so neither a model
@@ -31,6 +32,8 @@ from lanesad_ros.training.adapt.checks import Camera, LaneRules, check_lanes, te
 
 AGREE_TOL = 0.02  # of the image width: about TuSimple's 20 px at 1280 columns
 CRITERION = "stable_sane_lanes_per_frame"
+PER_FRAME = "stable_sane_lanes_of_each_frame"  # the criterion frame by frame (gain_holds)
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def perturbed_views(image: np.ndarray, index: int) -> list[np.ndarray]:
@@ -69,13 +72,14 @@ def unlabelled_criteria(detections: list[list[Lane]], views: list[list[list[Lane
     total = sum(len(lanes) for lanes in detections)
     sane = sum(c.ok for frame in checked for c in frame)
     agree = 0
-    stable_sane = 0
+    per_frame: list[int] = []  # stable sane lanes of each frame
     reasons: dict[str, int] = {}
     for lanes, frame_views, frame_checked in zip(detections, views, checked, strict=True):
+        per_frame.append(0)
         for lane, c in zip(lanes, frame_checked, strict=True):
             ok_views = all(any(lanes_agree(lane, other, w) for other in view) for view in frame_views)
             agree += ok_views
-            stable_sane += ok_views and c.ok
+            per_frame[-1] += ok_views and c.ok
             if not c.ok:
                 reasons[c.reason] = reasons.get(c.reason, 0) + 1
     out = {
@@ -83,7 +87,8 @@ def unlabelled_criteria(detections: list[list[Lane]], views: list[list[list[Lane
         "lanes_per_frame": total / max(n, 1),
         "sane_fraction": sane / max(total, 1),
         "view_agreement": agree / max(total, 1),
-        CRITERION: stable_sane / max(n, 1),
+        CRITERION: sum(per_frame) / max(n, 1),
+        PER_FRAME: per_frame,
         "rejected_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
     }
     if sequence and n >= 3:
@@ -94,11 +99,26 @@ def unlabelled_criteria(detections: list[list[Lane]], views: list[list[list[Lane
     return out
 
 
+def gain_holds(state: list[int], base: list[int], resamples: int = BOOTSTRAP_RESAMPLES) -> float:
+    """Share of paired bootstrap resamples of the frames in which ``state``'s criterion (per frame,
+    :data:`PER_FRAME`) sums higher than ``base``'s on the same frames (paired bootstrap resampling,
+    Koehn, EMNLP 2004); fixed seed. On nine frames a gain of one lane on one frame holds in about 65 %
+    of the resamples, the same gain spread over several frames in nearly all. Frames of a drive are
+    not independent, so this is a floor for the noise, not its measure. ``[]`` gives 0."""
+    diff = np.asarray(state, dtype=np.float64) - np.asarray(base, dtype=np.float64)
+    if diff.size == 0:
+        return 0.0
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, diff.size, size=(resamples, diff.size))
+    return float(np.mean(diff[picks].sum(axis=1) > 0))
+
+
 def merge_criteria(per_source: list[dict]) -> dict:
-    """Frame-weighted mean of several sources' criteria, and their ``rejected_by_reason`` counts
-    summed (most frequent first): the report's "rejected lanes by reason" read from here."""
+    """Frame-weighted mean of several sources' criteria, their per-frame criterion concatenated
+    (:data:`PER_FRAME`, source after source) and their ``rejected_by_reason`` counts summed (most
+    frequent first): the report's "rejected lanes by reason" read from here."""
     frames = sum(c["frames"] for c in per_source)
-    out: dict = {"frames": frames}
+    out: dict = {"frames": frames, PER_FRAME: [v for c in per_source for v in c.get(PER_FRAME, [])]}
     keys = {k for c in per_source for k, v in c.items() if isinstance(v, float)}
     for key in sorted(keys):
         parts = [(c[key], c["frames"]) for c in per_source if key in c]

@@ -130,13 +130,16 @@ def write_report(out: Path, sources, summary: dict, meta: dict, labels, cameras)
     lines = ["# Adaptation report", "",
              f"Base weights `{adaptation['base_weights']}`; {adaptation['frames']} frames from "
              + ", ".join(f"`{s['path']}` ({s['kind']}, {s['frames']} frames)" for s in adaptation["sources"]) + ".",
-             f"{adaptation['iterations_run']} iterations run, best state at iteration {adaptation['best_iteration']}"
-             + (" (no state gained min_gain over the base: it was kept)" if adaptation["kept_base"] else "")
-             + f"; {adaptation['seconds']:.0f} s.", "", "## Unlabelled criteria", ""]
+             f"{adaptation['iterations_run']} iterations run; " + _outcome(adaptation)
+             + f"; {adaptation['seconds']:.0f} s.", ""]
+    lines += [f"- camera of `{source['path']}`: " + _camera_line(camera)
+              for source, camera in zip(adaptation["sources"], adaptation["cameras"], strict=True)]
+    lines += ["", "## Unlabelled criteria (the deployed decoding on the frames; docs/adapting.md)", ""]
     lines += _md_table(before, after)
-    lines += ["", "Rejected lanes by reason (before): " + json.dumps(before.get("rejected_by_reason", {})),
-              "Rejected lanes by reason (after): " + json.dumps(after.get("rejected_by_reason", {})), "",
-              "## Pseudo-labels", ""]
+    lines += [""] + [f"Detected lanes failing the checks, by reason ({when}): "
+                     + json.dumps(criteria.get("rejected_by_reason", {})) for when, criteria in (("before", before),
+                                                                                               ("after", after))]
+    lines += ["", "## Pseudo-labels (the teacher's lanes on the frames)", ""]
     for r, stats in enumerate(adaptation["pseudo_labels"]):
         lines.append(f"- round {r + 1}: {stats['accepted']} lanes accepted on {stats['frames_with_labels']} of "
                      f"{stats['frames']} frames; rejected {json.dumps(stats['rejected'])}")
@@ -149,6 +152,29 @@ def write_report(out: Path, sources, summary: dict, meta: dict, labels, cameras)
                 lines.append(f"| {kind} frames | {gt['before'][kind]['frames']} | {gt['after'][kind]['frames']} |")
     lines += ["", "![pseudo-labels, before, after](contact_sheet.png)", ""]
     write_text_atomic(out / "report.md", "\n".join(lines))
+
+
+def _outcome(adaptation: dict) -> str:
+    """What was written: the base unchanged, or the best state (blended with the base)."""
+    settings = adaptation["settings"]
+    if adaptation["kept_base"]:
+        return (f"no state added {settings['min_gain']} {CRITERION} to the base's on {settings['gain_confidence']:.0%} "
+                "of resampled frames: **the base weights were kept**")
+    blend = settings["blend"]
+    return (f"best state at iteration {adaptation['best_iteration']}, written as "
+            + (f"{1 - blend:.2f} x base + {blend:.2f} x that state (WiSE-FT; the 'after' column)" if blend < 1.0
+               else "it is"))
+
+
+def _camera_line(camera: dict) -> str:
+    """One readable line of a source's estimated camera (``Camera.describe`` + ``sequence``)."""
+    vp, hood = camera.get("vanishing_point"), camera.get("hood_top_row")
+    parts = [f"{camera['size'][0]}x{camera['size'][1]}",
+             "vanishing point " + ("not found" if vp is None else f"({vp[0]:.0f}, {vp[1]:.0f})"),
+             "no hood" if hood is None else f"hood from row {hood['median']:.0f} (median; highest {hood['min']:.0f})",
+             "a sequence (lanes checked against neighbouring frames)" if camera.get("sequence")
+             else "not a sequence (no temporal check)"]
+    return ", ".join(parts)
 
 
 def _json_default(value):
