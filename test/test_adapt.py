@@ -655,3 +655,10 @@ def test_blend_out_of_range_is_a_usage_error(tmp_path, capsys):
     _png(tmp_path / "f" / "a.png")
     code, err = _adapt_cli(capsys, tmp_path / "f", "--out", tmp_path / "a.safetensors", "--blend", "1.5")
     assert code == 2 and "--blend must be in [0, 1]" in err
+
+
+def test_an_abbreviated_option_is_a_usage_error(tmp_path, capsys):
+    """argparse took '--iteration 5' for '--iterations 5' and ran 5 iterations without a word."""
+    with pytest.raises(SystemExit) as exc:
+        _adapt_cli(capsys, tmp_path, "--out", tmp_path / "a.safetensors", "--iteration", "5")
+    assert exc.value.code == 2 and "unrecognized arguments: --iteration 5" in capsys.readouterr().err

@@ -276,3 +276,14 @@ def test_live_without_a_detector_fails_clearly(ros_domain, drive, tmp_path):
     out = tmp_path / "nobody"
     assert main(["live", str(drive), "--out", str(out), "--startup-timeout", "1"]) == 2
     assert "no lane detector answered" in load(out)["errors"][0]
+
+
+def test_a_mistyped_option_shows_the_subcommands_usage(drive, tmp_path, capsys):
+    """'--vidoe all' printed the top level's usage ('lanesad-eval [-h] {offline,live,...}'); abbreviations
+    ('--wor 2' for '--worst') are not taken either."""
+    for typo in (["--vidoe", "all"], ["--wor", "2"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["offline", str(drive), "--out", str(tmp_path / "r"), *typo])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.startswith("usage: lanesad-eval offline")
+        assert f"lanesad-eval offline: error: unrecognized arguments: {' '.join(typo)}" in err

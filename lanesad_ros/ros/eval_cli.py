@@ -40,11 +40,13 @@ def _add_ground_truth_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lanesad-eval", description="Score lane detection on a rosbag2 drive.")
-    sub = parser.add_subparsers(dest="mode", required=True)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="lanesad-eval", description="Score lane detection on a rosbag2 drive.")
+    sub = parser.add_subparsers(dest="mode", required=True)  # each sets command_parser: errors show its usage
     for mode in ("offline", "live"):
         p = sub.add_parser(mode, help="run the Detector directly" if mode == "offline"
-                           else "play the bag over ROS into the lane detector node")
+                           else "play the bag over ROS into the lane detector node", allow_abbrev=False)
+        p.set_defaults(command_parser=p)
         p.add_argument("bag", help="rosbag2 folder (or .mcap / .db3 file)")
         p.add_argument("--out", required=True, help="report folder")
         p.add_argument("--weights", help="weights file (default: the shipped weights)")
@@ -68,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="extra parameter for the spawned node (repeatable)")
             p.add_argument("--node-params-file", metavar="YAML",
                            help="ROS parameters file for the spawned node (camera model, mounting, ...)")
-    p = sub.add_parser("contact-sheet", help="overlays of the detector's lanes on unlabelled images, in one grid image")
+    p = sub.add_parser("contact-sheet", allow_abbrev=False,
+                       help="overlays of the detector's lanes on unlabelled images, in one grid image")
+    p.set_defaults(command_parser=p)
     p.add_argument("images", nargs="+", help="image files, folders or globs; the count is shared between them")
     p.add_argument("--out", required=True, help="grid image (.jpg or .png); a .json beside it lists the lanes")
     p.add_argument("--weights", help="weights file (default: the shipped weights)")
@@ -79,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--backend", default="auto", help="detector backend (auto, torch, onnxruntime, ...)")
     p = sub.add_parser("calibrate-existence",
-                       help="fit the existence calibration of a weights file on labelled validation frames")
+                       help="fit the existence calibration of a weights file on labelled validation frames",
+                       allow_abbrev=False)
+    p.set_defaults(command_parser=p)
     p.add_argument("bag", help="rosbag2 of the VALIDATION frames with ground truth (never the reported test frames)")
     p.add_argument("--weights", required=True, help="weights file whose metadata gets the calibration")
     p.add_argument("--out", help="folder for the reliability diagram and calibration.json")
@@ -159,8 +165,10 @@ def _figures(metrics: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    parser = args.command_parser  # errors show the subcommand's usage, not the top level's
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.mode == "contact-sheet":
         return contact_sheet_main(args, parser)
     if args.mode == "calibrate-existence":

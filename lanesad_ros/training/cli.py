@@ -24,7 +24,7 @@ from lanesad_ros.training.tune import calibrate_on_config, tune_weights
 
 def _train_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="lanesad-train",
+        allow_abbrev=False, prog="lanesad-train",
         description="Train an ENet-SAD / ResNet-SAD lane network. "
                     "Subcommands: 'lanesad-train export CKPT OUT.safetensors', "
                     "'lanesad-train pseudo-label WEIGHTS OUT.json IMAGES... --root DIR', "
@@ -40,7 +40,8 @@ def _train_parser() -> argparse.ArgumentParser:
 
 
 def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lanesad-train export", description="Export a checkpoint to weights + metadata.")
+    p = argparse.ArgumentParser(
+        allow_abbrev=False, prog="lanesad-train export", description="Export a checkpoint to weights + metadata.")
     p.add_argument("checkpoint")
     p.add_argument("out", help="output .safetensors path (a .json metadata file is written next to it)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
@@ -49,7 +50,7 @@ def _export_parser() -> argparse.ArgumentParser:
 
 
 def _pseudo_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lanesad-train pseudo-label",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="lanesad-train pseudo-label",
                                 description="Write TuSimple pseudo-labels of unlabelled images from a weights file.")
     p.add_argument("weights")
     p.add_argument("out", help="output label json (TuSimple json lines)")
@@ -60,7 +61,7 @@ def _pseudo_parser() -> argparse.ArgumentParser:
 
 
 def _soup_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lanesad-train soup",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="lanesad-train soup",
                                 description="Average the weights of several runs of one recipe (a uniform model "
                                             "soup); calibrate and tune the result.")
     p.add_argument("out", help="output .safetensors path (a .json metadata file is written next to it)")
@@ -69,7 +70,7 @@ def _soup_parser() -> argparse.ArgumentParser:
 
 
 def _tune_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lanesad-train tune",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="lanesad-train tune",
                                 description="Choose exist/prob thresholds on the config's validation frames "
                                             "(TuSimple F1), with a cross-fitted score that did not choose them.")
     p.add_argument("weights")
@@ -81,7 +82,7 @@ def _tune_parser() -> argparse.ArgumentParser:
 
 
 def _calibrate_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lanesad-train calibrate",
+    p = argparse.ArgumentParser(allow_abbrev=False, prog="lanesad-train calibrate",
                                 description="Fit the existence calibration (Platt) on the config's validation frames "
                                             "of every camera; reliability diagram per camera.")
     p.add_argument("weights")

@@ -319,8 +319,9 @@ def missing_tools() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="quantize", description="OpenVINO INT8 quantisation with an accuracy guard "
-                                     "on the validation frames of every camera.")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="quantize",
+        description="OpenVINO INT8 quantisation with an accuracy guard on the validation frames of every camera.")
     parser.add_argument("--weights", type=Path, help="weights file (default: the shipped weights)")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG,
                         help="training config whose data.val frames guard the model, per camera (default: "

@@ -39,23 +39,29 @@ def _out_kwargs(a: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lanesad-bag", description="Make and inspect rosbag2 drives for lanesad_ros.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("from-tusimple", help="TuSimple folder + label json -> bag with ground truth")
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="lanesad-bag", description="Make and inspect rosbag2 drives for lanesad_ros.")
+    sub = parser.add_subparsers(dest="command", required=True)  # each sets command_parser: errors show its usage
+    p = sub.add_parser("from-tusimple", allow_abbrev=False,
+                       help="TuSimple folder + label json -> bag with ground truth")
+    p.set_defaults(command_parser=p)
     p.add_argument("root", help="folder the labels' raw_file paths are relative to")
     p.add_argument("labels", help="TuSimple label file (json lines)")
     p.add_argument("out", help="output bag folder (must not exist)")
     _add_output_args(p)
-    p = sub.add_parser("from-culane", help="CULane folder + list file -> bag with ground truth")
+    p = sub.add_parser("from-culane", help="CULane folder + list file -> bag with ground truth", allow_abbrev=False)
+    p.set_defaults(command_parser=p)
     p.add_argument("root")
     p.add_argument("list", help="CULane list file (image paths relative to ROOT)")
     p.add_argument("out")
     _add_output_args(p)
-    p = sub.add_parser("from-video", help="video file -> bag (no ground truth)")
+    p = sub.add_parser("from-video", help="video file -> bag (no ground truth)", allow_abbrev=False)
+    p.set_defaults(command_parser=p)
     p.add_argument("video")
     p.add_argument("out")
     _add_output_args(p, rate=None)
-    p = sub.add_parser("synthetic", help="synthetic road scenes -> bag with ground truth")
+    p = sub.add_parser("synthetic", help="synthetic road scenes -> bag with ground truth", allow_abbrev=False)
+    p.set_defaults(command_parser=p)
     p.add_argument("out")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
@@ -63,14 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
     _add_output_args(p)
-    p = sub.add_parser("info", help="topics, types, counts and problems of a bag")
+    p = sub.add_parser("info", help="topics, types, counts and problems of a bag", allow_abbrev=False)
+    p.set_defaults(command_parser=p)
     p.add_argument("bag")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # the subcommand's usage, not the top level's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     out = Path(args.out) if args.command != "info" else None
     existed = out is not None and out.exists()  # not ours to describe if a conversion fails
     try:

@@ -479,7 +479,7 @@ def adapt(source_paths: list[str], out: str | Path, weights: str | Path | None =
 def build_parser() -> argparse.ArgumentParser:
     d = AdaptSettings()
     p = argparse.ArgumentParser(
-        prog="lanesad-train adapt",
+        allow_abbrev=False, prog="lanesad-train adapt",
         description="Adapt lane-detection weights to your own camera from unlabelled recordings "
                     "(self-training with filtered pseudo-labels; see docs/adapting.md).")
     p.add_argument("sources", nargs="+", metavar="SOURCE",
