@@ -132,7 +132,7 @@ def write_report(out: Path, sources, summary: dict, meta: dict, labels, cameras)
              + ", ".join(f"`{s['path']}` ({s['kind']}, {s['frames']} frames)" for s in adaptation["sources"]) + ".",
              f"{adaptation['iterations_run']} iterations run; " + _outcome(adaptation)
              + f"; {adaptation['seconds']:.0f} s.", ""]
-    lines += [f"- camera of `{source['path']}`: " + _camera_line(camera)
+    lines += [f"- camera of `{source['path']}`: " + camera_line(camera)
               for source, camera in zip(adaptation["sources"], adaptation["cameras"], strict=True)]
     lines += ["", "## Unlabelled criteria (the deployed decoding on the frames; docs/adapting.md)", ""]
     lines += _md_table(before, after)
@@ -166,7 +166,7 @@ def _outcome(adaptation: dict) -> str:
                else "it is"))
 
 
-def _camera_line(camera: dict) -> str:
+def camera_line(camera: dict) -> str:
     """One readable line of a source's estimated camera (``Camera.describe`` + ``sequence``)."""
     vp, hood = camera.get("vanishing_point"), camera.get("hood_top_row")
     parts = [f"{camera['size'][0]}x{camera['size'][1]}",
