@@ -385,6 +385,20 @@ def test_ros_args_rcl_cannot_parse_are_one_line(tmp_path, ros_args, problem):
     (line,) = [line for line in log.splitlines() if "cannot start" in line]
     assert line.startswith(f"lane_detector: cannot start: bad --ros-args: {problem}") and ", at /" not in line
 
+
+def test_a_parameter_the_node_does_not_have_is_named(random_weights, tmp_path):
+    """ROS ignores an undeclared -p name:=value without a word: 'image_topik' ran on /image_raw. One
+    warning per unknown name, with the closest parameter; the shipped params file has none."""
+    node = NodeProcess(ros_env(), tmp_path / "node.log", f"weights:={random_weights}", "device:=cpu",
+                       "backend:=torch", "image_topik:=/cam/image_raw")
+    try:
+        node.wait_for_log("start-up: ready")
+    finally:
+        assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
+    warnings = [line for line in node.log().splitlines() if "is not one of this node's" in line]
+    assert len(warnings) == 1 and warnings[0].endswith(
+        "parameter 'image_topik' is not one of this node's: ignored (did you mean 'image_topic'?)"), warnings
+
 # ----- launch file (runs only where launch_ros exists; its contents are checked everywhere) ----
 
 LAUNCH_FILE = REPO_ROOT / "launch" / "lane_detector.launch.py"

@@ -69,7 +69,14 @@ from lanesad_ros.ros.entry import (
     stop_requested,
 )
 from lanesad_ros.ros.ground import GroundModels
-from lanesad_ros.ros.parameters import DECODER_SETTINGS, PARAMETERS, SPECS, descriptor, validate_parameter
+from lanesad_ros.ros.parameters import (
+    DECODER_SETTINGS,
+    PARAMETERS,
+    SPECS,
+    descriptor,
+    unknown_overrides,
+    validate_parameter,
+)
 from lanesad_ros.ros.worker import InferenceWorker, error_kind
 from lanesad_ros.tracking import LaneTracker
 from lanesad_ros.weights import default_weights_path
@@ -117,6 +124,10 @@ class LaneDetectorCore:
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self.params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        given = getattr(self, "_parameter_overrides", {})  # rclpy keeps the node's -p / params-file entries there
+        for name, close in unknown_overrides(given, self.list_parameters([], 0).names):  # ROS ignores them silently
+            self.get_logger().warning(f"parameter {name!r} is not one of this node's: ignored"
+                                      + (f" (did you mean {close!r}?)" if close else ""))
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.stats = FrameStats()
         self.requested_device = self.params["device"]

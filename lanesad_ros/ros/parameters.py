@@ -3,6 +3,8 @@ drives the declarations, their ParameterDescriptors, validation and config/lane_
 (a test checks the file and the table agree)."""
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,3 +130,12 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "image_topic" and not value:
         return "image_topic must not be empty"
     return None
+
+
+def unknown_overrides(given: Iterable[str], known: Iterable[str]) -> list[tuple[str, str | None]]:
+    """The overrides (``-p name:=value``, params-file entries) a node does not declare, sorted, each with
+    the closest declared name or None. ROS ignores them without a word, so a typo (``image_topik``)
+    ran on the default. QoS overrides (``qos_overrides.*``) are read later, by the publishers."""
+    known = sorted(known)
+    return [(name, next(iter(difflib.get_close_matches(name, known, n=1)), None))
+            for name in sorted(given) if name not in known and not name.startswith("qos_overrides.")]
