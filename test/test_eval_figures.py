@@ -70,7 +70,7 @@ def test_calibrate_existence_writes_the_weights_metadata(labelled_bag, random_we
     with pytest.raises(SystemExit) as exc:
         main(["calibrate-existence", str(tmp_path / "no_bag"), "--weights", str(weights)])
     assert exc.value.code == 2
-    assert "lanesad-eval: error:" in capsys.readouterr().err
+    assert "lanesad-eval calibrate-existence: error: bag not found" in capsys.readouterr().err
 
 
 def test_contact_sheet_command(random_weights, tmp_path, capsys):

@@ -149,7 +149,8 @@ def write_markdown(path: Path, metrics: dict) -> None:
     if metrics.get("notes"):
         lines += ["## Notes", ""] + [f"- {e}" for e in metrics["notes"]] + [""]
     files = metrics.get("files", {})
-    for key, title in (("accuracy_plot", "Per-frame accuracy"), ("latency_plot", "Latency"),
+    accuracy_title = "Per-frame accuracy" if metrics.get("has_ground_truth") else "Lanes found per frame"
+    for key, title in (("accuracy_plot", accuracy_title), ("latency_plot", "Latency"),
                        ("confusion_plot", "Slot confusion"), ("reliability_plot", "Lane existence reliability"),
                        ("ground_plot", "Ground-plane lanes (bird's-eye view)")):
         if key in files:

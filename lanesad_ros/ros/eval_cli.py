@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from lanesad_ros.data.frames import DataError
-from lanesad_ros.detector import Detector, DetectorError
+from lanesad_ros.detector import BACKENDS, Detector, DetectorError
 from lanesad_ros.evaluation.calibration import calibrate_weights
 from lanesad_ros.evaluation.contact_sheet import select_images, write_contact_sheet
 from lanesad_ros.evaluation.plots import plot_reliability
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         if mode == "offline":
             p.add_argument("--compare", nargs=2, metavar=("W1", "W2"), help="score two weights files side by side")
             p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-            p.add_argument("--backend", default="auto", help="detector backend (auto, torch, onnxruntime, ...)")
+            p.add_argument("--backend", default="auto", choices=BACKENDS, help="detector backend")
         else:
             p.add_argument("--spawn", action="store_true", help="start the lane_detector node as a separate process")
             p.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = the bag's own pace)")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-width", type=int, default=480,
                    help="tile width in pixels (height: the images' median aspect)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--backend", default="auto", help="detector backend (auto, torch, onnxruntime, ...)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="detector backend")
     p = sub.add_parser("calibrate-existence",
                        help="fit the existence calibration of a weights file on labelled validation frames",
                        allow_abbrev=False)
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0: all)")
     p.add_argument("--write", action="store_true", help="store the fit in the weights' .json metadata")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--backend", default="auto", help="detector backend (auto, torch, onnxruntime, ...)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="detector backend")
     return parser
 
 
