@@ -158,7 +158,8 @@ def test_a_conversion_that_fails_leaves_no_empty_bag_and_keeps_a_partial_one(tmp
     labels = shared_path("tusimple", "labels.json")
     out = tmp_path / "tus"
     assert bag_main(["from-tusimple", str(tmp_path / "wrong_root"), str(labels), str(out)]) == 2
-    assert "image file not found" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert "image file not found" in err and "image paths are taken relative to ROOT" in err and not out.exists()
     assert bag_main(["from-tusimple", str(labels.parent), str(labels), str(out)]) == 0  # the retry just works
     partial_root = tmp_path / "one_frame"  # the first labelled frame is there, the second is not
     first = json.loads(labels.read_text().splitlines()[0])["raw_file"]

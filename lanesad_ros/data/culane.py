@@ -106,7 +106,8 @@ def read_culane_list(list_path: str | Path, root: str | Path | None = None, cate
                 rel, mask_rel, flags = _parse_list_line(fields, source)
                 image_path = root / rel.lstrip("/")
                 if check_images and not image_path.is_file():
-                    raise DataError(f"{source}: image file not found: {image_path}")
+                    raise DataError(f"{source}: image file not found: {image_path} "
+                                    f"(list paths are taken relative to {root})")
                 lines_path = image_path.with_suffix(".lines.txt")
                 lanes = read_lines_file(lines_path)
                 if flags is not None:

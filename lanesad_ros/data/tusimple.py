@@ -109,7 +109,8 @@ def read_tusimple_labels(json_path: str | Path | Iterable[str | Path], root: str
                         raise DataError(f"{source}: invalid JSON ({exc.msg})") from None
                     frame = label_to_frame(label, base, source, image_size)
                     if check_images and (frame.image_path is None or not frame.image_path.is_file()):
-                        raise DataError(f"{source}: image file not found: {frame.image_path}")
+                        raise DataError(f"{source}: image file not found: {frame.image_path} "
+                                        f"(raw_file paths are taken relative to {base})")
                 except DataError as exc:
                     if not skip_bad:
                         raise

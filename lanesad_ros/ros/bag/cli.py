@@ -117,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"lanesad-bag: warning: {warning}", file=sys.stderr)
         return 0
     except (BagError, DataError) as exc:
-        kept = ""
+        note = ""
         if out is not None and not existed and out.exists():  # stopped part-way: what was written stays readable
             try:
                 frames = max((t["count"] for t in bag_info(out)["topics"].values()), default=0)
-                kept = (f" (the bag {out} keeps the {frames} frame{'' if frames == 1 else 's'} written before it; "
+                note = (f" (the bag {out} keeps the {frames} frame{'' if frames == 1 else 's'} written before it; "
                         "--overwrite replaces it)")
             except BagError:  # not a readable bag after all: the error alone
                 pass
-        print(f"lanesad-bag: error: {exc}{kept}", file=sys.stderr)
+        elif args.command in ("from-tusimple", "from-culane") and str(exc).startswith("image file not found"):
+            note = f" (the label file's image paths are taken relative to ROOT, {args.root})"  # the first image
+        print(f"lanesad-bag: error: {exc}{note}", file=sys.stderr)
         return 2
