@@ -528,6 +528,12 @@ def test_a_gain_holds_only_when_it_is_spread_over_the_frames():
     assert gain_holds(one, base) == pytest.approx(1 - (8 / 9) ** 9, abs=0.03)
     assert gain_holds([b + 1 for b in base], base) == 1.0
     assert gain_holds([b - 1 for b in base], base) == 0.0 and gain_holds([], []) == 0.0
+    # +0.1 a frame on 100 frames, but +1 on 30 and -1 on 20 of them: the gain does not hold in 95 %
+    base100 = [2] * 100
+    mixed = [3] * 30 + [1] * 20 + [2] * 50
+    assert 0.80 < gain_holds(mixed, base100) < 0.95
+    with pytest.raises(ValueError, match="not the same frames"):
+        gain_holds([1, 2], [1])
     merged = merge_criteria([{"frames": 2, PER_FRAME: [1, 2]}, {"frames": 1, PER_FRAME: [3]}])
     assert merged[PER_FRAME] == [1, 2, 3]
 

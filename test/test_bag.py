@@ -161,6 +161,9 @@ def test_a_conversion_that_fails_leaves_no_empty_bag_and_keeps_a_partial_one(tmp
     err = capsys.readouterr().err
     assert "image file not found" in err and "image paths are taken relative to ROOT" in err and not out.exists()
     assert bag_main(["from-tusimple", str(labels.parent), str(labels), str(out)]) == 0  # the retry just works
+    culane_list = shared_path("culane-train", "list.txt")
+    assert bag_main(["from-culane", str(tmp_path / "wrong_root"), str(culane_list), str(tmp_path / "cul")]) == 2
+    assert "list file's image paths are taken relative to ROOT" in capsys.readouterr().err
     partial_root = tmp_path / "one_frame"  # the first labelled frame is there, the second is not
     first = json.loads(labels.read_text().splitlines()[0])["raw_file"]
     (partial_root / first).parent.mkdir(parents=True)

@@ -34,6 +34,7 @@ Only a signal while the interpreter itself starts (site, the ROS wheels' bootstr
 """
 from __future__ import annotations
 
+import difflib
 import faulthandler
 import importlib
 import re
@@ -44,6 +45,10 @@ from contextlib import contextmanager
 from typing import Any
 
 TEARDOWN_TIMEOUT_S = 10.0  # launch's own escalation (SIGTERM) comes after its sigterm_timeout, 5 s by default
+# rcl's --ros-args flags (rcl/arguments.h), for a suggestion when one is mistyped
+ROS_ARG_FLAGS = ("--params-file", "--param", "--remap", "--log-level", "--log-config-file", "--enclave",
+                 "--disable-external-lib-logs", "--disable-stdout-logs", "--disable-rosout-logs",
+                 "--enable-rosout-logs")
 EXECUTABLES = {"lane_detector": "lanesad_ros.ros.node", "lane_detector_lifecycle": "lanesad_ros.ros.lifecycle"}
 
 
@@ -121,9 +126,15 @@ def arm_teardown_watchdog() -> None:
 def ros_init_problem(exc: BaseException) -> tuple[str, int]:
     """One line and an exit status for an ``rclpy.init`` that failed (rcl's ``RCLError``): no usable
     ROS log folder (1: unwritable, or HOME unset so ~/.ros/log cannot be named), ``--ros-args`` rcl
-    cannot parse (2: a params file that does not exist or is no YAML, ``-p`` without ``:=``, a
-    trailing ``-r``), anything else (1). rcl's source locations (", at .../arguments.c:415") are dropped."""
+    cannot parse or does not know (2: a params file that does not exist or is no YAML, ``-p``
+    without ``:=``, a trailing ``-r``, ``--param-file``), anything else (1). rcl's source locations
+    (", at .../arguments.c:415") are dropped."""
     text = re.sub(r", at \S+:\d+", "", str(exc)).removeprefix("failed to initialize rcl: ")
+    if type(exc).__name__ == "UnknownROSArgsError":  # its text is the list of what rcl did not know
+        unknown = re.findall(r"'([^']*)'", text)
+        close = difflib.get_close_matches(unknown[0], ROS_ARG_FLAGS, n=1) if unknown else []
+        return (f"unknown --ros-args: {' '.join(unknown) or text}"
+                + (f" (did you mean {close[0]}?)" if close else "")), 2
     if "failed to initialize logging" in text:
         return (f"ROS cannot set up its log folder ({text}): set ROS_LOG_DIR to a writable folder "
                 f"(or add --ros-args --disable-external-lib-logs)"), 1

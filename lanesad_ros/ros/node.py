@@ -126,8 +126,9 @@ class LaneDetectorCore:
         self.params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
         given = getattr(self, "_parameter_overrides", {})  # rclpy keeps the node's -p / params-file entries there
         for name, close in unknown_overrides(given, self.list_parameters([], 0).names):  # ROS ignores them silently
-            self.get_logger().warning(f"parameter {name!r} is not one of this node's: ignored"
-                                      + (f" (did you mean {close!r}?)" if close else ""))
+            self.get_logger().warning(f"parameter {name!r} is not one of this node's: ignored ("
+                                      + (f"did you mean {close!r}? " if close else "")
+                                      + "fine if it is meant for other nodes, as a /** entry)")
         self.add_post_set_parameters_callback(self._after_set_parameters)
         self.stats = FrameStats()
         self.requested_device = self.params["device"]

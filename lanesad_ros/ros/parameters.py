@@ -135,7 +135,7 @@ def validate_parameter(name: str, value: Any) -> str | None:
 def unknown_overrides(given: Iterable[str], known: Iterable[str]) -> list[tuple[str, str | None]]:
     """The overrides (``-p name:=value``, params-file entries) a node does not declare, sorted, each with
     the closest declared name or None. ROS ignores them without a word, so a typo (``image_topik``)
-    ran on the default. QoS overrides (``qos_overrides.*``) are read later, by the publishers."""
+    ran on the default. (This node reads no ``qos_overrides.*`` either: its QoS are the documented ones.)"""
     known = sorted(known)
     return [(name, next(iter(difflib.get_close_matches(name, known, n=1)), None))
-            for name in sorted(given) if name not in known and not name.startswith("qos_overrides.")]
+            for name in sorted(given) if name not in known]

@@ -104,7 +104,10 @@ def gain_holds(state: list[int], base: list[int], resamples: int = BOOTSTRAP_RES
     :data:`PER_FRAME`) sums higher than ``base``'s on the same frames (paired bootstrap resampling,
     Koehn, EMNLP 2004); fixed seed. On nine frames a gain of one lane on one frame holds in about 65 %
     of the resamples, the same gain spread over several frames in nearly all. Frames of a drive are
-    not independent, so this is a floor for the noise, not its measure. ``[]`` gives 0."""
+    not independent, so this is a floor for the noise, not its measure. ``[]`` gives 0; lists of
+    different lengths (not the same frames) raise ValueError."""
+    if len(state) != len(base):
+        raise ValueError(f"gain_holds: {len(state)} frames against {len(base)}: not the same frames")
     diff = np.asarray(state, dtype=np.float64) - np.asarray(base, dtype=np.float64)
     if diff.size == 0:
         return 0.0

@@ -300,7 +300,7 @@ class Adapter:
                                     if best_state is None else value > best_value + 1e-9)
                         verdict = "new best" if improved else f"best so far {best_value:.3f}"
                         if best_state is None and not improved and value >= best_value + s.min_gain - 1e-9:
-                            verdict += (f"; its gain holds on {holds:.0%} of resampled frames, "
+                            verdict += (f"; its gain held in {holds:.0%} of bootstrap resamples of the frames, "
                                         f"under {s.gain_confidence:.0%}")
                         self.log(f"it {it}: {CRITERION} {value:.3f} ({verdict}) loss "
                                  f"{parts['loss']:.3f} seg {parts['seg']:.3f} l2sp {parts['l2sp']:.4f}")
@@ -322,8 +322,8 @@ class Adapter:
         if best_state is None:
             best_state = {k: v.clone() for k, v in self.base_state.items()}
             summary["kept_base"] = True
-            self.log(f"no state added {s.min_gain} {CRITERION} to the base's on {s.gain_confidence:.0%} of "
-                     "resampled frames: the base weights are kept")
+            self.log(f"no state was {s.min_gain} {CRITERION} ahead of the base with a gain that held in "
+                     f"{s.gain_confidence:.0%} of bootstrap resamples of the frames: the base weights are kept")
         elif s.blend < 1.0:
             best_state = blend_states(self.base_state, best_state, s.blend)
             self.log(f"blended: {1 - s.blend:.2f} x base + {s.blend:.2f} x adapted (WiSE-FT)")
