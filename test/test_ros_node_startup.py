@@ -368,7 +368,6 @@ def test_no_usable_ros_log_folder_is_one_line(random_weights, tmp_path, case):
     assert len(lines) == 1 and "cannot start: ROS cannot set up its log folder" in lines[0], log[-2000:]
 
 
-
 @pytest.mark.parametrize(("ros_args", "problem"), [
     (("--params-file", "config/lane_detectr.yaml"),
      "Couldn't parse params file: '--params-file config/lane_detectr.yaml'. Error: Error opening YAML file"),
@@ -402,6 +401,7 @@ def test_a_parameter_the_node_does_not_have_is_named(random_weights, tmp_path):
     assert len(warnings) == 1 and warnings[0].endswith(
         "parameter 'image_topik' is not one of this node's: ignored (did you mean 'image_topic'? fine if it is "
         "meant for other nodes, as a /** entry)"), warnings
+
 
 # ----- launch file (runs only where launch_ros exists; its contents are checked everywhere) ----
 
