@@ -333,9 +333,13 @@ def test_lane_array_round_trip_rclpy(with_ground):
     from lanesad_ros.ros.convert import detections_to_lane_array
 
     det = sample_detections(with_ground)
-    msg = detections_to_lane_array(det, HEADER, "base_link")
+    msg = detections_to_lane_array(det, HEADER, "base_link" if with_ground else "")  # "": no camera model
     assert msg.header.stamp.sec == 12 and msg.header.frame_id == "camera"
     assert msg.ground_frame_id == ("base_link" if with_ground else "")
+    no_lanes = LaneDetections(lanes=[], image_width=1280, image_height=720, model_name="enet_sad",
+                              weights_name="w.safetensors", latency_ms=1.0)
+    assert detections_to_lane_array(no_lanes, HEADER, "base_link").ground_frame_id == "base_link", \
+        "a camera model and no lane: the frame stays, so 'no lane now' differs from 'no camera model'"
     assert [lane.slot for lane in msg.lanes] == [1, 2]
     back = lane_array_to_detections(msg)
     assert (back.image_width, back.image_height) == (1280, 720)

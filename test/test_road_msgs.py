@@ -87,10 +87,13 @@ def test_every_field_round_trips():
     np.testing.assert_allclose(variances, np.diag(sent.covariance), rtol=1e-6)
 
 
-def test_an_empty_model_says_there_is_no_ground_model():
+def test_an_empty_model_keeps_its_frame_and_says_nothing_is_seen():
+    """A planner's case: the camera model is known and nothing is seen; the frame stays (it was '' and read as
+    'no camera model'), no boundaries, an invalid ego lane. Without a camera model the node passes ''."""
     msg = road_model_to_lane_model(RoadModel(), header(), "base_link")
-    assert msg.ground_frame_id == "" and len(msg.boundaries) == 0 and not msg.ego_lane.valid
+    assert msg.ground_frame_id == "base_link" and len(msg.boundaries) == 0 and not msg.ego_lane.valid
     assert not lane_model_to_road_model(msg).ego.valid
+    assert road_model_to_lane_model(RoadModel(), header(), "").ground_frame_id == ""
 
 
 def test_rosbags_reads_the_messages_too(tmp_path):

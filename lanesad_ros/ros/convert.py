@@ -322,7 +322,8 @@ def bgr_to_compressed_msg(bgr: np.ndarray, header: Any, fmt: str = "jpeg", quali
 
 
 def detections_to_lane_array(det: LaneDetections, header: Any, ground_frame_id: str = "") -> Any:
-    """LaneDetections -> lanesad_ros/LaneArray; ``ground_frame_id`` is set only when some lane has ground points."""
+    """LaneDetections -> lanesad_ros/LaneArray. ``ground_frame_id``: the frame of the lanes' ground points,
+    "" when there is no camera model (LaneArray.msg); set also on a frame without lanes."""
     # Imported here: the generated lanesad_ros.msg types exist only after the message build, and
     # the image conversions above serve the bag tools without them.
     from geometry_msgs.msg import Point, Point32
@@ -331,21 +332,19 @@ def detections_to_lane_array(det: LaneDetections, header: Any, ground_frame_id: 
     from lanesad_ros.msg import LaneArray
 
     lanes = []
-    has_ground = False
     for lane in det.lanes:
         msg = LaneMsg()
         msg.slot = int(lane.slot)
         msg.confidence = float(lane.confidence)
         msg.image_points = [Point32(x=float(x), y=float(y), z=0.0) for x, y in lane.image_points.tolist()]
         if lane.ground_points is not None and len(lane.ground_points):
-            has_ground = True
             msg.ground_points = [Point(x=x, y=y, z=z) for x, y, z in lane.ground_points.astype(np.float64).tolist()]
         lanes.append(msg)
     out = LaneArray()
     out.header = header
     out.image_width = int(det.image_width)
     out.image_height = int(det.image_height)
-    out.ground_frame_id = ground_frame_id if has_ground else ""
+    out.ground_frame_id = ground_frame_id
     out.model_name = det.model_name
     out.weights_name = det.weights_name
     out.inference_latency_ms = float(det.latency_ms)

@@ -37,13 +37,14 @@ def road_model_to_lane_model(model: RoadModel, header: Any, ground_frame_id: str
     """RoadModel -> lanesad_ros/LaneModel with ``header`` (the image's) and ``ground_frame_id``.
 
     ``std_step_m``: spacing of each boundary's sampled lateral std (LaneBoundary.lateral_std_x).
-    An empty model (no camera) gets an empty ground_frame_id, no boundaries and an invalid ego lane.
+    ``ground_frame_id``: "" when there is no camera model (LaneModel.msg); set also when nothing is seen
+    (no boundaries, an invalid ego lane), so a planner can tell "no camera model" from "no lane now".
     """
     from lanesad_ros.msg import EgoLane, LaneBoundary, LaneModel
 
     out = LaneModel()
     out.header = header
-    out.ground_frame_id = ground_frame_id if (model.boundaries or model.ego.valid) else ""
+    out.ground_frame_id = ground_frame_id
     for boundary in model.boundaries:
         msg = LaneBoundary()
         msg.slot = int(boundary.slot)

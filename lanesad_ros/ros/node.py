@@ -345,7 +345,7 @@ class LaneDetectorCore:
             self._warn_throttled("camera_size", f"no ground points: {exc}")
         stamp_ns = stamp_to_ns(msg.header.stamp)
         det = detector.detect(bgr, stamp_s=stamp_ns / 1e9)  # the tracker ages by header time
-        frame = self.params["ground_frame_id"]
+        frame = self.params["ground_frame_id"] if detector.camera is not None else ""  # "": no camera model
         self._pubs["lanes"].publish(detections_to_lane_array(det, msg.header, frame))
         published = time.monotonic()
         if not self._answered_once:
