@@ -164,6 +164,9 @@ def test_a_conversion_that_fails_leaves_no_empty_bag_and_keeps_a_partial_one(tmp
     culane_list = shared_path("culane-train", "list.txt")
     assert bag_main(["from-culane", str(tmp_path / "wrong_root"), str(culane_list), str(tmp_path / "cul")]) == 2
     assert "list file's image paths are taken relative to ROOT" in capsys.readouterr().err
+    assert bag_main(["from-tusimple", str(tmp_path), str(tmp_path / "no_labels.json"), str(out)]) == 2
+    err = capsys.readouterr().err  # the label file itself is missing: no word about ROOT
+    assert "TuSimple label file not found" in err and "ROOT" not in err
     partial_root = tmp_path / "one_frame"  # the first labelled frame is there, the second is not
     first = json.loads(labels.read_text().splitlines()[0])["raw_file"]
     (partial_root / first).parent.mkdir(parents=True)

@@ -64,6 +64,7 @@ def test_validate_parameter_reasons():
     assert "device must be one of auto, cuda, cpu, got 'gpu'" in validate_parameter("device", "gpu")
     assert "dist needs 0, 4, 5, 8, 12 or 14" in validate_parameter("dist", [0.1, 0.2, 0.3])
     assert "homography needs 9 values" in validate_parameter("homography", [1.0] * 8)
+    assert "ground_frame_id must not be empty" in validate_parameter("ground_frame_id", "")  # "" = no camera model
     assert validate_parameter("device", "cpu") is None and validate_parameter("exist_threshold", 0.7) is None
 
 

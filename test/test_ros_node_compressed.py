@@ -227,6 +227,7 @@ def test_camera_info_roi_and_a_frame_it_does_not_describe(node, client):
     answer = client.request(CompressedImage(header=Header(frame_id="not_described"), format="jpeg",
                                             data=cv2.imencode(".jpg", full)[1].tobytes()))
     assert answer.image_height == 720 and all(len(lane.ground_points) == 0 for lane in answer.lanes)
+    assert answer.ground_frame_id == "", "no camera model for this image size"
     values = client.diagnostics_after(since, lambda v: int(v.get("errors.camera_size", 0)) >= 1)
     assert values["ground_points"] == "true" and node.alive()
     assert "no ground points: a 1280x720 frame is not the 1280x360 calibrated image resized" in node.log()

@@ -89,7 +89,8 @@ class LaneKeeper(Node):
             centre = CentreLine.from_ego_lane(ego.lateral_offset, ego.heading_error, ego.curvature, ego.lane_width,
                                               ego.curvature_rate)
         elif not msg.ground_frame_id:
-            self.get_logger().warn("lane model without a ground frame: give the lane_detector a camera model",
+            self.get_logger().warn("lane model without a ground frame: the lane_detector has no camera model "
+                                   "for these images (none, no CameraInfo yet, or errors.camera_size)",
                                    throttle_duration_sec=5.0)
         self.steer_by(centre, stamp_s, msg.header)
 
@@ -98,7 +99,8 @@ class LaneKeeper(Node):
         if self.source == "auto" and abs(stamp_s - self.last_model_s) <= self.hold_time:
             return  # the detector publishes its filtered lane model: that one steers
         if not msg.ground_frame_id and msg.lanes:
-            self.get_logger().warn("lanes carry no ground points: give the lane_detector a camera model",
+            self.get_logger().warn("lanes carry no ground points: the lane_detector has no camera model for "
+                                   "these images (none, no CameraInfo yet, or errors.camera_size)",
                                    throttle_duration_sec=5.0)
         elif msg.ground_frame_id and msg.ground_frame_id != self.base_frame:
             self.get_logger().warn(f"ground points are in {msg.ground_frame_id}, expected {self.base_frame}",
@@ -112,7 +114,7 @@ class LaneKeeper(Node):
         centre line up to ``hold_time`` old, else straight ahead."""
         if centre is not None:
             self.last_centre, self.last_centre_s = centre, stamp_s
-        elif stamp_s - self.last_centre_s <= self.hold_time:
+        elif 0.0 <= stamp_s - self.last_centre_s <= self.hold_time:  # not one stamped ahead (a warm-up frame)
             centre = self.last_centre
         steer = 0.0
         if centre is not None:

@@ -47,8 +47,8 @@ from typing import Any
 TEARDOWN_TIMEOUT_S = 10.0  # launch's own escalation (SIGTERM) comes after its sigterm_timeout, 5 s by default
 # rcl's --ros-args flags (rcl/arguments.h), for a suggestion when one is mistyped
 ROS_ARG_FLAGS = ("--params-file", "--param", "--remap", "--log-level", "--log-config-file", "--enclave",
-                 "--disable-external-lib-logs", "--disable-stdout-logs", "--disable-rosout-logs",
-                 "--enable-rosout-logs")
+                 "--enable-external-lib-logs", "--disable-external-lib-logs", "--enable-stdout-logs",
+                 "--disable-stdout-logs", "--enable-rosout-logs", "--disable-rosout-logs")
 EXECUTABLES = {"lane_detector": "lanesad_ros.ros.node", "lane_detector_lifecycle": "lanesad_ros.ros.lifecycle"}
 
 

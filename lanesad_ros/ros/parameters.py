@@ -129,6 +129,8 @@ def validate_parameter(name: str, value: Any) -> str | None:
         return f"homography needs 9 values (3x3 row-major), got {len(value)}"
     if name == "image_topic" and not value:
         return "image_topic must not be empty"
+    if name == "ground_frame_id" and not value:
+        return "ground_frame_id must not be empty (an empty frame on /lanes means no camera model)"
     return None
 
 

@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                         "--overwrite replaces it)")
             except BagError:  # not a readable bag after all: the error alone
                 pass
-        elif args.command in ("from-tusimple", "from-culane") and "file not found: " in str(exc):
+        elif args.command in ("from-tusimple", "from-culane") and any(
+                kind in str(exc) for kind in ("image file not found: ", "lane file not found: ")):
             listing = "label" if args.command == "from-tusimple" else "list"  # its first image or lane file
             note = f" (the {listing} file's image paths are taken relative to ROOT, {args.root})"
         print(f"lanesad-bag: error: {exc}{note}", file=sys.stderr)

@@ -322,8 +322,9 @@ class Adapter:
         if best_state is None:
             best_state = {k: v.clone() for k, v in self.base_state.items()}
             summary["kept_base"] = True
-            self.log(f"no state was {s.min_gain} {CRITERION} ahead of the base with a gain that held in "
-                     f"{s.gain_confidence:.0%} of bootstrap resamples of the frames: the base weights are kept")
+            if summary.get("iterations_run"):  # trained: say why no state was taken (else the log said why not)
+                self.log(f"no state was {s.min_gain} {CRITERION} ahead of the base with a gain that held in "
+                         f"{s.gain_confidence:.0%} of bootstrap resamples of the frames: the base weights are kept")
         elif s.blend < 1.0:
             best_state = blend_states(self.base_state, best_state, s.blend)
             self.log(f"blended: {1 - s.blend:.2f} x base + {s.blend:.2f} x adapted (WiSE-FT)")
