@@ -1,7 +1,8 @@
 """Pytest plugin: a test that failed with a symptom of a Fast DDS stall runs once more.
 
 On a busy 2-core CI machine one DDS participant now and then stalls: in full test runs (2026-12-04)
-a node's services were not discovered within 90 s, an idle unconfigured node did not exit 20 s after
+a node's services were not discovered within 90 s (a running node's new endpoints and services get the
+same rerun), an idle unconfigured node did not exit 20 s after
 SIGINT, a live replay found no detector subscribing, a subscriber got nothing in 20 s from a process
 publishing every 0.1 s; the same tests passed alone, and 40 times in a
 row under a full CPU load. ROS 2's own CI retries such tests (``colcon test --retest-until-pass``);
@@ -14,6 +15,7 @@ import pytest
 
 DDS_STALLS = [
     r"node not discovered in \d+ attempts",  # node_harness.NodeProcess.wait_discovered
+    r"not discovered within \d+ s",  # a running node's new endpoint or service (test_ros_node, test_road_node)
     r"node did not exit \S+ s after signal",  # node_harness.NodeProcess.stop
     r"node teardown hung",  # the same, ended by the node's own teardown watchdog
     r"no lane detector answered within",  # lanesad_ros.ros.replay, live evaluation

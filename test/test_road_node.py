@@ -62,7 +62,8 @@ def odometry(stamp: Time, speed: float, yaw_rate: float = 0.0) -> Odometry:
 def test_lane_model_goes_out_with_the_image_header_and_bad_odometry_is_reported(node, client):
     models = client.listen("/lanes/model", LaneModel, QoSProfile(depth=100))
     publisher = client.node.create_publisher(Odometry, ODOM_TOPIC, 10)
-    assert client.wait_for(lambda: publisher.get_subscription_count() > 0, 20), "node does not subscribe odom_topic"
+    assert client.wait_for(lambda: publisher.get_subscription_count() > 0, 20), \
+        "the node's odom_topic subscription not discovered within 20 s"
     frame = image_message(synthetic_frames(1)[0])
     started = time.monotonic()
 

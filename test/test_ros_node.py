@@ -191,7 +191,8 @@ def test_other_frame_sizes(node, client, random_weights):
 
 def test_debug_image_when_subscribed(node, client):
     client.subscribe_debug_images()
-    assert client.wait_for(lambda: client.node.count_publishers("/lanes/debug_image") > 0, 10)
+    assert client.wait_for(lambda: client.node.count_publishers("/lanes/debug_image") > 0, 10), \
+        "the node's debug_image publisher not discovered within 10 s"
     (bgr,) = synthetic_frames(1)
     deadline = time.monotonic() + 30
     debug = []
@@ -259,7 +260,7 @@ def test_bad_inputs_are_counted_and_the_node_keeps_running(node, client):
 
 def test_runtime_parameter_changes_are_validated(node, client, random_weights):
     params = AsyncParameterClient(client.node, "lane_detector")
-    assert params.wait_for_services(timeout_sec=10)
+    assert params.wait_for_services(timeout_sec=10), "the node's parameter services not discovered within 10 s"
 
     def set_one(name, value):
         future = params.set_parameters([Parameter(name, value=value)])
