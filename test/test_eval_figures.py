@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from lanesad_ros.data.synthetic import SceneGenerator
-from lanesad_ros.evaluation.plots import plot_ground_lanes
-from lanesad_ros.evaluation.scoring import ModelRun
+from lanesad_ros.evaluation.plots import frame_score, plot_accuracy, plot_ground_lanes
+from lanesad_ros.evaluation.scoring import FrameResult, ModelRun
 from lanesad_ros.lanes import Lane, LaneSlot
 from lanesad_ros.ros.bag.typestore import START_NS
 from lanesad_ros.ros.bag.writer import BagWriter
@@ -130,3 +130,21 @@ def test_spawned_node_gets_the_parameters_file_first(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         main(["live", "bag", "--out", str(tmp_path / "r"), "--node-params-file", str(tmp_path / "missing.yaml")])
     assert exc.value.code == 2
+
+
+def test_the_accuracy_plot_follows_the_labels_official_metric(tmp_path):
+    """A CULane bag's accuracy.png plotted per-frame TuSimple accuracy (a new user's trial): frames with
+    CULane labels (no h_samples) now give their CULane F1, TuSimple frames their accuracy."""
+    culane = FrameResult(0, 0, [], 5.0, labels="culane", tusimple={"accuracy": 0.2},
+                         culane={"tp": 3, "fp": 1, "fn": 1})
+    empty = FrameResult(1, 10**8, [], 5.0, labels="culane", tusimple={"accuracy": 1.0},
+                        culane={"tp": 0, "fp": 0, "fn": 0})
+    tusimple = FrameResult(2, 2 * 10**8, [], 5.0, labels="tusimple", tusimple={"accuracy": 0.9},
+                           culane={"tp": 0, "fp": 2, "fn": 2})
+    assert frame_score(culane) == pytest.approx(0.75) and frame_score(empty) is None
+    assert frame_score(tusimple) == pytest.approx(0.9)
+    assert frame_score(FrameResult(3, 0, None, None, labels="tusimple")) is None  # dropped
+    run = ModelRun(name="m", latency_kind="inference")
+    run.results = [culane, empty, tusimple]
+    plot_accuracy([run], tmp_path / "accuracy.png")
+    assert (tmp_path / "accuracy.png").stat().st_size > 0

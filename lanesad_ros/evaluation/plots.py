@@ -1,27 +1,43 @@
-"""Report plots: per-frame accuracy (or lanes found) over time, the latency histogram, the slot confusion
-matrix, the existence reliability diagram and a bird's-eye view of the ground-plane lanes."""
+"""Report plots: per-frame TuSimple accuracy or CULane F1 (or lanes found) over time, the latency
+histogram, the slot confusion matrix, the existence reliability diagram and a bird's-eye view of
+the ground-plane lanes."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 
-from lanesad_ros.evaluation.scoring import SLOT_COLS, SLOT_ROWS, ModelRun, slot_confusion
+from lanesad_ros.evaluation.scoring import SLOT_COLS, SLOT_ROWS, FrameResult, ModelRun, slot_confusion
 from lanesad_ros.lanes import LaneSlot
 from lanesad_ros.overlay import SLOT_COLORS
 
 
+def frame_score(result: FrameResult) -> float | None:
+    """The per-frame figure of the official metric the frame's labels are for: TuSimple accuracy, or
+    for CULane labels the frame's CULane F1 (2 TP / (2 TP + FP + FN), None without any lane either
+    side, as the official tool's undefined); None for a frame not scored."""
+    if result.labels == "culane" and result.culane is not None:
+        tp, fp, fn = result.culane["tp"], result.culane["fp"], result.culane["fn"]
+        return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+    return result.tusimple["accuracy"] if result.tusimple is not None else None
+
+
 def plot_accuracy(runs: list[ModelRun], path: Path) -> None:
+    """Per-frame TuSimple accuracy or CULane F1 (whichever the labels are for) over bag time, or the
+    lanes found per frame without ground truth; dropped frames as red crosses."""
     # Lazy: matplotlib is an optional dependency (setup.py extra "eval") and slow to import.
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t0 = runs[0].results[0].time_ns if runs[0].results else 0
+    labelled = [r.labels for r in runs[0].results if r.labels]
+    metric = "CULane F1" if labelled and labelled.count("culane") > len(labelled) / 2 else "TuSimple accuracy"
     for run in runs:
-        scored = [r for r in run.results if r.tusimple is not None]
-        if scored:
-            ax.plot([(r.time_ns - t0) / 1e9 for r in scored], [r.tusimple["accuracy"] for r in scored],
-                    ".-", lw=1, label=f"{run.name} accuracy")
+        scored = [(r, frame_score(r)) for r in run.results if r.labels]
+        scored = [(r, v) for r, v in scored if v is not None]
+        if labelled:
+            ax.plot([(r.time_ns - t0) / 1e9 for r, _ in scored], [v for _, v in scored],
+                    ".-", lw=1, label=f"{run.name} {metric}")
         else:
             answered = [r for r in run.results if r.lanes is not None]
             ax.plot([(r.time_ns - t0) / 1e9 for r in answered], [len(r.lanes) for r in answered],
@@ -29,13 +45,12 @@ def plot_accuracy(runs: list[ModelRun], path: Path) -> None:
         dropped = [r for r in run.results if r.lanes is None]
         if dropped:
             ax.plot([(r.time_ns - t0) / 1e9 for r in dropped], [0] * len(dropped), "rx", label=f"{run.name} dropped")
-    scored = any(r.tusimple for r in runs[0].results)
     ax.set_xlabel("time in bag (s)")
-    ax.set_ylabel("TuSimple accuracy" if scored else "lanes")
-    if not scored:  # whole lanes, counted from none
+    ax.set_ylabel(metric if labelled else "lanes")
+    if not labelled:  # whole lanes, counted from none
         ax.yaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_ylim(-0.2, ax.get_ylim()[1] + 0.3)
-    ax.set_title("per-frame TuSimple accuracy" if scored else "lanes found per frame (no ground truth in the bag)")
+    ax.set_title(f"per-frame {metric}" if labelled else "lanes found per frame (no ground truth in the bag)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)  # not over the points: lanes found sit at the bottom right
     fig.tight_layout()

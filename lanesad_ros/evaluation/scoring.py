@@ -37,6 +37,7 @@ class FrameResult:
     exist_prob: np.ndarray | None = None  # (L,) every slot's existence probability, when the detector gives it
     slot_present: np.ndarray | None = None  # (L,) bool: the ground truth has a lane in that slot
     bag_time_ns: int | None = None  # when the frame was recorded (its stamp may be 0 or repeated)
+    labels: str | None = None  # the official metric its ground truth is for: tusimple (h_samples) | culane
 
     @property
     def time_ns(self) -> int:
@@ -65,6 +66,7 @@ class ModelRun:
         if gt is not None and exist_prob is not None:
             res.slot_present = slot_presence(gt.slots, len(exist_prob))
         if gt is not None:
+            res.labels = "culane" if getattr(gt, "h_samples", None) is None else "tusimple"
             try:
                 self.tusimple_all.add(lanes or [], gt, frame_id=index)
                 if lanes is not None:
