@@ -3,6 +3,7 @@ the lanesad-bag CLI, and damaged bags (truncated file, missing topic, wrong type
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -354,3 +355,16 @@ def test_a_folder_without_storage_files_says_what_it_holds(tmp_path):
     (folder / "drive_0.mcap.lz4").write_bytes(b"lz4 is no rosbag2 compression")
     with pytest.raises(BagError, match=r"no .mcap or .db3 file \(nor .mcap.zstd / .db3.zstd\).*drive_0.mcap.lz4"):
         BagReader(folder)
+
+
+def test_a_broken_mp4_is_one_line(tmp_path):
+    """FFmpeg printed its own '[mov,mp4,...] moov atom not found' before lanesad-bag's error (a new user's
+    trial); the command-line tools quiet FFmpeg (OPENCV_FFMPEG_LOGLEVEL, a user's own setting wins)."""
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    script = f"from lanesad_ros.ros.bag.cli import main; raise SystemExit(main(['from-video', {str(broken)!r}, " \
+             f"{str(tmp_path / 'out')!r}]))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"lanesad-bag: error: cannot open video {broken} (not a video OpenCV can decode)"], result.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, unknown = build_parser().parse_known_args(argv)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # no FFmpeg lines ("moov atom not found"): ours says it
     if unknown:  # the subcommand's usage, not the top level's
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     out = Path(args.out) if args.command != "info" else None

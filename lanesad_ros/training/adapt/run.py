@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -463,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """``lanesad-train adapt ...``; exit 2 with ``lanesad-train: error: ...`` on bad input."""
     args = build_parser().parse_args(argv)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # no FFmpeg lines ("moov atom not found"): ours says it
     settings = AdaptSettings(iterations=args.iterations, rounds=args.rounds, batch_size=args.batch_size,
                              max_frames=args.max_frames, device=args.device, threads=args.threads, seed=args.seed,
                              blend=args.blend, norm_eval=not args.update_norm_stats)
