@@ -14,8 +14,8 @@ from lanesad_ros.overlay import SLOT_COLORS
 
 def frame_score(result: FrameResult) -> float | None:
     """The per-frame figure of the official metric the frame's labels are for: TuSimple accuracy, or
-    for CULane labels the frame's CULane F1 (2 TP / (2 TP + FP + FN), None without any lane either
-    side, as the official tool's undefined); None for a frame not scored."""
+    for CULane labels the frame's CULane F1 (2 TP / (2 TP + FP + FN): 0 when nothing matched, None
+    without any lane on either side); None for a frame not scored."""
     if result.labels == "culane" and result.culane is not None:
         tp, fp, fn = result.culane["tp"], result.culane["fp"], result.culane["fn"]
         return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
@@ -33,8 +33,7 @@ def plot_accuracy(runs: list[ModelRun], path: Path) -> None:
     labelled = [r.labels for r in runs[0].results if r.labels]
     metric = "CULane F1" if labelled and labelled.count("culane") > len(labelled) / 2 else "TuSimple accuracy"
     for run in runs:
-        scored = [(r, frame_score(r)) for r in run.results if r.labels]
-        scored = [(r, v) for r, v in scored if v is not None]
+        scored = [(r, v) for r in run.results if (v := frame_score(r)) is not None]
         if labelled:
             ax.plot([(r.time_ns - t0) / 1e9 for r, _ in scored], [v for _, v in scored],
                     ".-", lw=1, label=f"{run.name} {metric}")

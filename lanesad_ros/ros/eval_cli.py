@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -42,11 +43,12 @@ def _add_ground_truth_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         allow_abbrev=False, prog="lanesad-eval", description="Score lane detection on a rosbag2 drive.")
-    sub = parser.add_subparsers(dest="mode", required=True)  # each sets command_parser: errors show its usage
+    # subcommands take no abbreviated options either
+    sub = parser.add_subparsers(dest="mode", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
     for mode in ("offline", "live"):
         p = sub.add_parser(mode, help="run the Detector directly" if mode == "offline"
-                           else "play the bag over ROS into the lane detector node", allow_abbrev=False)
-        p.set_defaults(command_parser=p)
+                           else "play the bag over ROS into the lane detector node")
         p.add_argument("bag", help="rosbag2 folder (or .mcap / .db3 file)")
         p.add_argument("--out", required=True, help="report folder")
         p.add_argument("--weights", help="weights file (default: the shipped weights)")
@@ -70,9 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="extra parameter for the spawned node (repeatable)")
             p.add_argument("--node-params-file", metavar="YAML",
                            help="ROS parameters file for the spawned node (camera model, mounting, ...)")
-    p = sub.add_parser("contact-sheet", allow_abbrev=False,
+    p = sub.add_parser("contact-sheet",
                        help="overlays of the detector's lanes on unlabelled images, in one grid image")
-    p.set_defaults(command_parser=p)
     p.add_argument("images", nargs="+", help="image files, folders or globs; the count is shared between them")
     p.add_argument("--out", required=True, help="grid image (.jpg or .png); a .json beside it lists the lanes")
     p.add_argument("--weights", help="weights file (default: the shipped weights)")
@@ -83,9 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="detector backend")
     p = sub.add_parser("calibrate-existence",
-                       help="fit the existence calibration of a weights file on labelled validation frames",
-                       allow_abbrev=False)
-    p.set_defaults(command_parser=p)
+                       help="fit the existence calibration of a weights file on labelled validation frames")
     p.add_argument("bag", help="rosbag2 of the VALIDATION frames with ground truth (never the reported test frames)")
     p.add_argument("--weights", required=True, help="weights file whose metadata gets the calibration")
     p.add_argument("--out", help="folder for the reliability diagram and calibration.json")
@@ -97,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="store the fit in the weights' .json metadata")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="detector backend")
+    for command_parser in sub.choices.values():  # main reports errors with the subcommand's usage
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 

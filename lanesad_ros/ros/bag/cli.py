@@ -6,6 +6,7 @@ Errors (bad input, existing output) end in ``lanesad-bag: error: ...`` and exit 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -42,27 +43,25 @@ def _out_kwargs(a: argparse.Namespace) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         allow_abbrev=False, prog="lanesad-bag", description="Make and inspect rosbag2 drives for lanesad_ros.")
-    sub = parser.add_subparsers(dest="command", required=True)  # each sets command_parser: errors show its usage
-    p = sub.add_parser("from-tusimple", allow_abbrev=False,
+    # subcommands take no abbreviated options either
+    sub = parser.add_subparsers(dest="command", required=True,
+                                parser_class=functools.partial(argparse.ArgumentParser, allow_abbrev=False))
+    p = sub.add_parser("from-tusimple",
                        help="TuSimple folder + label json -> bag with ground truth")
-    p.set_defaults(command_parser=p)
     p.add_argument("root", help="folder the labels' raw_file paths are relative to")
     p.add_argument("labels", help="TuSimple label file (json lines)")
     p.add_argument("out", help="output bag folder (must not exist, unless --overwrite)")
     _add_output_args(p)
-    p = sub.add_parser("from-culane", help="CULane folder + list file -> bag with ground truth", allow_abbrev=False)
-    p.set_defaults(command_parser=p)
+    p = sub.add_parser("from-culane", help="CULane folder + list file -> bag with ground truth")
     p.add_argument("root", help="CULane folder the list's image paths are relative to")
     p.add_argument("list", help="CULane list file (image paths relative to ROOT; .lines.txt labels beside the images)")
     p.add_argument("out", help="output bag folder (must not exist, unless --overwrite)")
     _add_output_args(p)
-    p = sub.add_parser("from-video", help="video file -> bag (no ground truth)", allow_abbrev=False)
-    p.set_defaults(command_parser=p)
+    p = sub.add_parser("from-video", help="video file -> bag (no ground truth)")
     p.add_argument("video")
     p.add_argument("out")
     _add_output_args(p, rate=None)
-    p = sub.add_parser("synthetic", help="synthetic road scenes -> bag with ground truth", allow_abbrev=False)
-    p.set_defaults(command_parser=p)
+    p = sub.add_parser("synthetic", help="synthetic road scenes -> bag with ground truth")
     p.add_argument("out")
     p.add_argument("--frames", type=int, default=60)
     p.add_argument("--seed", type=int, default=0)
@@ -70,10 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=720)
     _add_output_args(p)
-    p = sub.add_parser("info", help="topics, types, counts and problems of a bag", allow_abbrev=False)
-    p.set_defaults(command_parser=p)
+    p = sub.add_parser("info", help="topics, types, counts and problems of a bag")
     p.add_argument("bag")
     p.add_argument("--json", action="store_true", help="print JSON")
+    for command_parser in sub.choices.values():  # main reports errors with the subcommand's usage
+        command_parser.set_defaults(command_parser=command_parser)
     return parser
 
 

@@ -154,15 +154,19 @@ def write_report(out: Path, sources, summary: dict, meta: dict, labels, cameras)
     write_text_atomic(out / "report.md", "\n".join(lines))
 
 
+def no_clear_gain(min_gain: float, gain_confidence: float) -> str:
+    """Why the base was kept after training (the log's line and the report's)."""
+    return (f"no state was {min_gain} {CRITERION} ahead of the base with a gain that held in "
+            f"{gain_confidence:.0%} of bootstrap resamples of the frames")
+
+
 def _outcome(adaptation: dict) -> str:
     """What was written: the base unchanged, or the best state (blended with the base)."""
     settings = adaptation["settings"]
     if adaptation["kept_base"] and not adaptation["iterations_run"]:
         return "no frame had a trusted pseudo-label, nothing was trained: **the base weights were kept**"
     if adaptation["kept_base"]:
-        return (f"no state was {settings['min_gain']} {CRITERION} ahead of the base with a gain that held in "
-                f"{settings['gain_confidence']:.0%} of bootstrap resamples of the frames: "
-                "**the base weights were kept**")
+        return f"{no_clear_gain(settings['min_gain'], settings['gain_confidence'])}: **the base weights were kept**"
     blend = settings["blend"]
     return (f"best state at iteration {adaptation['best_iteration']}, written as "
             + (f"{1 - blend:.2f} x base + {blend:.2f} x that state (WiSE-FT; the 'after' column)" if blend < 1.0

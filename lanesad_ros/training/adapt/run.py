@@ -80,7 +80,7 @@ from lanesad_ros.training.adapt.criteria import (
     unlabelled_criteria,
 )
 from lanesad_ros.training.adapt.frames import looks_like_sequence, small_grey
-from lanesad_ros.training.adapt.report import GroundTruthScores, camera_line, write_report
+from lanesad_ros.training.adapt.report import GroundTruthScores, camera_line, no_clear_gain, write_report
 from lanesad_ros.training.adapt.settings import STRONG_AUGMENT, AdaptSettings
 from lanesad_ros.training.adapt.sources import Source, SourceError, open_sources
 from lanesad_ros.training.adapt.student import adapt_loss, l2sp_penalty, label_mask, teacher_pass
@@ -297,10 +297,11 @@ class Adapter:
                         holds = gain_holds(crit[PER_FRAME], base_frames)
                         summary["evaluations"].append({"iteration": it, "gain_holds": holds,
                                                        **_strip(crit)})
-                        improved = (value >= best_value + s.min_gain - 1e-9 and holds >= s.gain_confidence
-                                    if best_state is None else value > best_value + 1e-9)
+                        clear = value >= best_value + s.min_gain - 1e-9
+                        improved = (clear and holds >= s.gain_confidence if best_state is None
+                                    else value > best_value + 1e-9)
                         verdict = "new best" if improved else f"best so far {best_value:.3f}"
-                        if best_state is None and not improved and value >= best_value + s.min_gain - 1e-9:
+                        if best_state is None and clear and not improved:
                             verdict += (f"; its gain held in {holds:.0%} of bootstrap resamples of the frames, "
                                         f"under {s.gain_confidence:.0%}")
                         self.log(f"it {it}: {CRITERION} {value:.3f} ({verdict}) loss "
@@ -324,8 +325,7 @@ class Adapter:
             best_state = {k: v.clone() for k, v in self.base_state.items()}
             summary["kept_base"] = True
             if summary.get("iterations_run"):  # trained: say why no state was taken (else the log said why not)
-                self.log(f"no state was {s.min_gain} {CRITERION} ahead of the base with a gain that held in "
-                         f"{s.gain_confidence:.0%} of bootstrap resamples of the frames: the base weights are kept")
+                self.log(f"{no_clear_gain(s.min_gain, s.gain_confidence)}: the base weights are kept")
         elif s.blend < 1.0:
             best_state = blend_states(self.base_state, best_state, s.blend)
             self.log(f"blended: {1 - s.blend:.2f} x base + {s.blend:.2f} x adapted (WiSE-FT)")
