@@ -421,9 +421,11 @@ def run(args: argparse.Namespace) -> dict:
                 print(f"  t={t:5.1f} s  station {s_now:7.1f} m  lateral error {log['lateral_error'][-1]:+.3f} m  "
                       f"latency {log['latency_ms'][-1] or float('nan'):.0f} ms", flush=True)
     finally:
+        # The nodes end before our DDS participant closes: Fast DDS's close can wait, holding the GIL, on
+        # a TCP channel to a peer that has stopped reading (evaluate.run_live, test_live_ends_when_...).
+        codes = [stop_node(proc) for proc in procs]
         if bridge is not None:
             bridge.close()
-        codes = [stop_node(proc) for proc in procs]
     load_after = os.getloadavg()
     # The detector's filtered ego lane (lanes/model), where it publishes one, against the truth.
     model_errors = {"offset_m": [], "heading_deg": [], "width_m": []}

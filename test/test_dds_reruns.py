@@ -1,7 +1,11 @@
 """The rerun policy of test/dds_reruns.py, run on a throw-away test file (pytester)."""
 from __future__ import annotations
 
+import configparser
+
 import pytest
+
+from conftest import REPO_ROOT
 
 TESTS = """
 from pathlib import Path
@@ -30,3 +34,48 @@ def test_only_a_dds_stall_symptom_is_rerun_and_only_once(pytester):
     outcomes = result.parseoutcomes()
     assert (outcomes.get("passed"), outcomes.get("failed"), outcomes.get("rerun")) == (1, 2, 2), result.stdout.str()
     result.stdout.fnmatch_lines(["*FAILED*test_stalls_twice*", "*FAILED*test_other_failure*"])
+
+
+HANGS = """
+import ctypes
+import time
+
+
+def test_hangs_in_python():
+    time.sleep(60)
+
+
+def test_after_the_hang():
+    pass
+
+
+def test_frozen_holding_the_gil():
+    libc = ctypes.PyDLL(None)  # PyDLL keeps the GIL during the call
+    mutex = ctypes.create_string_buffer(64)  # zeroed: an unlocked default mutex
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)  # never returns, as Fast DDS's TCP disconnect did in CI
+
+
+def test_never_reached():
+    pass
+"""
+
+
+
+@pytest.mark.flaky(reruns=0)
+def test_a_hung_test_fails_and_a_frozen_one_ends_the_run(pytester):
+    """pytest.ini's limits, scaled down: a test hung in Python fails (pytest-timeout) and the run goes on; one
+    frozen in a C call holding the GIL, where no Python handler runs, ends the run with every thread's stack."""
+    ini = configparser.ConfigParser()
+    ini.read(REPO_ROOT / "pytest.ini")
+    limits = ini["pytest"]
+    assert 0 < float(limits["timeout"]) < float(limits["faulthandler_timeout"])
+    assert limits.getboolean("faulthandler_exit_on_timeout")
+    pytester.makepyfile(HANGS)
+    result = pytester.runpytest_subprocess("-v", "-o", "timeout=2", "-o", "faulthandler_timeout=5",
+                                           "-o", "faulthandler_exit_on_timeout=true", timeout=60)
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret == 1, out
+    assert "test_hangs_in_python FAILED" in out and "test_after_the_hang PASSED" in out, out
+    assert "Timeout (0:00:05)!" in out and "in test_frozen_holding_the_gil" in out, out
+    assert "test_never_reached" not in out, out

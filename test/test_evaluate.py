@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -252,6 +256,57 @@ def test_live_spawned_node_over_dds(ros_domain, random_weights, tmp_path, scenes
     assert m["models"][0]["model"] == "enet_sad"
     assert video_frames(out / "overlay_all.mp4")[0] == N
     assert (out / "node.log").exists()
+
+
+# Runs `lanesad-eval live --spawn` with the spawned node stopped (SIGSTOP) the moment the drive has played:
+# a node that no longer reads its sockets while the replay closes. The node's pid goes to argv[1].
+_NODE_STOPS_READING = """
+import os, signal, sys
+from lanesad_ros.ros import evaluate, replay
+from lanesad_ros.ros.eval_cli import main
+
+pid_file, argv, spawned = sys.argv[1], sys.argv[2:], []
+real_spawn, real_play = evaluate.spawn_node, replay.Replayer.play
+
+def spawn(*args, **kwargs):
+    spawned.append(real_spawn(*args, **kwargs))
+    with open(pid_file, "w") as f:
+        f.write(str(spawned[0].pid))
+    return spawned[0]
+
+def play(self, *args, **kwargs):
+    result = real_play(self, *args, **kwargs)
+    os.kill(spawned[0].pid, signal.SIGSTOP)
+    return result
+
+evaluate.spawn_node, replay.Replayer.play = spawn, play
+sys.exit(main(argv))
+"""
+
+
+def test_live_ends_when_the_spawned_node_stops_reading(ros_domain, random_weights, tmp_path, scenes):
+    """A replay whose node stopped reading as the drive ended froze for good, SIGINT included: Fast DDS
+    closed our participant while its TCP channel waited on that peer, holding the GIL. The node is now
+    ended first; the run finishes and names the node's exit."""
+    drive = make_bag(tmp_path / "live_drive", scenes, compressed=False)
+    out, pid_file = tmp_path / "live", tmp_path / "node.pid"
+    cmd = [sys.executable, "-c", _NODE_STOPS_READING, str(pid_file), "live", str(drive), "--spawn",
+           "--weights", str(random_weights), "--out", str(out), "--node-param", "backend:=torch",
+           "--node-param", "device:=cpu", "--video", "none"]
+    try:
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail("lanesad-eval live did not end within 240 s of a node that stopped reading")
+    finally:
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    m = load(out)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert m["published"] == N and m["frames"] == N
+    assert [e for e in m["errors"] if "lane detector process exited with status -9" in e], m["errors"]
 
 
 def test_live_warm_up_waits_for_a_settled_backend_and_does_not_count(ros_domain, random_weights, tmp_path, scenes,

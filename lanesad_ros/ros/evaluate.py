@@ -28,7 +28,7 @@ from lanesad_ros.ros.bag.reader import BagReader
 from lanesad_ros.ros.bag.typestore import COMPRESSED_TYPE, TIMING_KEY
 from lanesad_ros.ros.bag.writer import restamp_cdr
 from lanesad_ros.ros.convert import lane_array_to_detections
-from lanesad_ros.ros.replay import Replayer, ReplayError
+from lanesad_ros.ros.replay import Replayer, ReplayError, ReplayResult
 
 
 def _progress(total: int | None, desc: str):
@@ -153,6 +153,38 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def _stop_spawned(proc, node_log: Path, problems: list[str]) -> None:
+    """Stop a spawned node that is still running; an abnormal exit status becomes a problem."""
+    if proc is None or proc.log_file.closed:
+        return
+    code = stop_node(proc)
+    if code not in (0, -signal.SIGINT, 130, None):
+        problems.append(f"lane detector process exited with status {code} (log: {node_log})")
+
+
+def _replay(args: argparse.Namespace, labels: list | None, rep: Replayer, published: list[int], total: int,
+            problems: list[str], alive, node_log: Path | None) -> ReplayResult:
+    """Wait for the detector, warm it up on the drive's first image, then play the drive at ``args.rate``."""
+    try:
+        rep.wait_for_detector(args.startup_timeout, alive=alive)
+    except ReplayError as exc:
+        tail = _log_tail(node_log) if node_log is not None else ""
+        raise ReplayError(f"{exc}" + (f"\nnode log ({node_log}):\n{tail}" if tail else "")) from None
+    reader = open_reader(args, labels)
+    with reader, _progress(total, "live") as bar:
+        images = reader.serialized_images()
+        first = next(images, None)  # warms the node up, then plays as the drive's first frame
+        if first is not None:
+            rep.warm_up(first[2], args.startup_timeout, alive=alive)
+            images = itertools.chain([first], images)
+        frames = ((bag_ns, published[i], data if published[i] == stamp else restamp_cdr(data, published[i]))
+                  for i, (bag_ns, stamp, data) in enumerate(itertools.islice(images, len(published))))
+        result = rep.play(frames, rate=args.rate, settle_s=args.settle, progress=bar,
+                          first_answer_s=args.startup_timeout)
+        problems.extend(reader.problems)
+    return result
+
+
 def run_live(args: argparse.Namespace, labels: list | None, problems: list[str]) -> tuple[list[ModelRun], dict]:
     reader = open_reader(args, labels)
     with reader:
@@ -174,27 +206,15 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
                               params_file=args.node_params_file)
         with Replayer(publish_topic, image_type, args.lanes_topic) as rep:
             try:
-                rep.wait_for_detector(args.startup_timeout, alive=lambda: proc is None or proc.poll() is None)
-            except ReplayError as exc:
-                tail = _log_tail(node_log) if proc is not None else ""
-                raise ReplayError(f"{exc}" + (f"\nnode log ({node_log}):\n{tail}" if tail else "")) from None
-            reader = open_reader(args, labels)
-            with reader, _progress(total, "live") as bar:
-                images = reader.serialized_images()
-                first = next(images, None)  # warms the node up, then plays as the drive's first frame
-                if first is not None:
-                    rep.warm_up(first[2], args.startup_timeout, alive=lambda: proc is None or proc.poll() is None)
-                    images = itertools.chain([first], images)
-                frames = ((bag_ns, published[i], data if published[i] == stamp else restamp_cdr(data, published[i]))
-                          for i, (bag_ns, stamp, data) in enumerate(itertools.islice(images, len(published))))
-                result = rep.play(frames, rate=args.rate, settle_s=args.settle, progress=bar,
-                                  first_answer_s=args.startup_timeout)
-                problems.extend(reader.problems)
+                result = _replay(args, labels, rep, published, total, problems,
+                                 alive=lambda: proc is None or proc.poll() is None, node_log=node_log if proc else None)
+            finally:
+                # The spawned node ends before our DDS participant closes: Fast DDS's close waits on its TCP
+                # channel to a peer that has stopped reading, with the GIL held (the whole process froze,
+                # SIGINT too, when a node stopped answering at the end of a replay).
+                _stop_spawned(proc, node_log, problems)
     finally:
-        if proc is not None:
-            code = stop_node(proc)
-            if code not in (0, -signal.SIGINT, 130, None):
-                problems.append(f"lane detector process exited with status {code} (log: {node_log})")
+        _stop_spawned(proc, node_log, problems)  # the replayer never started
     if result.duplicate_stamps:
         problems.append(f"{result.duplicate_stamps} images share a header stamp with an earlier one: "
                         "their answers cannot be told apart")
