@@ -237,10 +237,10 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr)
             diag = receiver.diagnostics[-1][1] if receiver.diagnostics else {}
         finally:
-            receiver.close()
-            node.terminate()
+            node.terminate()  # before our participant closes (lanesad_ros.ros.evaluate.run_live)
             node.wait(timeout=30)
             node_log.close()
+            receiver.close()
 
     print("End-to-end latency, image published -> LaneArray received (3 processes, Fast DDS LARGE_DATA)\n")
     print(f"- weights: {weights_note}; model input {diag.get('input_size', '?')}; "

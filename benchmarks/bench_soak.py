@@ -488,13 +488,13 @@ def soak(args) -> int:
     finally:
         if publisher is not None and publisher.poll() is None:
             publisher.kill()
-        receiver.close()
-        node.terminate()
+        node.terminate()  # before our participant closes (lanesad_ros.ros.evaluate.run_live)
         try:
             node.wait(timeout=30)
         except subprocess.TimeoutExpired:
             node.kill()
             node.wait()
+        receiver.close()
 
     sent_ns = read_stamps(stamps_path)
     rows = interval_rows(samples, sent_ns, answers, outputs)

@@ -283,6 +283,8 @@ class RosClient:
         return found[0]
 
     def close(self) -> None:
+        """Stop the nodes first: Fast DDS's close of this participant can wait, holding the GIL, on a TCP
+        channel to a node that has stopped reading (lanesad_ros.ros.evaluate.run_live)."""
         rclpy.shutdown(context=self.context)
         self._thread.join(timeout=10)
 

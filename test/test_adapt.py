@@ -564,8 +564,10 @@ def test_adapted_weights_load_in_the_node(adapted, tmp_path):
         msg = ros_image_message(image, frame_id="adapted")
         check_answer(client.request(msg), msg, 640, 360, out.name)
     finally:
-        client.close()
-        node.stop()
+        try:
+            node.stop()  # before our participant closes
+        finally:
+            client.close()
 
 
 def _norm_stats(state: dict) -> dict:

@@ -49,7 +49,10 @@ def client(node, domain_id):
         node.wait_for_log("start-up: ready", timeout=STARTUP_TIMEOUT * 3)  # the first frame's answer waits on it
         yield ros
     finally:
-        ros.close()
+        try:
+            node.stop(signal.SIGKILL if node.alive() else None)  # before our participant closes
+        finally:
+            ros.close()
 
 
 def odometry(stamp: Time, speed: float, yaw_rate: float = 0.0) -> Odometry:

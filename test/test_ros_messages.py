@@ -71,9 +71,9 @@ def test_lane_array_crosses_processes_intact():
         assert spin_until(executor, lambda: bool(received), timeout=60), \
             "no message arrived from the publisher process within 60 s"
     finally:
-        rclpy.shutdown(context=context)
-        publisher.kill()
+        publisher.kill()  # before our participant closes (lanesad_ros.ros.evaluate.run_live)
         output = publisher.communicate()[0].decode(errors="replace")
+        rclpy.shutdown(context=context)
 
     msg = received[0]
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1700000000, 123456789), output

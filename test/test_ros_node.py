@@ -153,7 +153,10 @@ def client(node, domain_id, monkeypatch_module):
         ros.wait_ready(node)
         yield ros
     finally:
-        ros.close()
+        try:
+            node.stop(signal.SIGKILL if node.alive() else None)  # before our participant closes
+        finally:
+            ros.close()
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,10 @@ def client(node, domain_id):
             ros.wait_ready(node)
             yield ros
         finally:
-            ros.close()
+            try:
+                node.stop(signal.SIGKILL if node.alive() else None)  # before our participant closes
+            finally:
+                ros.close()
 
 
 def test_real_jpeg_frames_each_get_their_lane_array(node, client, weights):

@@ -33,8 +33,10 @@ def managed(domain_id, random_weights, tmp_path_factory):
         node.wait_discovered(lambda: change.service_is_ready() and get.service_is_ready())
         yield node, client, change, get
     finally:
-        client.close()
-        node.stop(signal.SIGKILL if node.alive() else signal.SIGINT)
+        try:
+            node.stop(signal.SIGKILL if node.alive() else None)  # before our participant closes
+        finally:
+            client.close()
 
 
 def call(client, service, request, timeout: float = 60.0):

@@ -83,8 +83,11 @@ def test_edited_params_file_applies_under_a_namespace(domain_id, random_weights,
         assert all(outputs.values()), {topic: len(got) for topic, got in outputs.items()}
         assert not client.lanes and client.node.count_publishers("/car1/lanes") == 0, "nothing left behind"
     finally:
-        client.close()
-        assert node.stop(signal.SIGINT) == 0, node.log()[-3000:]
+        try:
+            code = node.stop(signal.SIGINT)  # before our participant closes
+        finally:
+            client.close()
+    assert code == 0, node.log()[-3000:]
 
 
 def test_use_sim_time_from_the_params_file_stands_unless_the_argument_is_given(domain_id, tmp_path):
@@ -111,8 +114,10 @@ def test_use_sim_time_from_the_params_file_stands_unless_the_argument_is_given(d
             (value,) = client.wait_future(parameters.get_parameters(["use_sim_time"]), 20).values
             assert value.bool_value is expected, f"{case}: use_sim_time {value.bool_value}\n{nodes[case].log()[-2000:]}"
     finally:
-        client.close()
-        codes = {case: node.stop(signal.SIGINT) for case, node in nodes.items()}
+        try:
+            codes = {case: node.stop(signal.SIGINT) for case, node in nodes.items()}  # before our participant closes
+        finally:
+            client.close()
     assert codes == {case: 0 for case in cases}, codes
 
 
