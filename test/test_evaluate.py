@@ -327,6 +327,30 @@ def test_live_warm_up_waits_for_a_settled_backend_and_does_not_count(ros_domain,
     assert "after measuring" in (out / "node.log").read_text()  # the background choice finished first
 
 
+_CLOSE_FREEZES = """
+import ctypes, sys
+import rclpy
+from lanesad_ros.ros import replay
+from lanesad_ros.ros.eval_cli import main
+
+def frozen(*args, **kwargs):
+    libc, mutex = ctypes.PyDLL(None), ctypes.create_string_buffer(64)  # PyDLL: the GIL stays held
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)
+
+replay.CLOSE_TIMEOUT_S, rclpy.shutdown = 2.0, frozen
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_replay_whose_participant_never_closes_ends_with_the_stacks(ros_domain, drive, tmp_path):
+    """Whatever holds the close (a user's own node that stopped reading), the process ends."""
+    run = subprocess.run([sys.executable, "-c", _CLOSE_FREEZES, "live", str(drive), "--out", str(tmp_path / "r"),
+                          "--startup-timeout", "1"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "Timeout (0:00:02)!" in run.stderr, run.stderr[-2000:]
+    assert 'replay.py", line' in run.stderr and "in close" in run.stderr, run.stderr[-2000:]
+
+
 def test_live_without_a_detector_fails_clearly(ros_domain, drive, tmp_path):
     out = tmp_path / "nobody"
     assert main(["live", str(drive), "--out", str(out), "--startup-timeout", "1"]) == 2

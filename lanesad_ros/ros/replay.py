@@ -7,6 +7,7 @@ clock for latency is this process's: publish -> LaneArray received.
 """
 from __future__ import annotations
 
+import faulthandler
 import os
 import queue
 import threading
@@ -23,6 +24,9 @@ WARM_UP_STAMP_NS = (2**31 - 1) * 10**9
 # Our node publishes /diagnostics every second: this long after a first answer without a
 # backend_settled value, the detector is one that does not report it.
 NO_SAY_S = 2.5
+# Fast DDS's close of our participant can wait for good, holding the GIL, on a TCP peer that has stopped
+# reading (a spawned node is ended before it: evaluate.run_live); past this the process ends (status 1).
+CLOSE_TIMEOUT_S = 30.0
 
 IMAGE_MSG_TYPES = {
     "sensor_msgs/msg/Image": ("sensor_msgs.msg", "Image"),
@@ -271,16 +275,26 @@ class Replayer:
                 return
 
     def close(self) -> None:
+        """Shut our participant down. Still closing ``CLOSE_TIMEOUT_S`` later (a DDS peer that stopped
+        reading), the process writes "Timeout" and every thread's stack to stderr and exits with status 1:
+        no Python handler runs while the GIL is held, :func:`faulthandler.dump_traceback_later` does."""
         import rclpy
 
         try:
-            rclpy.shutdown(context=self.context)
-        except Exception:  # noqa: BLE001 - already shut down
+            faulthandler.dump_traceback_later(CLOSE_TIMEOUT_S, exit=True)
+        except (RuntimeError, ValueError, OSError):  # no stderr file to write to: no watchdog
             pass
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
+        try:
+            try:
+                rclpy.shutdown(context=self.context)
+            except Exception:  # noqa: BLE001 - already shut down
+                pass
+            if self._thread is not None:
+                self._thread.join(timeout=2.0)
+            self.executor.shutdown()
+            self.node.destroy_node()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
     def __enter__(self) -> Replayer:
         return self
