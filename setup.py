@@ -28,7 +28,7 @@ setup(
     entry_points={
         "console_scripts": [
             "lanesad-train = lanesad_ros.training.cli:main",
-            "lanesad-eval = lanesad_ros.ros.eval_cli:main",
+            "lanesad-eval = lanesad_ros.ros.eval_cli:console_main",
             "lanesad-bag = lanesad_ros.ros.bag.cli:main",
             "lane_detector = lanesad_ros.ros.entry:lane_detector",
             "lane_detector_lifecycle = lanesad_ros.ros.entry:lane_detector_lifecycle",

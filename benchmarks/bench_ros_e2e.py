@@ -207,12 +207,15 @@ def main(argv: list[str] | None = None) -> int:
             weights, weights_note = args.weights, str(args.weights)
         else:
             weights, weights_note = default_or_random_weights(Path(tmp))
+        from lanesad_ros.ros.evaluate import stop_node  # this file's roles import only what each needs
+
         node_log = open(Path(tmp) / "node.log", "wb")
         node = subprocess.Popen([sys.executable, "-m", "lanesad_ros.ros.node", "--ros-args",
                                  "--params-file", str(REPO_ROOT / "config" / "lane_detector.yaml"),
                                  "-p", f"weights:={weights}", "-p", f"device:={args.device}",
                                  "-p", f"backend:={args.backend}", "-p", f"image_topic:={IMAGE_TOPIC}"],
                                 stdout=node_log, stderr=subprocess.STDOUT)
+        node.log_file = node_log  # closed by stop_node
         receiver = Receiver()
         rows = []
         try:
@@ -237,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                           file=sys.stderr)
             diag = receiver.diagnostics[-1][1] if receiver.diagnostics else {}
         finally:
-            node.terminate()  # before our participant closes (lanesad_ros.ros.evaluate.run_live)
-            node.wait(timeout=30)
-            node_log.close()
-            receiver.close()
+            try:
+                stop_node(node)  # before our participant closes (lanesad_ros.ros.evaluate.run_live)
+            finally:
+                receiver.close()
 
     print("End-to-end latency, image published -> LaneArray received (3 processes, Fast DDS LARGE_DATA)\n")
     print(f"- weights: {weights_note}; model input {diag.get('input_size', '?')}; "

@@ -30,6 +30,9 @@ from lanesad_ros.model.weights import metadata_path
 from lanesad_ros.ros.bag.typestore import BagError
 from lanesad_ros.ros.evaluate import open_reader, run_live, run_offline
 
+# The command's bound on closing a live replay's DDS participant (Replayer's docstring says why).
+CLOSE_TIMEOUT_S = 30.0
+
 
 def _add_ground_truth_args(p: argparse.ArgumentParser) -> None:
     """The image topic and where the ground truth comes from (bag topic or label file)."""
@@ -165,8 +168,16 @@ def _figures(metrics: dict) -> str:
     return ", ".join(parts)
 
 
-def main(argv: list[str] | None = None) -> int:
+def console_main() -> int:
+    """The ``lanesad-eval`` command: :func:`main`, and a live replay whose DDS participant does not close
+    within ``CLOSE_TIMEOUT_S`` ends the process (status 1, ``Timeout`` and the Python stacks on stderr)."""
+    return main(close_timeout=CLOSE_TIMEOUT_S)
+
+
+def main(argv: list[str] | None = None, close_timeout: float | None = None) -> int:
+    """``lanesad-eval`` with ``argv``; ``close_timeout``: see :class:`lanesad_ros.ros.replay.Replayer`."""
     args, unknown = build_parser().parse_known_args(argv)
+    args.close_timeout = close_timeout
     parser = args.command_parser  # errors show the subcommand's usage, not the top level's
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")

@@ -204,7 +204,7 @@ def run_live(args: argparse.Namespace, labels: list | None, problems: list[str])
         if args.spawn:
             proc = spawn_node(node_topic, compressed, args.weights, args.node_param, node_log,
                               params_file=args.node_params_file)
-        with Replayer(publish_topic, image_type, args.lanes_topic) as rep:
+        with Replayer(publish_topic, image_type, args.lanes_topic, close_timeout=args.close_timeout) as rep:
             try:
                 result = _replay(args, labels, rep, published, total, problems,
                                  alive=lambda: proc is None or proc.poll() is None, node_log=node_log if proc else None)

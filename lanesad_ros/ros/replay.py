@@ -24,9 +24,6 @@ WARM_UP_STAMP_NS = (2**31 - 1) * 10**9
 # Our node publishes /diagnostics every second: this long after a first answer without a
 # backend_settled value, the detector is one that does not report it.
 NO_SAY_S = 2.5
-# Fast DDS's close of our participant can wait for good, holding the GIL, on a TCP peer that has stopped
-# reading (a spawned node is ended before it: evaluate.run_live); past this the process ends (status 1).
-CLOSE_TIMEOUT_S = 30.0
 
 IMAGE_MSG_TYPES = {
     "sensor_msgs/msg/Image": ("sensor_msgs.msg", "Image"),
@@ -104,17 +101,24 @@ class Replayer:
 
     Use as a context manager (rclpy is initialised in its own context, so several runs in
     one process do not interfere), ``wait_for_detector()``, then ``play(messages)``.
+
+    Fast DDS's close of our participant can wait for good, holding the GIL, on a TCP peer that has
+    stopped reading (so a node we spawned is ended first: evaluate.run_live). With ``close_timeout``
+    a close still running that many seconds later writes "Timeout" and every thread's Python stack to
+    stderr and ends the process with status 1 (:func:`faulthandler.dump_traceback_later`, whose own
+    thread needs no GIL). Its timer is process-wide: for command-line runs, not inside a test runner
+    that keeps its own.
     """
 
     def __init__(self, image_topic: str, image_type: str, lanes_topic: str = "/lanes",
-                 node_name: str = "lanesad_eval_replay") -> None:
+                 node_name: str = "lanesad_eval_replay", close_timeout: float | None = None) -> None:
         ros_environment()
         self._image_cls, self._lane_array_cls = _import_types(image_type)
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import qos_profile_sensor_data
 
-        self.image_topic, self.lanes_topic = image_topic, lanes_topic
+        self.image_topic, self.lanes_topic, self.close_timeout = image_topic, lanes_topic, close_timeout
         self.context = rclpy.Context()
         rclpy.init(args=[], context=self.context)  # not sys.argv: our CLI options are no ROS arguments
         self.node = rclpy.create_node(node_name, context=self.context)
@@ -275,15 +279,15 @@ class Replayer:
                 return
 
     def close(self) -> None:
-        """Shut our participant down. Still closing ``CLOSE_TIMEOUT_S`` later (a DDS peer that stopped
-        reading), the process writes "Timeout" and every thread's stack to stderr and exits with status 1:
-        no Python handler runs while the GIL is held, :func:`faulthandler.dump_traceback_later` does."""
+        """Shut our participant down (within ``close_timeout`` when set: the class docstring)."""
         import rclpy
 
-        try:
-            faulthandler.dump_traceback_later(CLOSE_TIMEOUT_S, exit=True)
-        except (RuntimeError, ValueError, OSError):  # no stderr file to write to: no watchdog
-            pass
+        watchdog = self.close_timeout is not None
+        if watchdog:
+            try:
+                faulthandler.dump_traceback_later(self.close_timeout, exit=True)
+            except (RuntimeError, ValueError, OSError):  # no stderr file to write to: no watchdog
+                watchdog = False
         try:
             try:
                 rclpy.shutdown(context=self.context)
@@ -294,7 +298,8 @@ class Replayer:
             self.executor.shutdown()
             self.node.destroy_node()
         finally:
-            faulthandler.cancel_dump_traceback_later()
+            if watchdog:
+                faulthandler.cancel_dump_traceback_later()
 
     def __enter__(self) -> Replayer:
         return self
