@@ -423,9 +423,11 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         # The nodes end before our DDS participant closes: Fast DDS's close can wait, holding the GIL, on
         # a TCP channel to a peer that has stopped reading (evaluate.run_live, test_live_ends_when_...).
-        codes = [stop_node(proc) for proc in procs]
-        if bridge is not None:
-            bridge.close()
+        try:
+            codes = [stop_node(proc) for proc in procs]
+        finally:
+            if bridge is not None:
+                bridge.close()
     load_after = os.getloadavg()
     # The detector's filtered ego lane (lanes/model), where it publishes one, against the truth.
     model_errors = {"offset_m": [], "heading_deg": [], "width_m": []}
