@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 DEMO_OUT ?= demo_output
-# Camera-sized images over Fast DDS need the large-data transports (ros-on-pip.md).
+# Camera-sized images over Fast DDS need the large-data transports (docs/node.md).
 export FASTDDS_BUILTIN_TRANSPORTS ?= LARGE_DATA
 
 DEMO_CLIP ?= demo/udacity/project_video_clip.mp4

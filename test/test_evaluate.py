@@ -351,6 +351,15 @@ def test_live_without_a_detector_fails_clearly(ros_domain, drive, tmp_path):
     assert "no lane detector answered" in load(out)["errors"][0]
 
 
+def test_a_rate_of_zero_is_refused_before_anything_starts(drive, tmp_path, capsys):
+    """'--rate 0' was refused only after the node was spawned, as 'ReplayError: rate must be positive'."""
+    for rate in ("0", "-1", "fast"):
+        with pytest.raises(SystemExit) as exc:
+            main(["live", str(drive), "--spawn", "--out", str(tmp_path / "r"), "--rate", rate])
+        assert exc.value.code == 2 and "lanesad-eval live: error: argument --rate" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_mistyped_option_shows_the_subcommands_usage(drive, tmp_path, capsys):
     """'--vidoe all' printed the top level's usage ('lanesad-eval [-h] {offline,live,...}'); abbreviations
     ('--wor 2' for '--worst') are not taken either."""

@@ -336,7 +336,7 @@ class _EchoReplayer:
 
     detector = None
 
-    def __init__(self, topic, image_type, lanes_topic):
+    def __init__(self, topic, image_type, lanes_topic, close_timeout=None):
         from lanesad_ros.ros.replay import ReplayResult
 
         self.image_type, self.result = image_type, ReplayResult()

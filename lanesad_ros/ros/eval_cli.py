@@ -34,6 +34,17 @@ from lanesad_ros.ros.evaluate import open_reader, run_live, run_offline
 CLOSE_TIMEOUT_S = 30.0
 
 
+def _positive_float(text: str) -> float:
+    """argparse type: a number above 0 (``--rate 0`` failed only after the node was spawned)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def _add_ground_truth_args(p: argparse.ArgumentParser) -> None:
     """The image topic and where the ground truth comes from (bag topic or label file)."""
     p.add_argument("--image-topic", help="image topic (default: the bag's only image topic, or /image_raw)")
@@ -66,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--backend", default="auto", choices=BACKENDS, help="detector backend")
         else:
             p.add_argument("--spawn", action="store_true", help="start the lane_detector node as a separate process")
-            p.add_argument("--rate", type=float, default=1.0, help="replay speed (1 = the bag's own pace)")
+            p.add_argument("--rate", type=_positive_float, default=1.0, help="replay speed (1 = the bag's own pace)")
             p.add_argument("--lanes-topic", default="/lanes")
             p.add_argument("--startup-timeout", type=float, default=90.0,
                            help="seconds to wait for the detector to appear")
