@@ -61,11 +61,10 @@ def test_never_reached():
 """
 
 
-
 @pytest.mark.flaky(reruns=0)
 def test_a_hung_test_fails_and_a_frozen_one_ends_the_run(pytester):
     """pytest.ini's limits, scaled down: a test hung in Python fails (pytest-timeout) and the run goes on; one
-    frozen in a C call holding the GIL, where no Python handler runs, ends the run with every thread's stack."""
+    frozen in a C call holding the GIL, where no Python handler runs, ends the run with every thread's Python stack."""
     ini = configparser.ConfigParser()
     ini.read(REPO_ROOT / "pytest.ini")
     limits = ini["pytest"]

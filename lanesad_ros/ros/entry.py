@@ -113,14 +113,17 @@ def begin_stopping() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def arm_teardown_watchdog() -> None:
-    """Called as a built node's teardown begins: a teardown still running ``TEARDOWN_TIMEOUT_S`` later
-    writes every thread's stack to stderr and exits with status 1 (module docstring). Without a
-    stderr file to write to (``sys.stderr`` None or not backed by a file) there is no watchdog."""
+def arm_teardown_watchdog(seconds: float | None = None) -> bool:
+    """Called as a teardown begins (a built node's; a live replay's DDS close): one still running
+    ``seconds`` later (default ``TEARDOWN_TIMEOUT_S``, read at the call) writes every thread's Python
+    stack to stderr and exits with status 1 (module docstring; faulthandler's own thread, so also while
+    C code holds the GIL). Without a stderr file to write to (``sys.stderr`` None or not backed by a
+    file) there is no watchdog: returns False."""
     try:
-        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S, exit=True)
+        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S if seconds is None else seconds, exit=True)
     except (RuntimeError, ValueError, OSError):  # io.UnsupportedOperation is an OSError and a ValueError
-        pass
+        return False
+    return True
 
 
 def ros_init_problem(exc: BaseException) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from lanesad_ros.ros.bag.writer import restamp_cdr
 from lanesad_ros.ros.convert import stamp_to_ns
+from lanesad_ros.ros.entry import arm_teardown_watchdog
 
 # Warm-up frames carry stamps in the last second a ROS header can hold, which no drive uses.
 WARM_UP_STAMP_NS = (2**31 - 1) * 10**9
@@ -105,9 +106,9 @@ class Replayer:
     Fast DDS's close of our participant can wait for good, holding the GIL, on a TCP peer that has
     stopped reading (so a node we spawned is ended first: evaluate.run_live). With ``close_timeout``
     a close still running that many seconds later writes "Timeout" and every thread's Python stack to
-    stderr and ends the process with status 1 (:func:`faulthandler.dump_traceback_later`, whose own
-    thread needs no GIL). Its timer is process-wide: for command-line runs, not inside a test runner
-    that keeps its own.
+    stderr and ends the process with status 1 (:func:`lanesad_ros.ros.entry.arm_teardown_watchdog`,
+    faulthandler's own thread, which needs no GIL). Its timer is process-wide: for command-line
+    runs, not inside a test runner that keeps its own.
     """
 
     def __init__(self, image_topic: str, image_type: str, lanes_topic: str = "/lanes",
@@ -282,12 +283,7 @@ class Replayer:
         """Shut our participant down (within ``close_timeout`` when set: the class docstring)."""
         import rclpy
 
-        watchdog = self.close_timeout is not None
-        if watchdog:
-            try:
-                faulthandler.dump_traceback_later(self.close_timeout, exit=True)
-            except (RuntimeError, ValueError, OSError):  # no stderr file to write to: no watchdog
-                watchdog = False
+        watchdog = self.close_timeout is not None and arm_teardown_watchdog(self.close_timeout)
         try:
             try:
                 rclpy.shutdown(context=self.context)
